@@ -1,0 +1,1 @@
+"""dked_tf.losses"""
