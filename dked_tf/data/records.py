@@ -1,6 +1,12 @@
-"""The one annotation record type that every reader returns and every consumer takes."""
+"""The one annotation record type that every reader returns and every consumer takes.
+
+Also the error/skip bookkeeping shared by the readers: `AnnotationError` names the file and
+line of bad input; `SkipLog` turns errors into warnings plus a printed summary when a reader
+runs with `strict=False` (records are skipped and counted, never dropped silently).
+"""
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -15,6 +21,10 @@ class ImageRecord:
     polygons: float32 [N, 8], pixels, x1 y1 ... x4 y4.
     classes: int32 [N], index into the dataset's class names.
     difficult: bool [N] (DOTA's `2` — truncated by tiling — also reads as difficult).
+    extra: format-specific details a writer needs for an exact round trip, e.g. HRSC2016's raw
+        `mbox` float64 [N, 5], `class_id` (9-digit codes), `header` [N, 2]; DOTA's raw
+        `difficult_value` int [N] (0/1/2) and header lines. Per-object entries are arrays whose
+        first dimension is N; `select` keeps them in step with the polygons.
     """
 
     image_path: str
@@ -24,6 +34,7 @@ class ImageRecord:
     polygons: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 8), np.float32))
     classes: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), np.int32))
     difficult: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0,), bool))
+    extra: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.polygons = np.asarray(self.polygons, np.float32).reshape(-1, 8)
@@ -40,6 +51,28 @@ class ImageRecord:
     def num_objects(self):
         return len(self.polygons)
 
+    def select(self, keep):
+        """A copy with only the objects where `keep` (bool [N] or int indices) holds.
+
+        Per-object arrays in `extra` (first dimension N) are selected alike; other entries are
+        copied unchanged.
+        """
+        keep = np.asarray(keep)
+        n = self.num_objects
+        extra = {}
+        for key, value in self.extra.items():
+            if isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == n:
+                extra[key] = value[keep]
+            else:
+                extra[key] = value
+        return dataclasses.replace(
+            self,
+            polygons=self.polygons[keep],
+            classes=self.classes[keep],
+            difficult=self.difficult[keep],
+            extra=extra,
+        )
+
 
 @dataclasses.dataclass
 class DatasetInfo:
@@ -48,3 +81,76 @@ class DatasetInfo:
     class_names: tuple
     format: str  # "hrsc" or "dota"
     root: str = ""
+    num_skipped: int = 0  # records skipped by a reader running with strict=False
+
+
+class AnnotationError(ValueError):
+    """Bad annotation or image input; the message starts with `file:line:`."""
+
+    def __init__(self, path, message, line=None):
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class SkipLog:
+    """Raises (strict) or warns-and-counts (not strict) reader errors; prints a summary."""
+
+    def __init__(self, reader_name, strict=True, verbose=1):
+        self.reader_name = reader_name
+        self.strict = strict
+        self.verbose = verbose
+        self.messages = []
+
+    def fail(self, error):
+        """Handles one AnnotationError: raise it when strict, else warn and count it."""
+        if self.strict:
+            raise error
+        warnings.warn(f"{self.reader_name}: skipped: {error}", stacklevel=3)
+        self.messages.append(str(error))
+
+    @property
+    def count(self):
+        return len(self.messages)
+
+    def summary(self, num_read):
+        if self.count and self.verbose:
+            print(
+                f"{self.reader_name}: read {num_read} records, skipped {self.count} "
+                f"(strict=False); first problems:"
+            )
+            for message in self.messages[:5]:
+                print(f"  {message}")
+
+
+def check_image_file(path):
+    """Raises AnnotationError when `path` is missing, empty or not a BMP/JPEG/PNG/GIF file
+    (the formats `tf.io.decode_image` reads). Checks the magic bytes only (cheap)."""
+    import os
+
+    if not os.path.isfile(path):
+        raise AnnotationError(path, "image file is missing")
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if not head:
+        raise AnnotationError(path, "image file is empty")
+    magic = (b"BM", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8")
+    if not any(head.startswith(m) for m in magic):
+        raise AnnotationError(path, "corrupt image: not a BMP, JPEG, PNG or GIF file")
+
+
+def decode_check_image(path, width=None, height=None):
+    """Fully decodes the image with OpenCV; raises AnnotationError if it fails or its size
+    differs from the annotated (width, height)."""
+    import cv2
+
+    check_image_file(path)
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise AnnotationError(path, "corrupt image: OpenCV cannot decode it")
+    h, w = image.shape[:2]
+    if (width is not None and w != width) or (height is not None and h != height):
+        raise AnnotationError(
+            path, f"image is {w}x{h} pixels but the annotation says {width}x{height}"
+        )
