@@ -1,0 +1,318 @@
+"""OrientedDetector: backbone -> neck -> per-level GGHL-semantics heads, with decoding.
+
+`model(images)` returns `{"backbone": [C3, C4, C5], "neck": [P3, P4, P5], "head": [H3, H4, H5]}`
+(one pass, so a distiller gets every tap); `H_l` float32 raw logits `[B, S/s_l, S/s_l, 10+nC]`
+(channel semantics in docs/interfaces.md). `decode` / `predict_step` give polygons, rotated
+boxes, scores and classes after class-aware exact rotated NMS; `decode_cells` gives the
+per-cell decode without NMS using TFLite builtin ops only (for exported graphs).
+"""
+
+import keras
+import tensorflow as tf
+
+from dked_tf.layers.head import HEADS, NUM_BOX_CHANNELS, OBJECTNESS_CHANNEL
+from dked_tf.models import backbones as backbones_lib
+from dked_tf.models import necks as necks_lib
+
+BACKBONES = {"darknet53": backbones_lib.build_darknet53,
+             "mobilenetv2": backbones_lib.build_mobilenetv2}
+LOSS_TERMS = ("obj_pos", "obj_neg", "cls_pos", "cls_neg", "iou", "s", "r", "l")
+MIN_BOX_SIDE = 0.1        # px; narrower decoded boxes are dropped by `decode`
+MAX_LOG_DISTANCE = 12.0   # exp(12) * 32 px ~ 5e6 px: clamps the distance logits before exp
+
+
+@keras.saving.register_keras_serializable(package="dked_tf")
+class OrientedDetector(keras.Model):
+    """Anchor-free oriented detector with GGHL per-cell outputs at strides 8/16/32.
+
+    Args:
+      num_classes: nC.
+      backbone: "darknet53" or "mobilenetv2"; `backbone_kwargs` go to its builder
+        (`width`/`depths` for Darknet53, `alpha`/`weights` for MobileNetV2).
+      neck: "gghl_fpn" or "csa_drf_fpn"; `neck_kwargs` (`width`, `drop_prob`, ...).
+      head: "gghl" (decoupled) or "lodet" (CSA + 1x1); `head_kwargs` (`prior_prob`, ...).
+      image_size: the training/inference input side in pixels (informational; the graph
+        accepts any multiple of 32).
+      horizontal_threshold: decoded area ratio above which the gliding offsets are zeroed.
+      score_threshold, iou_threshold, max_detections: defaults of `decode`/`predict_step`.
+    """
+
+    def __init__(self, num_classes, backbone="darknet53", neck="gghl_fpn", head="gghl",
+                 backbone_kwargs=None, neck_kwargs=None, head_kwargs=None, image_size=800,
+                 horizontal_threshold=0.9, score_threshold=0.05, iou_threshold=0.3,
+                 max_detections=100, pre_nms_top_k=1000, preset=None, **kwargs):
+        super().__init__(**kwargs)
+        if backbone not in BACKBONES:
+            raise ValueError(f"detector.py: unknown backbone {backbone!r}; one of {list(BACKBONES)}")
+        if neck not in necks_lib.NECKS:
+            raise ValueError(f"detector.py: unknown neck {neck!r}; one of {list(necks_lib.NECKS)}")
+        if head not in HEADS:
+            raise ValueError(f"detector.py: unknown head {head!r}; one of {list(HEADS)}")
+        self.num_classes = int(num_classes)
+        self.strides = (8, 16, 32)
+        self.backbone_name, self.neck_name, self.head_name = backbone, neck, head
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.neck_kwargs = dict(neck_kwargs or {})
+        self.head_kwargs = dict(head_kwargs or {})
+        self.image_size = int(image_size)
+        self.horizontal_threshold = float(horizontal_threshold)
+        self.score_threshold = float(score_threshold)
+        self.iou_threshold = float(iou_threshold)
+        self.max_detections = int(max_detections)
+        self.pre_nms_top_k = int(pre_nms_top_k)
+        self.preset = preset
+
+        self.backbone = BACKBONES[backbone](**self.backbone_kwargs)
+        backbone_channels = [int(t.shape[-1]) for t in self.backbone.outputs]
+        self.neck = necks_lib.NECKS[neck](backbone_channels, **self.neck_kwargs)
+        neck_channels = [int(t.shape[-1]) for t in self.neck.outputs]
+        self.heads = [HEADS[head](self.num_classes, name=f"head_p{level}", **self.head_kwargs)
+                      for level in (3, 4, 5)]
+        for layer, channels in zip(self.heads, neck_channels):
+            layer.build((None, None, None, channels))
+        self.channels = {"backbone": backbone_channels, "neck": neck_channels}
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_TERMS}
+        self.built = True
+
+    # ---------------------------------------------------------------- forward
+    def call(self, images, training=None):
+        features = self.backbone(images, training=training)
+        pyramid = self.neck(features, training=training)
+        outputs = [head(p, training=training) for head, p in zip(self.heads, pyramid)]
+        return {"backbone": list(features), "neck": list(pyramid), "head": outputs}
+
+    # ---------------------------------------------------------------- decoding
+    def decode_cells(self, head_outputs):
+        """Per-cell decode of all levels, no NMS, TFLite-builtin ops only.
+
+        head_outputs: list of float32 `[B, H_l, W_l, 10+nC]`. Returns dict (N = sum H_l*W_l,
+        levels in order, cells row-major):
+          polygons float32 [B, N, 8] (input pixels, HBB clipped to the input image),
+          scores float32 [B, N] = sqrt(sigmoid(obj) * max_c sigmoid(cls_c)),
+          classes int32 [B, N] (best class), objectness [B, N], class_probs [B, N, nC].
+        """
+        polygons, objectness, class_probs = [], [], []
+        for raw, stride in zip(head_outputs, self.strides):
+            raw = tf.cast(raw, tf.float32)
+            shape = tf.shape(raw)
+            batch, rows, cols = shape[0], shape[1], shape[2]
+            stride_f = float(stride)
+            xs = (tf.cast(tf.range(cols), tf.float32) + 0.5) * stride_f     # [W]
+            ys = (tf.cast(tf.range(rows), tf.float32) + 0.5) * stride_f     # [H]
+            cx = tf.reshape(xs, [1, 1, -1])
+            cy = tf.reshape(ys, [1, -1, 1])
+            dist = tf.exp(tf.minimum(raw[..., 0:4], MAX_LOG_DISTANCE)) * stride_f
+            width_px = tf.cast(cols, tf.float32) * stride_f
+            height_px = tf.cast(rows, tf.float32) * stride_f
+            xmin = tf.clip_by_value(cx - dist[..., 3], 0.0, width_px)
+            ymin = tf.clip_by_value(cy - dist[..., 0], 0.0, height_px)
+            xmax = tf.clip_by_value(cx + dist[..., 1], 0.0, width_px)
+            ymax = tf.clip_by_value(cy + dist[..., 2], 0.0, height_px)
+            glide = (tf.clip_by_value(tf.sigmoid(raw[..., 4:8]), 0.01, 1.0) - 0.01) / 0.99
+            ratio = tf.nn.relu6(raw[..., 8:9] + 3.0) / 6.0
+            glide = glide * tf.cast(ratio <= self.horizontal_threshold, tf.float32)
+            w = xmax - xmin
+            h = ymax - ymin
+            poly = tf.stack([xmin + glide[..., 0] * w, ymin,
+                             xmax, ymin + glide[..., 1] * h,
+                             xmax - glide[..., 2] * w, ymax,
+                             xmin, ymax - glide[..., 3] * h], axis=-1)
+            polygons.append(tf.reshape(poly, [batch, -1, 8]))
+            objectness.append(tf.reshape(tf.sigmoid(raw[..., OBJECTNESS_CHANNEL]), [batch, -1]))
+            class_probs.append(tf.reshape(tf.sigmoid(raw[..., NUM_BOX_CHANNELS:]),
+                                          [batch, -1, self.num_classes]))
+        polygons = tf.concat(polygons, axis=1)
+        objectness = tf.concat(objectness, axis=1)
+        class_probs = tf.concat(class_probs, axis=1)
+        best = tf.reduce_max(class_probs, axis=-1)
+        return {"polygons": polygons,
+                "scores": tf.sqrt(objectness * best),
+                "classes": tf.cast(tf.math.argmax(class_probs, axis=-1), tf.int32),
+                "objectness": objectness,
+                "class_probs": class_probs}
+
+    def decode(self, head_outputs, score_threshold=None, iou_threshold=None,
+               max_detections=None, pre_nms_top_k=None):
+        """Head outputs -> detections after class-aware exact rotated NMS (per image).
+
+        Returns dict with K = max_detections (rows past `num_detections` are zero):
+        polygons float32 [B, K, 8], rboxes float32 [B, K, 5] (le90), scores [B, K],
+        classes int32 [B, K], num_detections int32 [B]; input pixels. Candidates: the
+        `pre_nms_top_k` best cells with score > score_threshold whose HBB sides exceed
+        MIN_BOX_SIDE (0.1 px).
+        """
+        from dked_tf.ops.nms import rotated_nms_tf
+        from dked_tf.ops.obb import poly_to_rbox_tf
+
+        score_threshold = self.score_threshold if score_threshold is None else float(score_threshold)
+        iou_threshold = self.iou_threshold if iou_threshold is None else float(iou_threshold)
+        k = self.max_detections if max_detections is None else int(max_detections)
+        top_k = self.pre_nms_top_k if pre_nms_top_k is None else int(pre_nms_top_k)
+        cells = self.decode_cells(head_outputs)
+        num_classes = self.num_classes
+
+        def one_image(args):
+            polys, scores, classes = args
+            count = tf.minimum(tf.shape(scores)[0], top_k)
+            scores, order = tf.math.top_k(scores, k=count)
+            polys = tf.gather(polys, order)
+            classes = tf.gather(classes, order)
+            xs, ys = polys[:, 0::2], polys[:, 1::2]
+            extent = tf.minimum(tf.reduce_max(xs, 1) - tf.reduce_min(xs, 1),
+                                tf.reduce_max(ys, 1) - tf.reduce_min(ys, 1))
+            # degenerate boxes (HBB side <= MIN_BOX_SIDE px after clipping) are invalid
+            valid = tf.logical_and(scores > score_threshold, extent > MIN_BOX_SIDE)
+            polys = tf.boolean_mask(polys, valid)
+            scores = tf.boolean_mask(scores, valid)
+            classes = tf.boolean_mask(classes, valid)
+            kept = []
+            for c in range(num_classes):
+                members = tf.reshape(tf.where(tf.equal(classes, c)), [-1])
+
+                def class_nms(members=members):
+                    keep, num_kept = rotated_nms_tf(tf.gather(polys, members),
+                                                    tf.gather(scores, members),
+                                                    iou_threshold, max_output=k)
+                    return tf.gather(members, tf.cast(keep[:num_kept], tf.int64))
+
+                # rotated_nms_tf cannot take zero boxes (gather on an empty order)
+                kept.append(tf.cond(tf.size(members) > 0, class_nms,
+                                    lambda: tf.zeros([0], tf.int64)))
+            kept = tf.concat(kept, axis=0)
+            kept_scores = tf.gather(scores, kept)
+            n = tf.minimum(tf.shape(kept)[0], k)
+            kept_scores, order = tf.math.top_k(kept_scores, k=n)
+            kept = tf.gather(kept, order)
+            out_polys = tf.gather(polys, kept)
+            out_rboxes = poly_to_rbox_tf(out_polys)
+            pad = k - n
+            return (tf.pad(out_polys, [[0, pad], [0, 0]]),
+                    tf.pad(tf.cast(out_rboxes, tf.float32), [[0, pad], [0, 0]]),
+                    tf.pad(kept_scores, [[0, pad]]),
+                    tf.pad(tf.gather(classes, kept), [[0, pad]]),
+                    n)
+
+        polys, rboxes, scores, classes, counts = tf.map_fn(
+            one_image, (cells["polygons"], cells["scores"], cells["classes"]),
+            fn_output_signature=(tf.TensorSpec([k, 8], tf.float32),
+                                 tf.TensorSpec([k, 5], tf.float32),
+                                 tf.TensorSpec([k], tf.float32),
+                                 tf.TensorSpec([k], tf.int32),
+                                 tf.TensorSpec([], tf.int32)))
+        return {"polygons": polys, "rboxes": rboxes, "scores": scores,
+                "classes": classes, "num_detections": counts}
+
+    def cells_function(self, image_size=None, batch_size=1):
+        """A `tf.function` with a fixed input signature `[batch_size, S, S, 3]` returning
+        `decode_cells(model(images)["head"])` (dict, see `decode_cells`)."""
+        size = int(image_size or self.image_size)
+
+        @tf.function(input_signature=[tf.TensorSpec([batch_size, size, size, 3], tf.float32)])
+        def cells(images):
+            return self.decode_cells(self(images, training=False)["head"])
+        return cells
+
+    def to_tflite(self, image_size=None, batch_size=1):
+        """fp32 TFLite flatbuffer (bytes) of `cells_function`, TFLITE_BUILTINS only (fails if
+        any op would need TF-Select). The variables are frozen into constants first
+        (converting the un-frozen concrete function of a Keras 3 model gives a flatbuffer
+        with READ_VARIABLE ops / NaN outputs). Outputs in the order of the sorted keys:
+        class_probs, classes, objectness, polygons, scores."""
+        from tensorflow.python.framework.convert_to_constants import (
+            convert_variables_to_constants_v2)
+
+        concrete = self.cells_function(image_size, batch_size).get_concrete_function()
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [convert_variables_to_constants_v2(concrete)])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return converter.convert()
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        return self.decode(self(images, training=False)["head"])
+
+    # ---------------------------------------------------------------- training
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Encodes the pipeline targets `y` with OLA and returns the JOL total (scalar).
+
+        The individual terms are tracked as metrics (`obj_pos`, `obj_neg`, `cls_pos`,
+        `cls_neg`, `iou`, `s`, `r`, `l`) and appear in the `fit`/`evaluate` logs.
+        """
+        from dked_tf.losses.assign import encode_targets
+        from dked_tf.losses.jol import jol_loss
+
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        head = y_pred["head"] if isinstance(y_pred, dict) else y_pred
+        image_size = self._input_size(x, head)
+        encoded = encode_targets(y, image_size, self.num_classes, strides=self.strides)
+        terms = jol_loss(head, encoded, self.strides, image_size)
+        for name, tracker in self.loss_trackers.items():
+            if name in terms:
+                tracker.update_state(terms[name])
+        total = terms["total"]
+        if self.losses:
+            total = total + tf.add_n([tf.cast(v, total.dtype) for v in self.losses])
+        return total
+
+    def _input_size(self, images, head):
+        if images is not None and images.shape[1] is not None:
+            return int(images.shape[1])
+        if head[0].shape[1] is not None:
+            return int(head[0].shape[1]) * self.strides[0]
+        return tf.shape(head[0])[1] * self.strides[0]
+
+    @property
+    def metrics(self):
+        base = list(super().metrics)
+        known = {id(m) for m in base}
+        return base + [t for t in self.loss_trackers.values() if id(t) not in known]
+
+    # ---------------------------------------------------------------- config
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "num_classes": self.num_classes, "backbone": self.backbone_name,
+                "neck": self.neck_name, "head": self.head_name,
+                "backbone_kwargs": dict(self.backbone_kwargs),
+                "neck_kwargs": dict(self.neck_kwargs), "head_kwargs": dict(self.head_kwargs),
+                "image_size": self.image_size,
+                "horizontal_threshold": self.horizontal_threshold,
+                "score_threshold": self.score_threshold, "iou_threshold": self.iou_threshold,
+                "max_detections": self.max_detections, "pre_nms_top_k": self.pre_nms_top_k,
+                "preset": self.preset}
+
+    @property
+    def config(self):
+        return self.get_config()
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def parameter_counts(self):
+        """Trainable + non-trainable parameters of backbone, neck, heads and the total."""
+        def count(weights):
+            return int(sum(int(tf.size(w)) for w in weights))
+        heads = [w for h in self.heads for w in h.weights]
+        return {"backbone": count(self.backbone.weights), "neck": count(self.neck.weights),
+                "head": count(heads), "total": count(self.weights),
+                "trainable": count(self.trainable_weights)}
+
+    def summary(self, line_length=None, positions=None, print_fn=None, **kwargs):
+        """One line per part (backbone, neck, heads) with channels and parameter counts, then
+        the Keras summary of the parts (`expand_nested=True` lists every layer)."""
+        print_fn = print_fn or print
+        counts = self.parameter_counts()
+        print_fn(f"OrientedDetector '{self.name}'"
+                 + (f" (preset {self.preset})" if self.preset else "")
+                 + f": {self.num_classes} classes, strides {self.strides}, "
+                   f"input {self.image_size} px")
+        print_fn(f"  backbone {self.backbone_name:<12} taps C3/C4/C5 channels "
+                 f"{self.channels['backbone']}  params {counts['backbone']:,}")
+        print_fn(f"  neck     {self.neck_name:<12} P3/P4/P5 channels "
+                 f"{self.channels['neck']}  params {counts['neck']:,}")
+        print_fn(f"  heads    {self.head_name:<12} out channels {NUM_BOX_CHANNELS + self.num_classes}"
+                 f" per level  params {counts['head']:,}")
+        print_fn(f"  total params {counts['total']:,} (trainable {counts['trainable']:,})")
+        super().summary(line_length=line_length, positions=positions, print_fn=print_fn,
+                        **kwargs)
