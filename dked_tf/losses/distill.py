@@ -1,0 +1,327 @@
+"""DKED distillation losses (our reading; shared/DESIGN.md "DKED", reference §3.1).
+
+Three independent loss objects, each a Keras layer (so that the auxiliary modules it owns are
+tracked, trained and checkpointed by the `Distiller`) with a common interface:
+
+    loss.build_modules(teacher_shapes, student_shapes)   # once, before training
+    terms = loss.compute(teacher_outputs, student_outputs, encoded, strides, image_size)
+
+`*_outputs` are the detector output dicts {"backbone": [C3,C4,C5], "neck": [P3,P4,P5],
+"head": [H3,H4,H5]}; `*_shapes` the same structure holding TensorShapes; `encoded` is the list
+of `losses.assign.encode_targets` tensors [B, H_l, W_l, 16 + nC]. `compute` returns a dict of
+float32 scalars (the local-batch mean, already multiplied by `weight`); names:
+`corr`, `resp`, `pred_loc`, `pred_cls`. A loss with `enabled=False` or `weight=0` returns
+zeros and is skipped by the Distiller. Teacher tensors are wrapped in `stop_gradient`.
+
+Everything is computed in float32 (inputs are cast), also under `mixed_float16`.
+"""
+
+import keras
+import tensorflow as tf
+
+from dked_tf.layers.ddc import DynamicDirectionalConv
+
+NUM_BOX_CHANNELS = 16  # layout of encode_targets (see losses/assign.py)
+POSITIVE_CHANNEL, MIXUP_CHANNEL, AREA_WEIGHT_CHANNEL = 13, 14, 15
+OBJECTNESS_CHANNEL, FIRST_CLASS_CHANNEL = 9, 10  # head layout (docs/interfaces.md)
+
+
+def _f32(x):
+    return tf.cast(x, tf.float32)
+
+
+class DistillationLoss(keras.layers.Layer):
+    """Base: `weight`, `enabled`, `build_modules`, `compute`, config."""
+
+    term_names = ()
+
+    def __init__(self, weight=1.0, enabled=True, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+        self.enabled = bool(enabled)
+
+    @property
+    def active(self):
+        return self.enabled and self.weight != 0.0
+
+    def build_modules(self, teacher_shapes, student_shapes):
+        self.built = True
+
+    def zeros(self):
+        return {name: tf.constant(0.0, tf.float32) for name in self.term_names}
+
+    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size):
+        raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(weight=self.weight, enabled=self.enabled)
+        return config
+
+
+# ---------------------------------------------------------------- feature correlation
+@keras.saving.register_keras_serializable(package="dked_tf")
+class FeatureCorrelationLoss(DistillationLoss):
+    """Non-local (position-to-position) correlation distillation on backbone features.
+
+    For each chosen backbone level (default: the deepest, C5; `levels=(-2, -1)` adds stride
+    16) both maps are area-resized to a common grid g×g, g = min(teacher grid, student grid,
+    `max_grid`), every position's feature vector is L2-normalised over channels and the
+    cosine-correlation matrix A = F·Fᵀ [B, g², g²] is formed. The loss is
+    mean((A_T − A_S)²) over positions pairs and images, summed over levels, times `weight`.
+    Channel widths need not match and memory is bounded by `max_grid`⁴ per image. No
+    parameters (nothing to collapse).
+    """
+
+    term_names = ("corr",)
+
+    def __init__(self, weight=5.0, levels=(-1,), max_grid=16, enabled=True, **kwargs):
+        super().__init__(weight=weight, enabled=enabled, **kwargs)
+        self.levels = tuple(int(i) for i in levels)
+        self.max_grid = int(max_grid)
+        if self.max_grid < 1:
+            raise ValueError(f"distill.py: max_grid must be >= 1, got {max_grid}")
+
+    @staticmethod
+    def correlation(features, grid):
+        """features [B, H, W, C] -> cosine correlation [B, grid², grid²] (float32)."""
+        features = _f32(features)
+        if features.shape[1] != grid or features.shape[2] != grid:
+            features = tf.image.resize(features, (grid, grid), method="area")
+        flat = tf.reshape(features, (tf.shape(features)[0], grid * grid, features.shape[-1]))
+        flat = tf.math.l2_normalize(flat, axis=-1, epsilon=1e-6)
+        return tf.matmul(flat, flat, transpose_b=True)
+
+    def _grid(self, teacher, student):
+        sizes = [teacher.shape[1], teacher.shape[2], student.shape[1], student.shape[2]]
+        if any(s is None for s in sizes):
+            raise ValueError("distill.py: FeatureCorrelationLoss needs static spatial sizes")
+        return max(1, min(min(sizes), self.max_grid))
+
+    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size):
+        if not self.active:
+            return self.zeros()
+        total = tf.constant(0.0, tf.float32)
+        for level in self.levels:
+            teacher = tf.stop_gradient(teacher_outputs["backbone"][level])
+            student = student_outputs["backbone"][level]
+            grid = self._grid(teacher, student)
+            a_t = tf.stop_gradient(self.correlation(teacher, grid))
+            a_s = self.correlation(student, grid)
+            total += tf.reduce_mean(tf.square(a_t - a_s))
+        return {"corr": self.weight * total}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(levels=list(self.levels), max_grid=self.max_grid)
+        return config
+
+
+# ---------------------------------------------------------------- feature response
+@keras.saving.register_keras_serializable(package="dked_tf")
+class DirectionalResponseLoss(DistillationLoss):
+    """Direction-adaptive feature-response distillation on the FPN (neck) outputs.
+
+    Student side: Y'_S = Conv1x1(DDC_depthwise(P_S)) — a depthwise Dynamic Directional
+    Convolution (K rotated copies, attention-mixed) followed by a 1×1 conv to the teacher's
+    width. This extraction module is training-only (owned by this loss, not the student).
+
+    Teacher side (fixed, cannot collapse): Y'_T = the teacher's P_T standardised per image and
+    channel over positions, (P_T − mean_hw) / sqrt(var_hw + eps), with no trainable
+    parameters, so the target can neither shrink to zero nor be moved towards the student.
+
+    Mask G = max over classes of the OLA oriented Gaussian heatmap of that level (channels
+    16+ of `encode_targets`). Per level and image:
+    L = Σ_hw G · mean_c (Y'_T − Y'_S)² / max(Σ_hw G, eps); images without objects give 0.
+    Summed over `levels`, averaged over the batch, times `weight`.
+    """
+
+    term_names = ("resp",)
+
+    def __init__(
+        self,
+        weight=1.0,
+        levels=(0, 1, 2),
+        num_directions=4,
+        kernel_size=3,
+        temperature=1.0,
+        enabled=True,
+        **kwargs,
+    ):
+        super().__init__(weight=weight, enabled=enabled, **kwargs)
+        self.levels = tuple(int(i) for i in levels)
+        self.num_directions = int(num_directions)
+        self.kernel_size = int(kernel_size)
+        self.temperature = float(temperature)
+        self.extractors = []
+
+    def build_modules(self, teacher_shapes, student_shapes):
+        if self.extractors:
+            return
+        for level in self.levels:
+            student_shape = tuple(student_shapes["neck"][level])
+            teacher_channels = int(teacher_shapes["neck"][level][-1])
+            ddc = DynamicDirectionalConv(
+                depthwise=True,
+                kernel_size=self.kernel_size,
+                num_directions=self.num_directions,
+                temperature=self.temperature,
+                name=f"resp_ddc_{level}",
+            )
+            project = keras.layers.Conv2D(
+                teacher_channels, 1, name=f"resp_project_{level}"
+            )
+            ddc.build((None,) + student_shape[1:])
+            project.build((None,) + student_shape[1:])
+            self.extractors.append((ddc, project))
+        self.built = True
+
+    @staticmethod
+    def standardise(features, eps=1e-5):
+        features = _f32(features)
+        mean, variance = tf.nn.moments(features, axes=(1, 2), keepdims=True)
+        return (features - mean) * tf.math.rsqrt(variance + eps)
+
+    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size):
+        if not self.active:
+            return self.zeros()
+        if not self.extractors:
+            raise RuntimeError("distill.py: DirectionalResponseLoss.build_modules was not called")
+        total = tf.constant(0.0, tf.float32)
+        for (ddc, project), level in zip(self.extractors, self.levels):
+            target = tf.stop_gradient(self.standardise(teacher_outputs["neck"][level]))
+            student = _f32(project(ddc(student_outputs["neck"][level])))
+            if student.shape[1] != target.shape[1] or student.shape[2] != target.shape[2]:
+                student = tf.image.resize(student, tf.shape(target)[1:3], method="bilinear")
+            mask = tf.reduce_max(_f32(encoded[level][..., NUM_BOX_CHANNELS:]), axis=-1)
+            error = tf.reduce_mean(tf.square(target - student), axis=-1)  # [B, H, W]
+            per_image = tf.reduce_sum(mask * error, axis=(1, 2)) / tf.maximum(
+                tf.reduce_sum(mask, axis=(1, 2)), 1e-6
+            )
+            total += tf.reduce_mean(per_image)
+        return {"resp": self.weight * total}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            levels=list(self.levels),
+            num_directions=self.num_directions,
+            kernel_size=self.kernel_size,
+            temperature=self.temperature,
+        )
+        return config
+
+
+# ---------------------------------------------------------------- prediction
+def _per_cell_box(head, encoded_level, stride, image_size):
+    """JOL_obb per cell [B, H, W]: the `box` map of `jol.per_cell_terms`
+    (β(1 − GIoU) + Σ(ŝ − s)² + (r̂ − r)² + 0.2·β·Σ SmoothL1(l̂/stride, l/stride)), computed
+    without the objectness / class terms that prediction distillation does not need."""
+    from dked_tf.losses.jol import decode_head_level, giou_from_distances, smooth_l1
+
+    decoded = decode_head_level(_f32(head), stride)
+    enc = _f32(encoded_level)
+    size = tf.cast(image_size, tf.float32)
+    beta = 2.0 - enc[..., 2] * enc[..., 3] / (size * size)
+    target_l = enc[..., 4:8]
+    loss_iou = beta * (1.0 - giou_from_distances(decoded["pred_l"], target_l))
+    loss_s = tf.reduce_sum(tf.square(decoded["pred_s"] - enc[..., 8:12]), axis=-1)
+    loss_r = tf.square(decoded["pred_r"] - enc[..., 12])
+    loss_l = beta * tf.reduce_sum(
+        smooth_l1(decoded["pred_l"] / float(stride), target_l / float(stride)), axis=-1
+    )
+    return loss_iou + loss_s + loss_r + 0.2 * loss_l
+
+
+def _soft_bce(teacher_logits, student_logits):
+    """BCE(σ(z_S); target σ(z_T)) minus the target's entropy (a Bernoulli KL: same gradient as
+    the BCE, 0 when the student matches the teacher)."""
+    target = tf.sigmoid(teacher_logits)
+    cross = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=student_logits)
+    entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=teacher_logits)
+    return cross - entropy
+
+
+@keras.saving.register_keras_serializable(package="dked_tf")
+class PredictionDistillationLoss(DistillationLoss):
+    """Prediction distillation on positive OLA cells (teacher-bounded regression + soft labels).
+
+    With per-cell box loss JOL_obb = L_iou⁰ + L_s⁰ + L_r⁰ + 0.2·L_l (`jol.per_cell_terms`
+    "box") of student (L_S) and teacher (L_T, decoded teacher predictions against the same
+    targets, no gradient):
+
+    - pred_loc = λ · Σ_pos w · L_S · [L_S + δ > L_T] / N_img (the student's own JOL_obb stays
+      in the JOL loss, so L_loc = JOL_obb + λ·L_obb as in the paper);
+    - pred_cls = (1−λ) · Σ_pos w · [Σ_c BCE(z_S,c, σ(z_T,c)) + BCE(z_S,obj, σ(z_T,obj))] / N_img
+      (teacher probabilities as soft class and objectness labels; each BCE minus the
+      teacher's entropy, i.e. a Bernoulli KL, so it is 0 when the student matches); together with the
+      Distiller scaling the student's JOL class terms by `student_cls_scale` = λ this gives
+      L_cls = λ·JOL_cls(c_S, c_GT) + (1−λ)·JOL_cls(c_T, c_S).
+
+    w = positive mask · mixup weight · area weight ω; N_img = max(1, positives of the image
+    over all levels); averaged over the batch; both terms times `weight`.
+    """
+
+    term_names = ("pred_loc", "pred_cls")
+
+    def __init__(
+        self, weight=1.0, lam=0.5, margin=0.05, objectness=True, enabled=True, **kwargs
+    ):
+        super().__init__(weight=weight, enabled=enabled, **kwargs)
+        if not 0.0 <= float(lam) <= 1.0:
+            raise ValueError(f"distill.py: lam must be in [0, 1], got {lam}")
+        self.lam = float(lam)
+        self.margin = float(margin)
+        self.objectness = bool(objectness)
+
+    @property
+    def student_cls_scale(self):
+        """Factor for the student's own JOL class terms (λ), 1 when inactive."""
+        return self.lam if self.active else 1.0
+
+    def compute(
+        self, teacher_outputs, student_outputs, encoded, strides, image_size, student_cells=None
+    ):
+        """`student_cells`: optional list of the student's `jol.per_cell_terms` per level
+        (the Distiller passes the ones it computed for the JOL loss, saving a recomputation)."""
+        if not self.active:
+            return self.zeros()
+        loc = 0.0
+        cls = 0.0
+        positives = 0.0
+        for level, stride in enumerate(strides):
+            enc = _f32(encoded[level])
+            head_s = _f32(student_outputs["head"][level])
+            head_t = tf.stop_gradient(_f32(teacher_outputs["head"][level]))
+            weight = enc[..., POSITIVE_CHANNEL] * enc[..., MIXUP_CHANNEL] * enc[
+                ..., AREA_WEIGHT_CHANNEL
+            ]
+            positives += tf.reduce_sum(enc[..., POSITIVE_CHANNEL], axis=(1, 2))
+            if student_cells is not None:
+                box_s = _f32(student_cells[level]["box"])
+            else:
+                box_s = _per_cell_box(head_s, enc, stride, image_size)
+            box_t = tf.stop_gradient(_per_cell_box(head_t, enc, stride, image_size))
+            worse = tf.cast(box_s + self.margin > box_t, tf.float32)
+            loc += tf.reduce_sum(weight * worse * box_s, axis=(1, 2))
+            cell = tf.reduce_sum(
+                _soft_bce(head_t[..., FIRST_CLASS_CHANNEL:], head_s[..., FIRST_CLASS_CHANNEL:]),
+                axis=-1,
+            )
+            if self.objectness:
+                cell += _soft_bce(head_t[..., OBJECTNESS_CHANNEL], head_s[..., OBJECTNESS_CHANNEL])
+            cls += tf.reduce_sum(weight * cell, axis=(1, 2))
+        normaliser = tf.maximum(positives, 1.0)
+        pred_loc = self.lam * tf.reduce_mean(loc / normaliser)
+        pred_cls = (1.0 - self.lam) * tf.reduce_mean(cls / normaliser)
+        return {"pred_loc": self.weight * pred_loc, "pred_cls": self.weight * pred_cls}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(lam=self.lam, margin=self.margin, objectness=self.objectness)
+        return config
+
+
+def default_distillation_losses():
+    """The three DKED losses with their default weights."""
+    return [FeatureCorrelationLoss(), DirectionalResponseLoss(), PredictionDistillationLoss()]
