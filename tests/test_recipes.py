@@ -1,0 +1,118 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "recipes"))
+
+import dota_lodet  # noqa: E402
+import hrsc_lodet  # noqa: E402
+
+CONTRACT_KEYS = ("map07", "map12", "params", "gflops", "latency_ms_cpu", "train_seconds")
+
+
+def test_patch_names_and_merge_back_to_scenes():
+    assert dota_lodet.parse_patch_id("P0000__1__0___824") == ("P0000", 1.0, 0, 824)
+    assert dota_lodet.parse_patch_id("P12__0.5__100___0") == ("P12", 0.5, 100, 0)
+    with pytest.raises(ValueError, match="patch name"):
+        dota_lodet.parse_patch_id("P0000")
+    box = np.array([10, 10, 50, 10, 50, 30, 10, 30], float)
+    # the same object seen by two overlapping patches (offsets 0 and 40) plus a weaker duplicate
+    patch = {"ship": [("P1__1__0___0", 0.9, box + [40, 0] * 4),
+                      ("P1__1__40___0", 0.8, box),
+                      ("P2__1__0___100", 0.7, box)]}
+    merged = dota_lodet.merge_patch_detections(patch)
+    by_scene = {}
+    for scene, score, poly in merged["ship"]:
+        by_scene.setdefault(scene, []).append((score, np.asarray(poly, float)))
+    assert sorted(by_scene) == ["P1", "P2"]
+    assert len(by_scene["P1"]) == 1 and by_scene["P1"][0][0] == pytest.approx(0.9)
+    np.testing.assert_allclose(by_scene["P1"][0][1], box + [40, 0] * 4)
+    np.testing.assert_allclose(by_scene["P2"][0][1], box + [0, 100] * 4)
+
+
+def test_seed_summary_and_report_table():
+    seeds = {"0": {"student": {"map07": 0.50}, "student_dked": {"map07": 0.58}},
+             "1": {"student": {"map07": 0.54}, "student_dked": {"map07": 0.60}}}
+    summary = hrsc_lodet.seed_summary(seeds)
+    assert summary["student"]["map07_spread"] == pytest.approx(0.04)
+    assert summary["dked_gain_map07"] == pytest.approx([0.08, 0.06])
+    models = {k: dict(zip(CONTRACT_KEYS, values)) for k, values in {
+        "teacher": (0.7, 0.72, 2.7e6, 0.58, 25.0, 100.0),
+        "student": (0.5, 0.52, 6.4e5, 0.12, 15.0, 60.0),
+        "student_dked": (0.58, 0.6, 6.4e5, 0.12, 15.0, 80.0)}.items()}
+    from dked_tf.config import preset_config
+
+    text = hrsc_lodet.render_report({"models": models, "seeds": seeds, "seed_summary": summary, "dataset": "x"},
+                                    preset_config("quick"), "HRSC2016", hrsc_lodet.PAPER_HRSC,
+                                    {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
+    assert "| S+DKED | 58.00 | 60.00 | 0.64 | 0.12 | 15.0 | 80 | 85.17" in text
+    assert "+8.00 mAP(07)" in text and "80.05 → 85.17" in text
+    assert "closes 40% of it" in text  # gap 20 points, gain 8
+
+
+def test_unknown_stage_is_rejected():
+    with pytest.raises(SystemExit, match="unknown stage"):
+        hrsc_lodet.parse_stages("teacher,distil")
+
+
+def test_recipe_stages_resume_from_checkpoints_and_write_the_contract(tmp_path):
+    """Checkpoints of the three models already exist (as after an interrupted run): the training
+    stages find and skip them, evaluate/report write results.json with the contract keys."""
+    from dked_tf import training as T
+
+    out = tmp_path / "run"
+    cache = tmp_path / "cache"
+    arch = "gghl_darknet53_t"
+    for key in ("teacher", "student", "student_dked"):
+        model = T.build_detector(arch, 1, 64)
+        T.save_detector(model, str(out / "checkpoints" / key), architecture=arch, class_names=("ship",),
+                        image_size=64, train_seconds=1.0)
+    code = hrsc_lodet.main(["--smoke", "--out", str(out), "--data-cache", str(cache), "--verbose", "0",
+                            "--stages", "teacher,student,dked,evaluate,report",
+                            "--set", f"model.teacher={arch}", "--set", f"model.student={arch}"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert {"dataset", "metric", "models"} <= set(results)
+    assert "synthetic" in results["dataset"]
+    for key in ("teacher", "student", "student_dked"):
+        entry = results["models"][key]
+        for name in CONTRACT_KEYS:
+            assert isinstance(entry[name], (int, float)) and np.isfinite(entry[name]), (key, name)
+        assert 0.0 <= entry["map07"] <= 1.0 and entry["train_seconds"] == 1.0
+        assert entry["num_gt"]["ship"] > 0
+    report = (out / "report.md").read_text()
+    assert "| Methods | mAP(07) | mAP(12) |" in report and "85.17" in report
+    assert (out / "config.yaml").exists() and (out / "pr_curves").is_dir()
+    assert len(os.listdir(out / "detections" / "student_dked")) == 1
+
+
+@pytest.mark.skipif(not os.environ.get("DKED_TF_SLOW_TESTS"), reason="full smoke run (minutes); set DKED_TF_SLOW_TESTS=1")
+def test_full_smoke_run_of_the_main_recipe(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "hrsc_lodet.py"), "--smoke", "--out", str(out),
+                           "--data-cache", str(tmp_path / "cache"), "--verbose", "0"],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    for key in ("teacher", "student", "student_dked"):
+        assert set(CONTRACT_KEYS) <= set(results["models"][key])
+    assert (out / "export" / "saved_model" / "saved_model.pb").exists()
+
+
+def test_self_distillation_student_follows_the_teacher():
+    import hrsc_gghl_selfdistill as selfdistill  # noqa: F401  (the recipe module imports cleanly)
+
+    parser = hrsc_lodet.build_parser()
+    args = parser.parse_args(["--quick", "--set", "model.teacher=gghl_darknet53_t", "--seed", "7"])
+    cfg = hrsc_lodet.resolve_config(args, student=lambda c: c.model.teacher)
+    assert cfg.model.student == cfg.model.teacher == "gghl_darknet53_t"
+    assert cfg.train.seed == cfg.teacher_train.seed == 7 and cfg.preset == "quick"
+    args = parser.parse_args(["--set", "model.student=gghl_darknet53_s"])
+    assert hrsc_lodet.resolve_config(args, student=lambda c: c.model.teacher).model.student == "gghl_darknet53_s"
+    dota = hrsc_lodet.resolve_config(parser.parse_args(["--smoke"]), task="dota")
+    assert dota.data.format == "dota" and dota.data.synthetic_image_size >= 2 * dota.data.patch_size

@@ -1,0 +1,83 @@
+import math
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from dked_tf import config as C  # noqa: E402
+from dked_tf import training as T  # noqa: E402
+
+
+def test_warmup_cosine_matches_hand_values():
+    schedule = T.WarmupCosine(peak=1.0, total_steps=10, warmup_steps=2, floor=0.1)
+    got = [float(schedule(s)) for s in (0, 1, 2, 6, 10, 50)]
+    # warm-up: (step + 1) / 2 of the peak; then floor + (peak - floor) * (1 + cos(pi * p)) / 2, p = (s - 2) / 8
+    want = [0.5, 1.0, 1.0, 0.1 + 0.9 * (1 + math.cos(math.pi * 0.5)) / 2, 0.1, 0.1]
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule)).get_config() == \
+        schedule.get_config()
+
+
+def test_make_optimizer_follows_config():
+    cfg = C.TrainConfig(epochs=4, optimizer="sgd", learning_rate=0.2, min_learning_rate=0.0, warmup_epochs=1,
+                        weight_decay=5e-4, momentum=0.9, clipnorm=0.0)
+    opt = T.make_optimizer(cfg, steps_per_epoch=5)
+    assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == pytest.approx(0.9)
+    schedule = opt.learning_rate if isinstance(opt.learning_rate, T.WarmupCosine) else opt._learning_rate
+    assert (schedule.total_steps, schedule.warmup_steps, schedule.peak) == (20, 5, 0.2)
+    adamw = T.make_optimizer(C.TrainConfig(epochs=2), steps_per_epoch=3)
+    assert isinstance(adamw, keras.optimizers.AdamW)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        T.make_optimizer(C.TrainConfig(optimizer="lion"), 3)
+
+
+def test_weight_decay_skips_biases_and_norms():
+    layer_in = keras.Input((4,))
+    x = keras.layers.Dense(3, name="dense")(layer_in)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(layer_in, x)
+    kernel, bias, gamma, beta = model.trainable_variables
+    before = [v.numpy().copy() for v in (kernel, bias, gamma, beta)]
+    # zero gradients: only the decoupled weight decay (lr * wd * w) can move a weight
+    opt2 = T.make_optimizer(C.TrainConfig(optimizer="adamw", weight_decay=0.5, learning_rate=0.1,
+                                          min_learning_rate=0.1, warmup_epochs=0, clipnorm=0.0), 1)
+    opt2.build(model.trainable_variables)
+    opt2.apply_gradients([(np.zeros(v.shape, "float32"), v) for v in model.trainable_variables])
+    after = [v.numpy() for v in (kernel, bias, gamma, beta)]
+    assert not np.allclose(after[0], before[0])  # kernel decayed by lr * wd = 5 %
+    np.testing.assert_allclose(after[0], before[0] * (1 - 0.1 * 0.5), rtol=1e-5)
+    for b, a in zip(before[1:], after[1:]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_seed_reproduces_initial_weights():
+    T.set_seed(3)
+    a = T.build_detector("gghl_darknet53_t", 2, 64)
+    T.set_seed(3)
+    b = T.build_detector("gghl_darknet53_t", 2, 64)
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+
+
+def test_save_and_load_detector_round_trip(tmp_path):
+    model = T.build_detector("gghl_darknet53_t", 2, 64)
+    T.save_detector(model, tmp_path / "run", architecture="gghl_darknet53_t", class_names=("ship", "boat"),
+                    image_size=64, tile_size=0, train_seconds=1.5)
+    assert T.is_saved_detector(str(tmp_path / "run")) and not T.is_saved_detector(str(tmp_path))
+    loaded, meta = T.load_detector(str(tmp_path / "run"))
+    assert meta["class_names"] == ["ship", "boat"] and meta["train_seconds"] == 1.5
+    x = np.random.default_rng(0).uniform(size=(1, 64, 64, 3)).astype("float32")
+    for ya, yb in zip(model(x, training=False)["head"], loaded(x, training=False)["head"]):
+        np.testing.assert_allclose(ya.numpy(), yb.numpy(), atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        T.load_detector(str(tmp_path))
+
+
+def test_params_flops_latency_are_sane():
+    model = T.build_detector("gghl_darknet53_t", 1, 64)
+    params = T.count_params(model)
+    assert params == sum(int(np.prod(w.shape)) for w in model.weights)
+    small, large = T.estimate_gflops(model, 32), T.estimate_gflops(model, 64)
+    assert 0 < small and large == pytest.approx(4 * small, rel=0.15)  # conv FLOPs scale with the pixel count
+    assert T.measure_latency_ms(model, 64, runs=2, warmup=1) > 0
