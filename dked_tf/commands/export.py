@@ -19,10 +19,13 @@ FORMATS = ("saved_model", "tflite", "onnx", "tensorrt", "tftrt")
 
 def add_arguments(parser):
     source = parser.add_argument_group("model (one of)")
-    source.add_argument("--weights", help="a .keras model file (OrientedDetector, or a Distiller's student)")
+    source.add_argument("--weights", help="a run folder written by `dked-tf train`/`distill` (model.json + model.weights.h5), or a .keras model file (OrientedDetector, or a Distiller whose student is exported)")
     source.add_argument("--model", help="a preset name, randomly initialised (smoke tests), e.g. lodet_mobilenetv2_t")
     source.add_argument("--num-classes", type=int, default=None, help="classes of --model")
-    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="saved_model: TF Serving signatures; tflite: builtin-only .tflite + sidecar json; "
+                        "onnx: for TensorRT/onnxruntime; tensorrt: engine where `tensorrt` imports, else ONNX + the "
+                        "trtexec command; tftrt: TF-TRT (only where TensorFlow has TensorRT)")
     parser.add_argument("--out", required=True,
                         help="output: SavedModel folder, .tflite, .onnx (tensorrt: .onnx or .engine), TF-TRT folder")
     parser.add_argument("--image-size", type=int, default=None, help="network input side S (default: the model's)")
@@ -31,7 +34,9 @@ def add_arguments(parser):
     parser.add_argument("--iou-threshold", type=float, default=None, help="NMS IoU threshold (default: the model's)")
     parser.add_argument("--max-detections", type=int, default=None, help="default: the model's")
     tflite = parser.add_argument_group("tflite")
-    tflite.add_argument("--quantize", choices=("none", "fp16", "int8"), default="none")
+    tflite.add_argument("--quantize", choices=("none", "fp16", "int8"), default="none",
+                        help="none: float32; fp16: float16 weights; int8: full-integer post-training quantization "
+                        "calibrated on --representative-data")
     tflite.add_argument("--representative-data", default=None,
                         help="folder of training images for int8 calibration (letterboxed like the pipeline)")
     tflite.add_argument("--num-representative", type=int, default=300, help="images used for int8 calibration")
@@ -39,12 +44,13 @@ def add_arguments(parser):
                         help="host: per-cell outputs, NMS in tflite/detect.py; fast: builtin-only matrix NMS in the graph")
     tflite.add_argument("--uint8-input", action="store_true", help="the .tflite takes uint8 pixels")
     trt = parser.add_argument_group("onnx / tensorrt / tftrt")
-    trt.add_argument("--opset", type=int, default=17)
-    trt.add_argument("--precision", choices=("FP32", "FP16", "INT8"), default="FP16")
+    trt.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    trt.add_argument("--precision", choices=("FP32", "FP16", "INT8"), default="FP16",
+                     help="TensorRT / TF-TRT precision")
     trt.add_argument("--saved-model", default=None,
                      help="tftrt: an existing SavedModel to convert (default: export one first)")
     trt.add_argument("--calibration-data", default=None, help="tftrt INT8: folder of calibration images")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def load_detector(args):
@@ -59,6 +65,18 @@ def load_detector(args):
         return build_model(args.model, args.num_classes)
     if not os.path.exists(args.weights):
         raise SystemExit(f"dked-tf export: {args.weights}: no such file")
+    from dked_tf.training import is_saved_detector, load_detector as load_saved_detector
+
+    if os.path.isdir(args.weights) or args.weights.endswith(".json"):
+        if not is_saved_detector(os.path.dirname(args.weights) if os.path.isfile(args.weights) else args.weights):
+            raise SystemExit(f"dked-tf export: {args.weights}: not a saved detector folder "
+                             "(model.json + model.weights.h5)")
+        model, meta = load_saved_detector(args.weights)
+        if not args.class_names and meta.get("class_names"):
+            args.class_names = ",".join(meta["class_names"])
+        if not args.image_size:
+            args.image_size = int(meta["image_size"])
+        return model
     import keras
 
     import dked_tf.models.detector  # noqa: F401  (registers the serializable classes)
@@ -130,6 +148,8 @@ def run(args):
         return 0
 
     model = load_detector(args)
+    if args.class_names and class_names is None:  # filled in from a saved run folder
+        class_names = [n.strip() for n in args.class_names.split(",")]
     settings = _settings(args, model)
     if args.format == "saved_model":
         from dked_tf.export.saved_model import export_saved_model
