@@ -25,25 +25,10 @@ from dked_tf.export.tflite import (  # noqa: E402
     representative_images,
 )
 from dked_tf.models.presets import build_model  # noqa: E402
+from model_helpers import randomize_weights  # noqa: E402
 
 SIZE = 64
 CLASS_NAMES = ["ship", "boat"]
-
-
-def randomize_weights(model, seed):
-    """He-normal kernels everywhere: a freshly built tiny model (BN at its initial statistics,
-    small prior-biased heads) gives nearly the same output at every cell whatever the image;
-    these weights make outputs depend on the image and classes and scores distinct."""
-    rng = np.random.default_rng(seed)
-    for weight in model.weights:
-        if not weight.path.endswith("kernel"):
-            continue
-        shape = tuple(weight.shape)
-        if len(shape) == 4:
-            fan_in = shape[0] * shape[1] * (1 if shape[-1] == 1 else shape[2])  # depthwise: k*k
-        else:
-            fan_in = shape[0]
-        weight.assign(rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype("float32"))
 
 
 @pytest.fixture(scope="module")

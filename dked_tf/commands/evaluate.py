@@ -22,18 +22,10 @@ DESCRIPTION = (
     "area AP, mAP over the class list). Prints a per-class table."
 )
 
-DOTA_CLASSES = {
-    "dota1.0": (
-        "plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle",
-        "large-vehicle", "ship", "tennis-court", "basketball-court", "storage-tank",
-        "soccer-ball-field", "roundabout", "harbor", "swimming-pool", "helicopter",
-    ),
-}
-DOTA_CLASSES["dota1.5"] = DOTA_CLASSES["dota1.0"] + ("container-crane",)
-DOTA_CLASSES["dota2.0"] = DOTA_CLASSES["dota1.5"] + ("airport", "helipad")
+from dked_tf.data.dota import DOTA_CLASSES, IMAGE_EXTENSIONS  # noqa: E402  (numpy-only module)
+
 HRSC_CLASSES = ("ship",)
 TASK1_PREFIX = "Task1_"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class InputError(ValueError):
