@@ -107,10 +107,10 @@ class DotaRecipe(hrsc_lodet.Recipe):
             self.write_task1_zip(key, detections)
 
     def write_task1_zip(self, key, detections):
-        from dked_tf.commands.predict import write_task1
+        from dked_tf.data.dota import write_task1
 
         folder = os.path.join(self.out, f"task1_{key}")
-        paths = write_task1(detections, list(self.class_names), folder)
+        paths = write_task1(detections, folder, list(self.class_names))
         archive = os.path.join(self.out, f"task1_{key}.zip")
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as handle:
             for path in paths:

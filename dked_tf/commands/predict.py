@@ -152,21 +152,6 @@ def detect_image(model, image, image_size, *, tile_size=0, overlap=None, score_t
     return polygons[order], scores[order], classes[order]
 
 
-def write_task1(detections, class_names, out_dir):
-    """detections: dict class name -> list of (image_id, score, poly[8]). Writes one
-    `Task1_<class>.txt` per class (empty files for classes without detections); returns paths."""
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for name in class_names:
-        path = os.path.join(out_dir, f"Task1_{name}.txt")
-        with open(path, "w", encoding="utf-8") as handle:
-            for image_id, score, poly in detections.get(name, []):
-                coords = " ".join(f"{float(v):.2f}" for v in np.asarray(poly).reshape(8))
-                handle.write(f"{image_id} {float(score):.6f} {coords}\n")
-        paths.append(path)
-    return paths
-
-
 def _progress(items, verbose, desc):
     if not verbose:
         return items
@@ -209,7 +194,9 @@ def run(args):
             labels = [class_names[int(c)] for c in classes]
             drawn = draw_polygons(image, polys, labels=labels, scores=scores)
             save_image(os.path.join(draw_dir, image_id + ".png"), drawn)
-    write_task1(detections, class_names, args.out)
+    from dked_tf.data.dota import write_task1
+
+    write_task1(detections, args.out, class_names)
     if args.verbose:
         seconds = time.perf_counter() - start
         print(f"{total} detections in {len(paths)} images ({seconds:.1f} s); Task1 files in {args.out}"
