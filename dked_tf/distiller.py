@@ -195,7 +195,8 @@ class Distiller(keras.Model):
         from dked_tf.losses.assign import encode_targets
 
         image_size = self._image_size(images)
-        encoded = encode_targets(targets, image_size, self.num_classes, strides=self.strides)
+        encoded = encode_targets(targets, image_size, self.num_classes, strides=self.strides,
+                                 level_reference_size=getattr(self.student, "level_reference_size", None))
         jol, cells = self._student_jol(student_outputs, encoded, image_size)
         values = {f"jol_{name}": jol[name] for name in JOL_TERMS}
         distill_total = tf.constant(0.0, tf.float32)
@@ -254,7 +255,8 @@ class Distiller(keras.Model):
         images, targets = self._split(data)
         student_outputs = self.student(images, training=False)
         image_size = self._image_size(images)
-        encoded = encode_targets(targets, image_size, self.num_classes, strides=self.strides)
+        encoded = encode_targets(targets, image_size, self.num_classes, strides=self.strides,
+                                 level_reference_size=getattr(self.student, "level_reference_size", None))
         jol, _ = self._student_jol(student_outputs, encoded, image_size)
         values = {f"jol_{name}": jol[name] for name in JOL_TERMS}
         values["total"] = jol["total"]

@@ -64,7 +64,7 @@ def _bce_logits(z, t):
     return np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
 
 
-def reference_level(head, enc, stride, size):
+def reference_level(head, enc, stride, size, plain=0.0):
     """Per-image terms of one level, straight from the reference formulas."""
     head = head.astype(np.float64)
     enc = enc.astype(np.float64)
@@ -113,7 +113,7 @@ def reference_level(head, enc, stride, size):
     maps = {
         "obj_pos": pos * focal * mix * (g + q) / 2,
         "obj_neg": (1 - pos) * focal * mix,
-        "cls_pos": (cls_pos_ch * gt).sum(-1) * w_cls,
+        "cls_pos": ((cls_pos_ch + plain * cls_neg_ch) * gt).sum(-1) * w_cls,
         "cls_neg": (cls_neg_ch * ~gt).sum(-1) * w_cls,
         "iou": l_iou * w_reg, "s": l_s * w_reg, "r": l_r * w_reg, "l": l_l * w_reg,
     }
@@ -123,10 +123,10 @@ def reference_level(head, enc, stride, size):
     return terms, box, q
 
 
-def reference_jol(heads, encoded, size=S):
+def reference_jol(heads, encoded, size=S, plain=0.0):
     totals = {k: 0.0 for k in TERMS}
     for head, enc, stride in zip(heads, encoded, STRIDES):
-        terms, _, _ = reference_level(np.asarray(head), np.asarray(enc), stride, size)
+        terms, _, _ = reference_level(np.asarray(head), np.asarray(enc), stride, size, plain)
         for k in TERMS:
             totals[k] += terms[k].mean()
     weights = {"obj_pos": 2, "obj_neg": 2, "cls_pos": 1, "cls_neg": 1, "iou": 1, "s": 1,
@@ -141,10 +141,29 @@ def test_matches_numpy_reference_on_random_heads():
     encoded = encoded_batch()
     assert float(tf.reduce_sum(encoded[1][0, ..., 13])) > 0
     heads = random_heads(encoded)
-    got = {k: float(v) for k, v in jol_loss(heads, encoded, STRIDES, S).items()}
+    got = {k: float(v) for k, v in
+           jol_loss(heads, encoded, STRIDES, S, plain_class_weight=0.0).items()}
     want = reference_jol(heads, encoded)
     for k in list(TERMS) + ["total"]:
         assert got[k] == pytest.approx(want[k], rel=2e-4, abs=1e-6), k
+
+
+@pytest.mark.parametrize("plain", [1.0, 0.5])
+def test_plain_class_weight_adds_plain_bce_on_gt_channels(plain):
+    """GGHL 2021-11..2022-03: plain BCE-with-logits on the GT class channels at positives,
+    added (weighted by mixup and omega) to cls_pos; every other term is unchanged."""
+    encoded = encoded_batch()
+    heads = random_heads(encoded, seed=3)
+    got = {k: float(v) for k, v in
+           jol_loss(heads, encoded, STRIDES, S, plain_class_weight=plain).items()}
+    base = {k: float(v) for k, v in
+            jol_loss(heads, encoded, STRIDES, S, plain_class_weight=0.0).items()}
+    want = reference_jol(heads, encoded, plain=plain)
+    for k in list(TERMS) + ["total"]:
+        assert got[k] == pytest.approx(want[k], rel=2e-4, abs=1e-6), k
+    assert got["cls_pos"] > base["cls_pos"] + 1e-3
+    for k in ("obj_pos", "obj_neg", "cls_neg", "iou", "s", "r", "l"):
+        assert got[k] == pytest.approx(base[k], rel=1e-6), k
 
 
 def test_per_cell_box_and_quality_match_reference():
@@ -259,3 +278,17 @@ def test_mismatched_levels_raise():
         jol_loss(heads[::-1], encoded, STRIDES, S)
     with pytest.raises(ValueError, match="classes"):
         jol_loss([h[..., :-1] for h in heads], encoded, STRIDES, S)
+
+
+def test_level_reference_size_moves_objects_to_finer_levels():
+    """tau_0 = 6 * 8 / 0.7 * S / ref: at S = 256 a 40 px box is above 1.2 tau_0 = 26.3 px with
+    ref = 800 (stride 16 only) and below tau_0 = 68.6 px with ref = 256 (stride 8 only)."""
+    polys = np.zeros((1, 1, 8), np.float32)
+    polys[0, 0] = [100, 116, 140, 116, 140, 132, 100, 132]  # 40 x 16 px, axis-aligned
+    targets = {"polygons": polys, "classes": np.zeros((1, 1), np.int32),
+               "weights": np.ones((1, 1), np.float32)}
+    scaled = encode_targets(targets, 256, 1, STRIDES)
+    native = encode_targets(targets, 256, 1, STRIDES, level_reference_size=256)
+    count = lambda enc: [float(tf.reduce_sum(e[..., 13])) for e in enc]  # noqa: E731
+    assert count(scaled)[0] == 0 and count(scaled)[1] > 0
+    assert count(native)[0] > 0 and count(native)[1] == 0 and count(native)[2] == 0

@@ -80,9 +80,17 @@ _OBJ_S = slice(8, 12)
 _OBJ_R, _OBJ_MIX, _OBJ_OMEGA = 12, 13, 14
 
 
-def level_thresholds(image_size, strides=(8, 16, 32), iou_threshold=IOU_THRESHOLD):
-    """(tau_0, tau_1) in pixels for input size S (Python number or scalar tensor)."""
-    scale = tf.cast(image_size, tf.float32) / REFERENCE_SIZE
+def level_thresholds(image_size, strides=(8, 16, 32), iou_threshold=IOU_THRESHOLD,
+                     reference_size=None):
+    """(tau_0, tau_1) in pixels for input size S (Python number or scalar tensor).
+
+    reference_size: input size (pixels) at which the unscaled thresholds apply; they are
+    multiplied by S / reference_size (None: ``REFERENCE_SIZE`` = 800, GGHL HEAD). Pass S
+    itself (no scaling, GGHL's 2021-11 release) when the images are used at their native
+    resolution, e.g. the 256 px synthetic set.
+    """
+    reference = REFERENCE_SIZE if reference_size is None else reference_size
+    scale = tf.cast(image_size, tf.float32) / tf.cast(reference, tf.float32)
     tau0 = 3.0 * (2.0 * strides[0]) / (1.0 - iou_threshold) * scale
     tau1 = 3.0 * (2.0 * strides[-1]) / (1.0 - iou_threshold) * scale
     return tau0, tau1
@@ -261,7 +269,8 @@ def _encode_level(geo, classes, weights, valid, level, stride, grid, num_classes
     ], axis=-1)
 
 
-def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32)):
+def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32),
+                   level_reference_size=None):
     """GGHL OLA targets for every pyramid level.
 
     targets: dict with ``polygons`` float [B, M, 8] (pixels of the letterboxed S x S input),
@@ -270,6 +279,7 @@ def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32)):
     image_size: S, a Python int or a scalar tensor (multi-scale training).
     num_classes: nC (Python int).
     strides: three increasing strides.
+    level_reference_size: see ``level_thresholds`` (``reference_size``); None = 800.
 
     Returns a list (one per stride) of float32 [B, ceil(S/s), ceil(S/s), 16 + nC] tensors,
     layout in the module docstring.
@@ -300,7 +310,7 @@ def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32)):
     geo = _object_geometry(polygons)
     long_hbb = tf.maximum(geo["w"], geo["h"])
     valid = used & class_ok & (long_hbb > MIN_OBJECT_SIDE)
-    tau0, tau1 = level_thresholds(image_size, strides)
+    tau0, tau1 = level_thresholds(image_size, strides, reference_size=level_reference_size)
     level_masks = [
         long_hbb <= LEVEL_OVERLAP * tau0,
         (long_hbb > tau0) & (long_hbb <= LEVEL_OVERLAP * tau1),

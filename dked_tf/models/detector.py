@@ -35,12 +35,17 @@ class OrientedDetector(keras.Model):
         accepts any multiple of 32).
       horizontal_threshold: decoded area ratio above which the gliding offsets are zeroed.
       score_threshold, iou_threshold, max_detections: defaults of `decode`/`predict_step`.
+      plain_class_weight: passed to `jol.jol_loss` by `compute_loss` (None: the module
+        default `jol.DEFAULT_PLAIN_CLASS_WEIGHT`).
+      level_reference_size: passed to `assign.encode_targets` by `compute_loss` (input size
+        at which GGHL's level thresholds apply; None: 800, scaled by S/800).
     """
 
     def __init__(self, num_classes, backbone="darknet53", neck="gghl_fpn", head="gghl",
                  backbone_kwargs=None, neck_kwargs=None, head_kwargs=None, image_size=800,
                  horizontal_threshold=0.9, score_threshold=0.05, iou_threshold=0.3,
-                 max_detections=100, pre_nms_top_k=1000, preset=None, **kwargs):
+                 max_detections=100, pre_nms_top_k=1000, preset=None,
+                 plain_class_weight=None, level_reference_size=None, **kwargs):
         super().__init__(**kwargs)
         if backbone not in BACKBONES:
             raise ValueError(f"detector.py: unknown backbone {backbone!r}; one of {list(BACKBONES)}")
@@ -61,6 +66,10 @@ class OrientedDetector(keras.Model):
         self.max_detections = int(max_detections)
         self.pre_nms_top_k = int(pre_nms_top_k)
         self.preset = preset
+        self.plain_class_weight = (None if plain_class_weight is None
+                                   else float(plain_class_weight))
+        self.level_reference_size = (None if level_reference_size is None
+                                     else float(level_reference_size))
 
         self.backbone = BACKBONES[backbone](**self.backbone_kwargs)
         backbone_channels = [int(t.shape[-1]) for t in self.backbone.outputs]
@@ -245,8 +254,10 @@ class OrientedDetector(keras.Model):
             y_pred = self(x, training=training)
         head = y_pred["head"] if isinstance(y_pred, dict) else y_pred
         image_size = self._input_size(x, head)
-        encoded = encode_targets(y, image_size, self.num_classes, strides=self.strides)
-        terms = jol_loss(head, encoded, self.strides, image_size)
+        encoded = encode_targets(y, image_size, self.num_classes, strides=self.strides,
+                                 level_reference_size=self.level_reference_size)
+        terms = jol_loss(head, encoded, self.strides, image_size,
+                         plain_class_weight=self.plain_class_weight)
         for name, tracker in self.loss_trackers.items():
             if name in terms:
                 tracker.update_state(terms[name])
@@ -279,7 +290,8 @@ class OrientedDetector(keras.Model):
                 "horizontal_threshold": self.horizontal_threshold,
                 "score_threshold": self.score_threshold, "iou_threshold": self.iou_threshold,
                 "max_detections": self.max_detections, "pre_nms_top_k": self.pre_nms_top_k,
-                "preset": self.preset}
+                "preset": self.preset, "plain_class_weight": self.plain_class_weight,
+                "level_reference_size": self.level_reference_size}
 
     @property
     def config(self):
