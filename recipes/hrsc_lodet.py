@@ -44,6 +44,11 @@ PAPER_SELF = {
 }
 
 
+def summary_has_spread(results):
+    """True when results.json holds a multi-seed summary (gain vs seed-to-seed spread)."""
+    return bool(results.get("seed_summary"))
+
+
 def build_parser(description=__doc__, default_out="runs/hrsc_lodet"):
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=None, metavar="DIR",
@@ -483,8 +488,15 @@ def render_report(results, cfg, title, paper, labels):
                      f"(paper: {paper['student'][1]:.2f} → {paper['student_dked'][1]:.2f}, {paper_gain:+.2f}).")
         if "teacher" in models:
             gap = 100 * (models["teacher"]["map07"] - models["student"]["map07"])
-            lines.append(f"Teacher − student gap: {gap:+.2f} mAP(07); the DKED student closes "
-                         f"{(gain07 / gap * 100 if gap > 0 else float('nan')):.0f}% of it.")
+            if gap > 0:
+                lines.append(f"Teacher − student gap: {gap:+.2f} mAP(07); the DKED student closes "
+                             f"{gain07 / gap * 100:.0f}% of it.")
+            else:
+                lines.append(f"Teacher − student gap: {gap:+.2f} mAP(07): the teacher is NOT better than "
+                             "the student in this run, so distillation has nothing to transfer; train the "
+                             "teacher longer (`--set teacher_train.epochs=...`) before reading the DKED gain.")
+        if not summary_has_spread(results):
+            lines.append("A single seed: run `--seeds 0 1` to compare the gain with the seed-to-seed spread.")
         lines.append("")
     summary = results.get("seed_summary")
     if summary:
