@@ -1,9 +1,8 @@
 """`dked-tf distill`: train a student from a trained teacher with DKED."""
 
-import json
 import os
 
-from dked_tf.commands.train import add_common_arguments, evaluate_and_write, resolve_args_config
+from dked_tf.commands.train import add_common_arguments, finish_run, resolve_args_config
 
 DESCRIPTION = (
     "Train a student detector from a trained teacher with DKED (feature-correlation, "
@@ -70,11 +69,5 @@ def run(args):
     T.save_detector(student, args.out, architecture=arch, class_names=class_names, image_size=cfg.data.image_size,
                     overrides=cfg.model.student_overrides, tile_size=T.tile_size_for(cfg),
                     train_seconds=outcome.train_seconds, teacher=os.path.abspath(args.teacher))
-    with open(os.path.join(args.out, "history.json"), "w", encoding="utf-8") as handle:
-        json.dump({"history": outcome.history, "train_seconds": outcome.train_seconds}, handle, indent=2)
-    if args.verbose:
-        print(f"distilled {arch} in {outcome.train_seconds:.0f} s; saved to {args.out}")
-    if args.evaluate:
-        test_records, _ = T.prepare_records(cfg, "test", verbose=args.verbose)
-        evaluate_and_write(student, test_records, class_names, cfg, args.out, verbose=args.verbose)
+    finish_run(student, outcome, args, cfg, class_names, f"distilled {arch}")
     return 0

@@ -106,11 +106,18 @@ def run(args):
                                verbose=args.verbose)
     T.save_detector(model, args.out, architecture=arch, class_names=class_names, image_size=cfg.data.image_size,
                     overrides=overrides, tile_size=T.tile_size_for(cfg), train_seconds=outcome.train_seconds)
+    finish_run(model, outcome, args, cfg, class_names, f"trained {arch}")
+    return 0
+
+
+def finish_run(model, outcome, args, cfg, class_names, what):
+    """End of a `train`/`distill` run: history.json, a summary line, optional test-split mAP."""
+    from dked_tf import training as T
+
     with open(os.path.join(args.out, "history.json"), "w", encoding="utf-8") as handle:
         json.dump({"history": outcome.history, "train_seconds": outcome.train_seconds}, handle, indent=2)
     if args.verbose:
-        print(f"trained {arch} in {outcome.train_seconds:.0f} s; saved to {args.out}")
+        print(f"{what} in {outcome.train_seconds:.0f} s; saved to {args.out}")
     if args.evaluate:
         test_records, _ = T.prepare_records(cfg, "test", verbose=args.verbose)
         evaluate_and_write(model, test_records, class_names, cfg, args.out, verbose=args.verbose)
-    return 0

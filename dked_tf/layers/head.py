@@ -27,8 +27,18 @@ def _final_conv(filters, name, bias):
                          bias_initializer=keras.initializers.Constant(bias), name=name)
 
 
+class _DetectionHead(layers.Layer):
+    """Shared output contract of the heads: float32 `[B, H, W, 10 + nC]` (`self.num_classes`)."""
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (NUM_BOX_CHANNELS + self.num_classes,)
+
+    def compute_output_spec(self, x, training=None):
+        return keras.KerasTensor(self.compute_output_shape(x.shape), dtype="float32")
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class GGHLHead(layers.Layer):
+class GGHLHead(_DetectionHead):
     """GGHL decoupled head for one level: `[B,H,W,C] -> float32 [B,H,W,10+nC]`.
 
     loc branch: Conv3x3(C -> 2C)+BN+Leaky, plain 1x1 conv (bias) -> 10 channels;
@@ -64,12 +74,6 @@ class GGHLHead(layers.Layer):
         cls = self.cls_out(self.cls_conv(x, training=training))
         return ops.cast(ops.concatenate([loc, cls], axis=-1), "float32")
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (NUM_BOX_CHANNELS + self.num_classes,)
-
-    def compute_output_spec(self, x, training=None):
-        return keras.KerasTensor(self.compute_output_shape(x.shape), dtype="float32")
-
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, hidden_channels=self.hidden_channels,
@@ -84,7 +88,7 @@ def _objectness_bias_vector(bias):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class LoDetHead(layers.Layer):
+class LoDetHead(_DetectionHead):
     """LO-Det / LODet_GGHL output head for one level: CSA(P) then a plain 1x1 conv (bias)
     to 10 + nC channels (not decoupled). `[B,H,W,C] -> float32 [B,H,W,10+nC]`."""
 
@@ -105,12 +109,6 @@ class LoDetHead(layers.Layer):
 
     def call(self, x, training=None):
         return ops.cast(self.out(self.csa(x, training=training)), "float32")
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (NUM_BOX_CHANNELS + self.num_classes,)
-
-    def compute_output_spec(self, x, training=None):
-        return keras.KerasTensor(self.compute_output_shape(x.shape), dtype="float32")
 
     def get_config(self):
         config = super().get_config()
