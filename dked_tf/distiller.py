@@ -183,7 +183,8 @@ class Distiller(keras.Model):
         cells = []
         terms = {name: tf.constant(0.0, tf.float32) for name in TERM_NAMES}
         for head, enc, stride in zip(student_outputs["head"], encoded, self.strides):
-            level_cells = per_cell_terms(tf.cast(head, tf.float32), enc, stride, image_size)
+            level_cells = per_cell_terms(tf.cast(head, tf.float32), enc, stride, image_size,
+                                         plain_class_weight=getattr(self.student, "plain_class_weight", None))
             cells.append(level_cells)
             level = reduce_level_terms(level_cells)
             terms = {name: terms[name] + level[name] for name in TERM_NAMES}

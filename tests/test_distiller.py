@@ -101,6 +101,19 @@ def test_train_step_trains_student_and_aux_only_and_logs_every_term(teacher):
     assert np.isfinite(logs["jol_total"]) and logs["corr"] == 0.0
 
 
+def test_student_jol_inside_the_distiller_equals_the_students_own_loss(teacher):
+    """The distiller's jol_* terms are the student's compute_loss, including its
+    plain_class_weight (HEAD loss with 0, the default 1 otherwise)."""
+    images, targets = _batch()
+    for plain in (0.0, None):
+        student = build_model("lodet_mobilenetv2_t", NUM_CLASSES, plain_class_weight=plain, **NO_DROP)
+        distiller = Distiller(teacher, student, image_size=SIZE)
+        outputs = student(images, training=False)
+        values = distiller.compute_terms(images, targets, teacher(images, training=False), outputs)
+        own = student.compute_loss(x=images, y=targets, y_pred=outputs)
+        assert float(values["jol_total"]) == pytest.approx(float(own), rel=1e-5), plain
+
+
 def _tflite(model):
     """Builtin-only TFLite flatbuffer of the model's head outputs: (op list, size in bytes)."""
     from ai_edge_litert.interpreter import Interpreter
