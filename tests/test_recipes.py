@@ -50,7 +50,7 @@ def test_seed_summary_and_report_table():
     text = hrsc_lodet.render_report({"models": models, "seeds": seeds, "seed_summary": summary, "dataset": "x"},
                                     preset_config("quick"), "HRSC2016", hrsc_lodet.PAPER_HRSC,
                                     {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
-    assert "| S+DKED | 58.00 | 60.00 | 0.64 | 0.12 | 15.0 | 80 | 85.17" in text
+    assert "| S+DKED | 58.00 | 60.00 | 0.64 | 0.12 | 15.0 | 80 | - | 85.17" in text
     assert "+8.00 mAP(07)" in text and "80.05 → 85.17" in text
     assert "closes 40% of it" in text  # gap 20 points, gain 8
 
@@ -85,8 +85,10 @@ def test_recipe_stages_resume_from_checkpoints_and_write_the_contract(tmp_path):
             assert isinstance(entry[name], (int, float)) and np.isfinite(entry[name]), (key, name)
         assert 0.0 <= entry["map07"] <= 1.0 and entry["train_seconds"] == 1.0
         assert entry["num_gt"]["ship"] > 0
+        assert entry["localisation"]["positive_cells"] > 0
+        assert 0.0 <= entry["localisation"]["quality_median"] <= 1.0
     report = (out / "report.md").read_text()
-    assert "| Methods | mAP(07) | mAP(12) |" in report and "85.17" in report
+    assert "| Methods | mAP(07) | mAP(12) |" in report and "85.17" in report and "Loc. q" in report
     assert (out / "config.yaml").exists() and (out / "pr_curves").is_dir()
     assert len(os.listdir(out / "detections" / "student_dked")) == 1
 
