@@ -340,10 +340,14 @@ def synthetic_root(data_cfg, verbose=1):
     cache = os.path.expanduser(data_cfg.cache_dir)
     name = (f"synthetic_{data_cfg.format}_{data_cfg.synthetic_train_images}x{data_cfg.synthetic_test_images}"
             f"_{data_cfg.synthetic_image_size}px_seed{data_cfg.synthetic_seed}")
+    min_length = float(getattr(data_cfg, "synthetic_min_ship_length", 0.05))
+    if data_cfg.format == "hrsc" and min_length != synthetic.DEFAULT_MIN_SHIP_LENGTH:
+        name += f"_minship{min_length:g}"
     root = os.path.join(cache, name)
     make = synthetic.make_synthetic_hrsc if data_cfg.format == "hrsc" else synthetic.make_synthetic_dota
     kwargs = dict(num_train=data_cfg.synthetic_train_images, num_test=data_cfg.synthetic_test_images,
-                  image_size=data_cfg.synthetic_image_size, seed=data_cfg.synthetic_seed)
+                  image_size=data_cfg.synthetic_image_size, seed=data_cfg.synthetic_seed,
+                  min_ship_length=min_length)
     import inspect
 
     params = inspect.signature(make).parameters

@@ -469,6 +469,14 @@ def seed_summary(seeds):
     if gains:
         summary["dked_gain_map07"] = [float(g) for g in gains]
         summary["dked_gain_map07_mean"] = float(np.mean(gains))
+    pairs = [(v["student"]["quality_median"], v["student_dked"]["quality_median"]) for v in seeds.values()
+             if "quality_median" in v.get("student", {}) and "quality_median" in v.get("student_dked", {})]
+    if pairs:
+        student_q, dked_q = (np.array(x, np.float64) for x in zip(*pairs))
+        summary["quality"] = {"student": student_q.tolist(), "student_dked": dked_q.tolist(),
+                              "student_spread": float(np.ptp(student_q)), "student_dked_spread": float(np.ptp(dked_q)),
+                              "dked_gain": (dked_q - student_q).tolist(),
+                              "dked_gain_mean": float(np.mean(dked_q - student_q))}
     return summary
 
 
@@ -537,6 +545,12 @@ def render_report(results, cfg, title, paper, labels):
             lines.append(f"Seed-to-seed spread (max − min) of the student: {100 * summary['student']['map07_spread']:.2f}; "
                          f"of the DKED student: {100 * summary.get('student_dked', {}).get('map07_spread', 0):.2f}; "
                          f"mean gain {100 * summary.get('dked_gain_map07_mean', 0):+.2f}.")
+        quality = summary.get("quality")
+        if quality:
+            lines.append(f"Localisation quality q: spread of the student {quality['student_spread']:.3f}, of the DKED "
+                         f"student {quality['student_dked_spread']:.3f}; DKED gain per seed "
+                         + ", ".join(f"{g:+.3f}" for g in quality["dked_gain"])
+                         + f" (mean {quality['dked_gain_mean']:+.3f}).")
         lines.append("")
     exported = results.get("export")
     if exported:
@@ -561,7 +575,7 @@ def main(argv=None, recipe_class=Recipe, task="hrsc", name="hrsc_lodet", student
     args = build_parser(description, default_out).parse_args(argv)
     stages = parse_stages(args.stages)
     cfg = resolve_config(args, task=task, student=student, name=name)
-    seeds = args.seeds or [cfg.train.seed]
+    seeds = args.seeds or ([args.seed] if args.seed is not None else None) or list(cfg.seeds) or [cfg.train.seed]
     recipe = recipe_class(cfg, args.out, seeds, verbose=args.verbose, force=args.force)
     return recipe.run(stages)
 

@@ -36,11 +36,15 @@ def test_patch_names_and_merge_back_to_scenes():
 
 
 def test_seed_summary_and_report_table():
-    seeds = {"0": {"student": {"map07": 0.50}, "student_dked": {"map07": 0.58}},
-             "1": {"student": {"map07": 0.54}, "student_dked": {"map07": 0.60}}}
+    seeds = {"0": {"student": {"map07": 0.50, "quality_median": 0.30},
+                   "student_dked": {"map07": 0.58, "quality_median": 0.35}},
+             "1": {"student": {"map07": 0.54, "quality_median": 0.28},
+                   "student_dked": {"map07": 0.60, "quality_median": 0.36}}}
     summary = hrsc_lodet.seed_summary(seeds)
     assert summary["student"]["map07_spread"] == pytest.approx(0.04)
     assert summary["dked_gain_map07"] == pytest.approx([0.08, 0.06])
+    assert summary["quality"]["student_spread"] == pytest.approx(0.02)
+    assert summary["quality"]["dked_gain"] == pytest.approx([0.05, 0.08])
     models = {k: dict(zip(CONTRACT_KEYS, values)) for k, values in {
         "teacher": (0.7, 0.72, 2.7e6, 0.58, 25.0, 100.0),
         "student": (0.5, 0.52, 6.4e5, 0.12, 15.0, 60.0),
@@ -53,6 +57,8 @@ def test_seed_summary_and_report_table():
     assert "| S+DKED | 58.00 | 60.00 | 0.64 | 0.12 | 15.0 | 80 | - | 85.17" in text
     assert "+8.00 mAP(07)" in text and "80.05 → 85.17" in text
     assert "closes 40% of it" in text  # gap 20 points, gain 8
+    assert "DKED gain per seed +0.050, +0.080 (mean +0.065)" in text
+    assert "| 1 | 54.00 | 60.00 | +6.00 | 0.280 | 0.360 |" in text
 
 
 def test_unknown_stage_is_rejected():

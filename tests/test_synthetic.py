@@ -80,6 +80,22 @@ def test_scenes_are_a_genuine_detection_task():
     assert np.median(contrasts) > 15
 
 
+def test_min_ship_length_bounds_every_ship_and_changes_the_cache_key(tmp_path):
+    short = []
+    for i in range(20):
+        _, objects = render_hrsc_scene(np.random.default_rng([0, 1, i]), 256, 224, min_ship_length=0.12)
+        assert all(o["mbox"][2] >= 0.12 * 256 - 1e-6 for o in objects)
+        _, default_objects = render_hrsc_scene(np.random.default_rng([0, 1, i]), 256, 224)
+        short += [o["mbox"][2] < 0.12 * 256 for o in default_objects]
+    assert any(short), "the default range (5-70 %) has ships below 12 % of the side"
+    kwargs = dict(num_train=2, num_test=1, image_size=80, seed=11, verbose=0)
+    root = make_synthetic_hrsc(tmp_path / "a", **kwargs)
+    probe = os.path.join(root, "FullDataSet", "Annotations", "100000001.xml")
+    os.utime(probe, (1, 1))
+    make_synthetic_hrsc(tmp_path / "a", min_ship_length=0.2, **kwargs)  # new parameter: regenerated
+    assert os.stat(probe).st_mtime != 1
+
+
 def test_dota_variant_layout_and_classes(tmp_path):
     root = make_synthetic_dota(tmp_path / "d", num_train=3, num_test=1, image_size=128, seed=1, verbose=0)
     train, info = read_dota(os.path.join(root, "train"), classes=None)

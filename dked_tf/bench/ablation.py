@@ -117,7 +117,7 @@ def main(argv=None):
             variable.assign(value)
         distiller.set_loss_switches(switches)
         t0 = time.perf_counter()
-        history = distiller.fit(dataset(seed), epochs=cfg.train.epochs, verbose=0).history
+        history = distiller.fit(dataset(seed), epochs=cfg.train.epochs, verbose=0, shuffle=False).history
         seconds = time.perf_counter() - t0
         row = {"run": name, **_score(student, test_records, class_names, cfg),
                "final_jol": history["jol_total"][-1], "seconds": seconds}

@@ -229,9 +229,12 @@ def _draw_distractor(image, rng, land, height, width, on_land):
         _fill(image, _local_to_image(_rect(rng.uniform(10, 40), rng.uniform(3, 6)), cx, cy, angle), rng.uniform(120, 170, 3))
 
 
-def _ship_size(rng, scale):
-    """Samples (length, width) in pixels; lengths log-uniform over 5%..70% of `scale`."""
-    length = float(np.exp(rng.uniform(np.log(0.05 * scale), np.log(0.7 * scale))))
+DEFAULT_MIN_SHIP_LENGTH = 0.05  # shortest ship at sea, as a fraction of the image's long side
+
+
+def _ship_size(rng, scale, min_length=DEFAULT_MIN_SHIP_LENGTH):
+    """Samples (length, width) in pixels; lengths log-uniform over min_length..70% of `scale`."""
+    length = float(np.exp(rng.uniform(np.log(min_length * scale), np.log(0.7 * scale))))
     aspect = rng.uniform(3.0, 10.0) if length > 30 else rng.uniform(3.0, 6.0)
     width = max(3.0, length / aspect)
     return length, width
@@ -245,8 +248,9 @@ def _place(rng, candidate_mask, occupied, blocked, max_overlap=0.08):
     return (candidate_mask & occupied).sum() <= max_overlap * area and (candidate_mask & blocked).sum() <= 0.05 * area
 
 
-def render_hrsc_scene(rng, width, height):
-    """Draws one ship scene.
+def render_hrsc_scene(rng, width, height, min_ship_length=DEFAULT_MIN_SHIP_LENGTH):
+    """Draws one ship scene. min_ship_length: shortest ship (at sea and moored), as a fraction
+    of the image's long side.
 
     Returns: (image uint8 [H, W, 3] RGB, objects: list of dicts with `mbox` (cx, cy, w, h, ang
     radians, w = length), `header` (bow x, y), `difficult`, `truncated`, `kind`).
@@ -338,7 +342,7 @@ def render_hrsc_scene(rng, width, height):
         for side in (-1, 1):
             offset = pwid / 2 + 1.0
             for _ in range(int(rng.integers(0, 4))):
-                length = rng.uniform(0.3, 0.9) * plen
+                length = max(rng.uniform(0.3, 0.9) * plen, min_ship_length * scale)
                 width_ = max(3.0, length / rng.uniform(4, 8))
                 c = pc + tangent * side * (offset + width_ / 2) + along * rng.uniform(-0.25, 0.25) * (plen - length)
                 if add_ship(c[0], c[1], length, width_, normal + (np.pi if rng.random() < 0.5 else 0), True):
@@ -346,7 +350,7 @@ def render_hrsc_scene(rng, width, height):
     # ships at sea (and along the quay)
     for _ in range(int(rng.integers(1, 7 if not harbour else 6))):
         for _attempt in range(12):
-            length, width_ = _ship_size(rng, scale)
+            length, width_ = _ship_size(rng, scale, min_ship_length)
             margin = -0.15 * length
             cx, cy = rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)
             if add_ship(cx, cy, length, width_, rng.uniform(-np.pi, np.pi), False):
@@ -527,7 +531,7 @@ def _save_image(path, image_rgb, image_format):
 
 
 def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, seed=0, image_format="jpg",
-                        overwrite=False, verbose=1):
+                        overwrite=False, verbose=1, min_ship_length=DEFAULT_MIN_SHIP_LENGTH):
     """Writes a synthetic ship dataset in the HRSC2016 layout; returns `out_dir`.
 
     out_dir/FullDataSet/AllImages/<id>.<image_format>, out_dir/FullDataSet/Annotations/<id>.xml,
@@ -535,6 +539,8 @@ def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, se
     Ids are 9-digit like the real ones: 1000xxxxx (trainval) and 2000xxxxx (test).
     image_size: long side in pixels (short side drawn in [0.75, 1] of it) or (min, max) range.
     Skips the work when the manifest shows a complete dataset with the same parameters.
+    min_ship_length: shortest ship as a fraction of the image's long side (lengths are
+    log-uniform from it to 70 %).
     """
     from dked_tf.data.hrsc import _mbox_to_poly, poly_hbb, write_hrsc_xml, write_imageset
     from dked_tf.data.records import ImageRecord
@@ -542,6 +548,8 @@ def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, se
     params = {"kind": "hrsc", "num_train": int(num_train), "num_test": int(num_test),
               "image_size": image_size if isinstance(image_size, int) else list(image_size),
               "seed": int(seed), "image_format": image_format, "version": GENERATOR_VERSION}
+    if float(min_ship_length) != DEFAULT_MIN_SHIP_LENGTH:
+        params["min_ship_length"] = float(min_ship_length)
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     if not overwrite and _manifest_matches(out_dir, params):
         if verbose:
@@ -560,7 +568,7 @@ def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, se
     for split, code, index in _progress(jobs, len(jobs), verbose, "synthetic HRSC2016"):
         rng = np.random.default_rng([int(seed), code, index])
         w, h = _image_size(rng, image_size)
-        image, objects = render_hrsc_scene(rng, w, h)
+        image, objects = render_hrsc_scene(rng, w, h, min_ship_length=min_ship_length)
         image_id = f"{code}000{index + 1:05d}"
         image_name = f"{image_id}.{image_format}"
         _save_image(os.path.join(image_dir, image_name), image, image_format)
