@@ -184,7 +184,7 @@ class Distiller(keras.Model):
         terms = {name: tf.constant(0.0, tf.float32) for name in TERM_NAMES}
         for head, enc, stride in zip(student_outputs["head"], encoded, self.strides):
             level_cells = per_cell_terms(tf.cast(head, tf.float32), enc, stride, image_size,
-                                         plain_class_weight=getattr(self.student, "plain_class_weight", None))
+                                         plain_class_weight=self.student.plain_class_weight)
             cells.append(level_cells)
             level = reduce_level_terms(level_cells)
             terms = {name: terms[name] + level[name] for name in TERM_NAMES}
@@ -193,11 +193,8 @@ class Distiller(keras.Model):
 
     def compute_terms(self, images, targets, teacher_outputs, student_outputs):
         """All loss terms (float32 scalars, local-batch means) and the total to optimise."""
-        from dked_tf.losses.assign import encode_targets
-
         image_size = self._image_size(images)
-        encoded = encode_targets(targets, image_size, self.num_classes, strides=self.strides,
-                                 level_reference_size=getattr(self.student, "level_reference_size", None))
+        encoded = self.student.encode_targets(targets, image_size)
         jol, cells = self._student_jol(student_outputs, encoded, image_size)
         values = {f"jol_{name}": jol[name] for name in JOL_TERMS}
         distill_total = tf.constant(0.0, tf.float32)
@@ -251,13 +248,10 @@ class Distiller(keras.Model):
         return self._update_metrics(values)
 
     def test_step(self, data):
-        from dked_tf.losses.assign import encode_targets
-
         images, targets = self._split(data)
         student_outputs = self.student(images, training=False)
         image_size = self._image_size(images)
-        encoded = encode_targets(targets, image_size, self.num_classes, strides=self.strides,
-                                 level_reference_size=getattr(self.student, "level_reference_size", None))
+        encoded = self.student.encode_targets(targets, image_size)
         jol, _ = self._student_jol(student_outputs, encoded, image_size)
         values = {f"jol_{name}": jol[name] for name in JOL_TERMS}
         values["total"] = jol["total"]

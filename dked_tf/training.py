@@ -340,7 +340,7 @@ def synthetic_root(data_cfg, verbose=1):
     cache = os.path.expanduser(data_cfg.cache_dir)
     name = (f"synthetic_{data_cfg.format}_{data_cfg.synthetic_train_images}x{data_cfg.synthetic_test_images}"
             f"_{data_cfg.synthetic_image_size}px_seed{data_cfg.synthetic_seed}")
-    min_length = float(getattr(data_cfg, "synthetic_min_ship_length", 0.05))
+    min_length = float(data_cfg.synthetic_min_ship_length)
     if data_cfg.format == "hrsc" and min_length != synthetic.DEFAULT_MIN_SHIP_LENGTH:
         name += f"_minship{min_length:g}"
     root = os.path.join(cache, name)

@@ -51,7 +51,6 @@ def synthetic_batch(batch, size, num_classes, seed=0):
 
 def make_student_step(model, optimizer, image_size):
     """tf.function training step of `model` alone on its JOL loss (what plain training does)."""
-    from dked_tf.losses.assign import encode_targets
     from dked_tf.losses.jol import jol_loss
 
     variables = model.trainable_variables
@@ -61,8 +60,9 @@ def make_student_step(model, optimizer, image_size):
     def step(images, targets):
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
-            encoded = encode_targets(targets, image_size, model.num_classes, model.strides)
-            loss = jol_loss(outputs["head"], encoded, model.strides, image_size)["total"]
+            encoded = model.encode_targets(targets, image_size)
+            loss = jol_loss(outputs["head"], encoded, model.strides, image_size,
+                            plain_class_weight=model.plain_class_weight)["total"]
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 

@@ -71,14 +71,12 @@ def localisation_diagnostics(model, records, image_size, batch_size=8, max_objec
     (list of ImageRecord), letterboxed to `image_size` without augmentation."""
     from dked_tf.data.pipeline import build_dataset
     from dked_tf.evaluation.runner import inference_model
-    from dked_tf.losses.assign import encode_targets
 
     model = inference_model(model)
     dataset = build_dataset(records, image_size, batch_size, training=False, max_objects=max_objects)
     batches = []
     for images, targets in dataset:
-        encoded = encode_targets(targets, image_size, model.num_classes, strides=model.strides,
-                                 level_reference_size=model.level_reference_size)
+        encoded = model.encode_targets(targets, image_size)
         head = model(images, training=False)["head"]
         batches.append(head_cell_arrays(head, encoded, model.strides, image_size))
     if not batches:

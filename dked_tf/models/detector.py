@@ -247,15 +247,13 @@ class OrientedDetector(keras.Model):
         The individual terms are tracked as metrics (`obj_pos`, `obj_neg`, `cls_pos`,
         `cls_neg`, `iou`, `s`, `r`, `l`) and appear in the `fit`/`evaluate` logs.
         """
-        from dked_tf.losses.assign import encode_targets
         from dked_tf.losses.jol import jol_loss
 
         if y_pred is None:
             y_pred = self(x, training=training)
         head = y_pred["head"] if isinstance(y_pred, dict) else y_pred
         image_size = self._input_size(x, head)
-        encoded = encode_targets(y, image_size, self.num_classes, strides=self.strides,
-                                 level_reference_size=self.level_reference_size)
+        encoded = self.encode_targets(y, image_size)
         terms = jol_loss(head, encoded, self.strides, image_size,
                          plain_class_weight=self.plain_class_weight)
         for name, tracker in self.loss_trackers.items():
@@ -265,6 +263,14 @@ class OrientedDetector(keras.Model):
         if self.losses:
             total = total + tf.add_n([tf.cast(v, total.dtype) for v in self.losses])
         return total
+
+    def encode_targets(self, targets, image_size):
+        """OLA targets of the pipeline `targets` for this detector (its classes, strides and
+        `level_reference_size`): the `assign.encode_targets` levels [B, H_l, W_l, 16 + nC]."""
+        from dked_tf.losses.assign import encode_targets
+
+        return encode_targets(targets, image_size, self.num_classes, strides=self.strides,
+                              level_reference_size=self.level_reference_size)
 
     def _input_size(self, images, head):
         if images is not None and images.shape[1] is not None:
