@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """HRSC2016: GGHL teacher -> LO-Det student -> LO-Det student with DKED, evaluated and exported.
 
-    python recipes/hrsc_lodet.py                         # built-in synthetic HRSC2016 set, ~15 min on 2 cores
+    python recipes/hrsc_lodet.py                         # built-in synthetic HRSC2016 set, ~23 min on 2 cores
     python recipes/hrsc_lodet.py --quick                 # real but minimal run (< 4 min): a smoke check
     python recipes/hrsc_lodet.py --data-root ~/data/HRSC2016 --paper   # the real thing, on a GPU
 
 Stages (each skippable with --stages, each resumable: finished models are reloaded from
-checkpoints/, an interrupted training continues from its last finished epoch):
+checkpoints/, an interrupted training continues from its last backup, taken every
+train.checkpoint_every epochs):
 
 1. teacher   train the GGHL teacher (model.teacher, teacher_train schedule)
 2. student   train the LO-Det student alone: the baseline (model.student, train schedule, seed)
@@ -209,10 +210,12 @@ class Recipe:
             teacher, _ = T.load_detector(self.checkpoint("teacher"))
             _, outcome = T.distill(teacher, model, dataset, distill_cfg=cfg.distill, optimizer=optimizer,
                                    epochs=schedule.epochs, stage=key, checkpoint_dir=backup, resume=resume,
-                                   verbose=self.verbose, image_size=cfg.data.image_size)
+                                   verbose=self.verbose, image_size=cfg.data.image_size,
+                                   checkpoint_every=schedule.checkpoint_every)
         else:
             outcome = T.train_detector(model, dataset, epochs=schedule.epochs, optimizer=optimizer, stage=key,
-                                       checkpoint_dir=backup, resume=resume, verbose=self.verbose)
+                                       checkpoint_dir=backup, resume=resume, verbose=self.verbose,
+                                       checkpoint_every=schedule.checkpoint_every)
         T.save_detector(model, folder, architecture=arch, class_names=class_names, image_size=cfg.data.image_size,
                         overrides=overrides, tile_size=T.tile_size_for(cfg), train_seconds=outcome.train_seconds,
                         seed=schedule.seed, epochs=schedule.epochs)

@@ -1,3 +1,4 @@
+import json
 import os
 
 import cv2
@@ -12,6 +13,7 @@ from dked_tf.data.synthetic import (
     render_dota_scene,
     render_hrsc_scene,
 )
+from dked_tf.data.synthetic import main as synthetic_main
 
 
 def file_bytes(root):
@@ -94,6 +96,32 @@ def test_min_ship_length_bounds_every_ship_and_changes_the_cache_key(tmp_path):
     os.utime(probe, (1, 1))
     make_synthetic_hrsc(tmp_path / "a", min_ship_length=0.2, **kwargs)  # new parameter: regenerated
     assert os.stat(probe).st_mtime != 1
+
+
+def test_max_ship_aspect_bounds_every_ship_and_changes_the_cache_key(tmp_path):
+    slender = []
+    for i in range(20):
+        _, objects = render_hrsc_scene(np.random.default_rng([0, 1, i]), 256, 224, max_ship_aspect=5.0)
+        for o in objects:
+            length, width = o["mbox"][2], o["mbox"][3]
+            assert length / width <= 5.0 + 1e-6, (i, o["mbox"])
+        _, default_objects = render_hrsc_scene(np.random.default_rng([0, 1, i]), 256, 224)
+        slender += [o["mbox"][2] / o["mbox"][3] > 5.0 for o in default_objects]
+    assert any(slender), "the default range (up to 10:1) has ships more slender than 5:1"
+    kwargs = dict(num_train=2, num_test=1, image_size=80, seed=12, verbose=0)
+    root = make_synthetic_hrsc(tmp_path / "a", **kwargs)
+    probe = os.path.join(root, "FullDataSet", "Annotations", "100000001.xml")
+    os.utime(probe, (1, 1))
+    make_synthetic_hrsc(tmp_path / "a", **kwargs)  # same parameters: reused
+    assert os.stat(probe).st_mtime == 1
+    make_synthetic_hrsc(tmp_path / "a", max_ship_aspect=4.0, **kwargs)  # new parameter: regenerated
+    assert os.stat(probe).st_mtime != 1
+    # the command line passes it through to the manifest
+    assert synthetic_main([str(tmp_path / "b"), "--num-train", "2", "--num-test", "1", "--image-size", "80",
+                           "--max-ship-aspect", "4", "--min-ship-length", "0.2"]) == 0
+    with open(tmp_path / "b" / "manifest.json") as f:
+        params = json.load(f)["params"]
+    assert params["max_ship_aspect"] == 4.0 and params["min_ship_length"] == 0.2
 
 
 def test_dota_variant_layout_and_classes(tmp_path):

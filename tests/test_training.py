@@ -81,3 +81,54 @@ def test_params_flops_latency_are_sane():
     small, large = T.estimate_gflops(model, 32), T.estimate_gflops(model, 64)
     assert 0 < small and large == pytest.approx(4 * small, rel=0.15)  # conv FLOPs scale with the pixel count
     assert T.measure_latency_ms(model, 64, runs=2, warmup=1) > 0
+
+
+class _StopBeforeEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("simulated interruption")
+
+
+@pytest.mark.parametrize("every, resumed_epochs", [(1, 2), (2, 3), (3, 2), (4, 5)])
+def test_epoch_backup_writes_every_n_epochs_and_resumes_from_the_last_one(tmp_path, every, resumed_epochs):
+    """Interrupted before epoch index 3 of 5: the last backup is after epoch (3 // every) * every,
+    so the resumed fit runs the remaining 5 - that many epochs."""
+    x = np.linspace(-1, 1, 16, dtype=np.float32)[:, None]
+    y = 3 * x
+
+    def make():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer="sgd", loss="mse")
+        return model
+
+    backup = str(tmp_path / f"backup{every}")
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        make().fit(x, y, epochs=5, verbose=0, callbacks=[T.EpochBackup(backup, every=every), _StopBeforeEpoch(3)])
+    history = make().fit(x, y, epochs=5, verbose=0, callbacks=[T.EpochBackup(backup, every=every)])
+    assert len(history.history["loss"]) == resumed_epochs
+
+
+def test_prebuilt_optimizer_traces_the_train_step_once(tmp_path):
+    """Keras (no distribution strategy) creates the optimizer slots inside the first traced step,
+    which makes tf.function trace the step twice (measured: 2 traces without
+    `prebuild_optimizer`); `_fit` builds them beforehand."""
+    cfg = C.preset_config("smoke")
+    cfg.data.cache_dir = str(tmp_path)
+    records, names = T.prepare_records(cfg, "train", verbose=0)
+    dataset = T.make_train_dataset(records[:4], cfg.data, seed=0)
+    model = T.build_detector(cfg.model.teacher, len(names), cfg.data.image_size)
+    traces = []
+    original = model.train_step
+
+    def counted(data):
+        traces.append(1)
+        return original(data)
+
+    model.train_step = counted
+    T.train_detector(model, dataset, epochs=1, optimizer=T.make_optimizer(cfg.train, 1), verbose=0)
+    assert len(traces) == 1

@@ -65,7 +65,8 @@ def run(args):
     optimizer = T.make_optimizer(cfg.train, steps)
     _, outcome = T.distill(teacher, student, dataset, distill_cfg=cfg.distill, optimizer=optimizer,
                            epochs=cfg.train.epochs, stage="dked", checkpoint_dir=os.path.join(args.out, "backup"),
-                           resume=not args.no_resume, verbose=args.verbose, image_size=cfg.data.image_size)
+                           resume=not args.no_resume, verbose=args.verbose, image_size=cfg.data.image_size,
+                           checkpoint_every=cfg.train.checkpoint_every)
     T.save_detector(student, args.out, architecture=arch, class_names=class_names, image_size=cfg.data.image_size,
                     overrides=cfg.model.student_overrides, tile_size=T.tile_size_for(cfg),
                     train_seconds=outcome.train_seconds, teacher=os.path.abspath(args.teacher))

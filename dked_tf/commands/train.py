@@ -8,7 +8,7 @@ DESCRIPTION = (
     "dked_tf.models.presets) on HRSC2016, DOTA (scenes split into patches) or the built-in synthetic "
     "set. Writes model.json + model.weights.h5 (usable by `dked-tf predict/export/distill`), "
     "config.yaml/json, history.json and, with --evaluate, metrics.json. Interrupted runs resume from "
-    "the last finished epoch."
+    "their last backup (every train.checkpoint_every epochs; 1 by default)."
 )
 
 
@@ -103,7 +103,7 @@ def run(args):
     optimizer = T.make_optimizer(train_cfg, steps)
     outcome = T.train_detector(model, dataset, epochs=train_cfg.epochs, optimizer=optimizer, stage=args.role,
                                checkpoint_dir=os.path.join(args.out, "backup"), resume=not args.no_resume,
-                               verbose=args.verbose)
+                               verbose=args.verbose, checkpoint_every=train_cfg.checkpoint_every)
     T.save_detector(model, args.out, architecture=arch, class_names=class_names, image_size=cfg.data.image_size,
                     overrides=overrides, tile_size=T.tile_size_for(cfg), train_seconds=outcome.train_seconds)
     finish_run(model, outcome, args, cfg, class_names, f"trained {arch}")

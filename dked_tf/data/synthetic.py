@@ -230,12 +230,19 @@ def _draw_distractor(image, rng, land, height, width, on_land):
 
 
 DEFAULT_MIN_SHIP_LENGTH = 0.05  # shortest ship at sea, as a fraction of the image's long side
+DEFAULT_MAX_SHIP_ASPECT = 10.0  # most slender ship: length / width
 
 
-def _ship_size(rng, scale, min_length=DEFAULT_MIN_SHIP_LENGTH):
-    """Samples (length, width) in pixels; lengths log-uniform over min_length..70% of `scale`."""
+def _aspect(rng, low, high, max_aspect):
+    """Length / width drawn uniformly from [low, high], both capped at max_aspect."""
+    return rng.uniform(min(low, max_aspect), min(high, max_aspect))
+
+
+def _ship_size(rng, scale, min_length=DEFAULT_MIN_SHIP_LENGTH, max_aspect=DEFAULT_MAX_SHIP_ASPECT):
+    """Samples (length, width) in pixels; lengths log-uniform over min_length..70% of `scale`,
+    length / width in 3..10 (3..6 below 30 px), capped at max_aspect."""
     length = float(np.exp(rng.uniform(np.log(min_length * scale), np.log(0.7 * scale))))
-    aspect = rng.uniform(3.0, 10.0) if length > 30 else rng.uniform(3.0, 6.0)
+    aspect = _aspect(rng, 3.0, 10.0, max_aspect) if length > 30 else _aspect(rng, 3.0, 6.0, max_aspect)
     width = max(3.0, length / aspect)
     return length, width
 
@@ -248,9 +255,11 @@ def _place(rng, candidate_mask, occupied, blocked, max_overlap=0.08):
     return (candidate_mask & occupied).sum() <= max_overlap * area and (candidate_mask & blocked).sum() <= 0.05 * area
 
 
-def render_hrsc_scene(rng, width, height, min_ship_length=DEFAULT_MIN_SHIP_LENGTH):
+def render_hrsc_scene(rng, width, height, min_ship_length=DEFAULT_MIN_SHIP_LENGTH,
+                      max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT):
     """Draws one ship scene. min_ship_length: shortest ship (at sea and moored), as a fraction
-    of the image's long side.
+    of the image's long side. max_ship_aspect: most slender ship (length / width; moored ships
+    are drawn 4..8, ships at sea 3..10, both capped at it).
 
     Returns: (image uint8 [H, W, 3] RGB, objects: list of dicts with `mbox` (cx, cy, w, h, ang
     radians, w = length), `header` (bow x, y), `difficult`, `truncated`, `kind`).
@@ -343,14 +352,14 @@ def render_hrsc_scene(rng, width, height, min_ship_length=DEFAULT_MIN_SHIP_LENGT
             offset = pwid / 2 + 1.0
             for _ in range(int(rng.integers(0, 4))):
                 length = max(rng.uniform(0.3, 0.9) * plen, min_ship_length * scale)
-                width_ = max(3.0, length / rng.uniform(4, 8))
+                width_ = max(3.0, length / _aspect(rng, 4.0, 8.0, max_ship_aspect))
                 c = pc + tangent * side * (offset + width_ / 2) + along * rng.uniform(-0.25, 0.25) * (plen - length)
                 if add_ship(c[0], c[1], length, width_, normal + (np.pi if rng.random() < 0.5 else 0), True):
                     offset += width_ + rng.uniform(0.0, 2.5)
     # ships at sea (and along the quay)
     for _ in range(int(rng.integers(1, 7 if not harbour else 6))):
         for _attempt in range(12):
-            length, width_ = _ship_size(rng, scale, min_ship_length)
+            length, width_ = _ship_size(rng, scale, min_ship_length, max_ship_aspect)
             margin = -0.15 * length
             cx, cy = rng.uniform(margin, width - margin), rng.uniform(margin, height - margin)
             if add_ship(cx, cy, length, width_, rng.uniform(-np.pi, np.pi), False):
@@ -531,7 +540,8 @@ def _save_image(path, image_rgb, image_format):
 
 
 def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, seed=0, image_format="jpg",
-                        overwrite=False, verbose=1, min_ship_length=DEFAULT_MIN_SHIP_LENGTH):
+                        overwrite=False, verbose=1, min_ship_length=DEFAULT_MIN_SHIP_LENGTH,
+                        max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT):
     """Writes a synthetic ship dataset in the HRSC2016 layout; returns `out_dir`.
 
     out_dir/FullDataSet/AllImages/<id>.<image_format>, out_dir/FullDataSet/Annotations/<id>.xml,
@@ -540,7 +550,8 @@ def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, se
     image_size: long side in pixels (short side drawn in [0.75, 1] of it) or (min, max) range.
     Skips the work when the manifest shows a complete dataset with the same parameters.
     min_ship_length: shortest ship as a fraction of the image's long side (lengths are
-    log-uniform from it to 70 %).
+    log-uniform from it to 70 %). max_ship_aspect: most slender ship, length / width (the
+    aspect ratios are drawn from 3..10, capped at it).
     """
     from dked_tf.data.hrsc import _mbox_to_poly, poly_hbb, write_hrsc_xml, write_imageset
     from dked_tf.data.records import ImageRecord
@@ -550,6 +561,8 @@ def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, se
               "seed": int(seed), "image_format": image_format, "version": GENERATOR_VERSION}
     if float(min_ship_length) != DEFAULT_MIN_SHIP_LENGTH:
         params["min_ship_length"] = float(min_ship_length)
+    if float(max_ship_aspect) != DEFAULT_MAX_SHIP_ASPECT:
+        params["max_ship_aspect"] = float(max_ship_aspect)
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     if not overwrite and _manifest_matches(out_dir, params):
         if verbose:
@@ -568,7 +581,8 @@ def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, se
     for split, code, index in _progress(jobs, len(jobs), verbose, "synthetic HRSC2016"):
         rng = np.random.default_rng([int(seed), code, index])
         w, h = _image_size(rng, image_size)
-        image, objects = render_hrsc_scene(rng, w, h, min_ship_length=min_ship_length)
+        image, objects = render_hrsc_scene(rng, w, h, min_ship_length=min_ship_length,
+                                           max_ship_aspect=max_ship_aspect)
         image_id = f"{code}000{index + 1:05d}"
         image_name = f"{image_id}.{image_format}"
         _save_image(os.path.join(image_dir, image_name), image, image_format)
@@ -686,7 +700,8 @@ def _draw(image, polygons, labels, color):
         return out
 
 
-def preview(path, num_hrsc=6, num_dota=2, image_size=256, seed=0):
+def preview(path, num_hrsc=6, num_dota=2, image_size=256, seed=0, min_ship_length=DEFAULT_MIN_SHIP_LENGTH,
+            max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT):
     """Saves a grid of synthetic samples with their boxes (green; difficult in orange) to `path`."""
     from dked_tf.data.hrsc import _mbox_to_poly
 
@@ -695,7 +710,7 @@ def preview(path, num_hrsc=6, num_dota=2, image_size=256, seed=0):
     for i in range(num_hrsc):
         rng = np.random.default_rng([seed, 1, i])
         w, h = _image_size(rng, image_size)
-        image, objects = render_hrsc_scene(rng, w, h)
+        image, objects = render_hrsc_scene(rng, w, h, min_ship_length, max_ship_aspect)
         polys = _mbox_to_poly(np.array([o["mbox"] for o in objects]).reshape(-1, 5))
         diff = np.array([o["difficult"] for o in objects], bool)
         image = _draw(image, polys[~diff], None, (0, 255, 0))
@@ -730,16 +745,24 @@ def main(argv=None):
     parser.add_argument("--num-test", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-ship-length", type=float, default=DEFAULT_MIN_SHIP_LENGTH,
+                        help="HRSC: shortest ship, fraction of the image side (default %(default)s)")
+    parser.add_argument("--max-ship-aspect", type=float, default=DEFAULT_MAX_SHIP_ASPECT,
+                        help="HRSC: most slender ship, length / width (default %(default)s)")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--preview", metavar="PNG", help="save a picture of samples with their boxes")
     args = parser.parse_args(argv)
     if args.preview:
-        print(preview(args.preview, seed=args.seed))
+        print(preview(args.preview, seed=args.seed, min_ship_length=args.min_ship_length,
+                      max_ship_aspect=args.max_ship_aspect))
     if args.out_dir:
         kwargs = {k: v for k, v in (("num_train", args.num_train), ("num_test", args.num_test),
                                     ("image_size", args.image_size)) if v is not None}
-        make = make_synthetic_hrsc if args.format == "hrsc" else make_synthetic_dota
-        make(args.out_dir, seed=args.seed, overwrite=args.overwrite, **kwargs)
+        if args.format == "hrsc":
+            make_synthetic_hrsc(args.out_dir, seed=args.seed, overwrite=args.overwrite,
+                                min_ship_length=args.min_ship_length, max_ship_aspect=args.max_ship_aspect, **kwargs)
+        else:
+            make_synthetic_dota(args.out_dir, seed=args.seed, overwrite=args.overwrite, **kwargs)
     if not args.preview and not args.out_dir:
         parser.print_help()
         return 2
