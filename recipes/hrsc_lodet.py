@@ -400,6 +400,10 @@ class Recipe:
 
     def report_stage(self):
         results = self.load_results()
+        if len(results.get("seeds", {})) > 1:
+            # recomputed from the per-seed figures, so a report of older results has every field
+            results["seed_summary"] = seed_summary(results["seeds"])
+            self.save_results(results)
         text = render_report(results, self.cfg, title=self.title, paper=self.paper,
                              labels={"teacher": self.teacher_label, "student": self.student_label,
                                      "student_dked": self.dked_label})
@@ -458,20 +462,23 @@ def _folder_mb(path):
 
 
 def seed_summary(seeds):
-    """Per model: mean and spread (max - min) of mAP(07) over seeds, and the DKED gain per seed."""
+    """Per model: mean and spread (max - min) of mAP(07) and mAP(12) over seeds, and the DKED gain
+    per seed (metrics missing from older results are left out)."""
     import numpy as np
 
     summary = {}
-    for key in ("student", "student_dked"):
-        values = [v[key]["map07"] for v in seeds.values() if key in v]
-        if values:
-            summary[key] = {"map07_mean": float(np.mean(values)), "map07_spread": float(np.ptp(values)),
-                            "map07": [float(v) for v in values]}
-    gains = [v["student_dked"]["map07"] - v["student"]["map07"] for v in seeds.values()
-             if "student" in v and "student_dked" in v]
-    if gains:
-        summary["dked_gain_map07"] = [float(g) for g in gains]
-        summary["dked_gain_map07_mean"] = float(np.mean(gains))
+    for metric in ("map07", "map12"):
+        for key in ("student", "student_dked"):
+            values = [v[key][metric] for v in seeds.values() if metric in v.get(key, {})]
+            if values:
+                summary.setdefault(key, {}).update({
+                    f"{metric}_mean": float(np.mean(values)), f"{metric}_spread": float(np.ptp(values)),
+                    metric: [float(v) for v in values]})
+        gains = [v["student_dked"][metric] - v["student"][metric] for v in seeds.values()
+                 if metric in v.get("student", {}) and metric in v.get("student_dked", {})]
+        if gains:
+            summary[f"dked_gain_{metric}"] = [float(g) for g in gains]
+            summary[f"dked_gain_{metric}_mean"] = float(np.mean(gains))
     pairs = [(v["student"]["quality_median"], v["student_dked"]["quality_median"]) for v in seeds.values()
              if "quality_median" in v.get("student", {}) and "quality_median" in v.get("student_dked", {})]
     if pairs:
@@ -536,20 +543,32 @@ def render_report(results, cfg, title, paper, labels):
     if summary:
         lines.append("## Seeds")
         lines.append("")
-        lines.append("| seed | student mAP(07) | DKED mAP(07) | gain | student q | DKED q |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
+        lines.append("| seed | student mAP(07) | DKED mAP(07) | gain | student mAP(12) | DKED mAP(12) | gain | "
+                     "student q | DKED q |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for seed, entry in sorted(results.get("seeds", {}).items()):
             if "student" in entry and "student_dked" in entry:
-                s, d = entry["student"]["map07"], entry["student_dked"]["map07"]
-                lines.append(f"| {seed} | {100 * s:.2f} | {100 * d:.2f} | {100 * (d - s):+.2f} | "
-                             f"{_quality(entry['student'])} | {_quality(entry['student_dked'])} |")
-        if "student" in summary:
+                cells = []
+                for metric in ("map07", "map12"):
+                    s, d = entry["student"].get(metric), entry["student_dked"].get(metric)
+                    cells += (["-"] * 3 if s is None or d is None
+                              else [f"{100 * s:.2f}", f"{100 * d:.2f}", f"{100 * (d - s):+.2f}"])
+                lines.append(f"| {seed} | " + " | ".join(cells)
+                             + f" | {_quality(entry['student'])} | {_quality(entry['student_dked'])} |")
+        for metric, label in (("map07", "mAP(07)"), ("map12", "mAP(12)")):
+            spread = summary.get("student", {}).get(f"{metric}_spread")
+            if spread is None:
+                continue
+            gains = summary.get(f"dked_gain_{metric}", [])
+            beaten = sum(g > spread for g in gains)
             lines.append("")
-            lines.append(f"Seed-to-seed spread (max − min) of the student: {100 * summary['student']['map07_spread']:.2f}; "
-                         f"of the DKED student: {100 * summary.get('student_dked', {}).get('map07_spread', 0):.2f}; "
-                         f"mean gain {100 * summary.get('dked_gain_map07_mean', 0):+.2f}.")
+            lines.append(f"{label}: seed-to-seed spread (max − min) of the student {100 * spread:.2f}, of the DKED "
+                         f"student {100 * summary.get('student_dked', {}).get(f'{metric}_spread', 0):.2f}; "
+                         f"mean gain {100 * summary.get(f'dked_gain_{metric}_mean', 0):+.2f}; the gain exceeds "
+                         f"the student's spread on {beaten} of {len(gains)} seeds.")
         quality = summary.get("quality")
         if quality:
+            lines.append("")
             lines.append(f"Localisation quality q: spread of the student {quality['student_spread']:.3f}, of the DKED "
                          f"student {quality['student_dked_spread']:.3f}; DKED gain per seed "
                          + ", ".join(f"{g:+.3f}" for g in quality["dked_gain"])

@@ -36,13 +36,15 @@ def test_patch_names_and_merge_back_to_scenes():
 
 
 def test_seed_summary_and_report_table():
-    seeds = {"0": {"student": {"map07": 0.50, "quality_median": 0.30},
-                   "student_dked": {"map07": 0.58, "quality_median": 0.35}},
-             "1": {"student": {"map07": 0.54, "quality_median": 0.28},
-                   "student_dked": {"map07": 0.60, "quality_median": 0.36}}}
+    seeds = {"0": {"student": {"map07": 0.50, "map12": 0.40, "quality_median": 0.30},
+                   "student_dked": {"map07": 0.58, "map12": 0.45, "quality_median": 0.35}},
+             "1": {"student": {"map07": 0.54, "map12": 0.42, "quality_median": 0.28},
+                   "student_dked": {"map07": 0.60, "map12": 0.43, "quality_median": 0.36}}}
     summary = hrsc_lodet.seed_summary(seeds)
     assert summary["student"]["map07_spread"] == pytest.approx(0.04)
     assert summary["dked_gain_map07"] == pytest.approx([0.08, 0.06])
+    assert summary["student"]["map12_spread"] == pytest.approx(0.02)
+    assert summary["dked_gain_map12"] == pytest.approx([0.05, 0.01])
     assert summary["quality"]["student_spread"] == pytest.approx(0.02)
     assert summary["quality"]["dked_gain"] == pytest.approx([0.05, 0.08])
     models = {k: dict(zip(CONTRACT_KEYS, values)) for k, values in {
@@ -58,7 +60,16 @@ def test_seed_summary_and_report_table():
     assert "+8.00 mAP(07)" in text and "80.05 → 85.17" in text
     assert "closes 40% of it" in text  # gap 20 points, gain 8
     assert "DKED gain per seed +0.050, +0.080 (mean +0.065)" in text
-    assert "| 1 | 54.00 | 60.00 | +6.00 | 0.280 | 0.360 |" in text
+    assert "| 1 | 54.00 | 60.00 | +6.00 | 42.00 | 43.00 | +1.00 | 0.280 | 0.360 |" in text
+    # gains 8 and 6 against a spread of 4; in mAP(12) 5 and 1 against 2
+    assert "mean gain +7.00; the gain exceeds the student's spread on 2 of 2 seeds." in text
+    assert "mean gain +3.00; the gain exceeds the student's spread on 1 of 2 seeds." in text
+    # older results without mAP(12) per seed still render
+    old = {k: {m: {"map07": e["map07"]} for m, e in v.items()} for k, v in seeds.items()}
+    text = hrsc_lodet.render_report({"models": models, "seeds": old, "seed_summary": hrsc_lodet.seed_summary(old),
+                                     "dataset": "x"}, preset_config("quick"), "HRSC2016", hrsc_lodet.PAPER_HRSC,
+                                    {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
+    assert "| 1 | 54.00 | 60.00 | +6.00 | - | - | - | - | - |" in text and "mAP(12): seed" not in text
 
 
 def test_unknown_stage_is_rejected():
