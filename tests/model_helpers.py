@@ -17,3 +17,16 @@ def randomize_weights(model, seed):
         else:
             fan_in = shape[0]
         weight.assign(rng.normal(0.0, np.sqrt(2.0 / fan_in), shape).astype("float32"))
+
+
+def interrupt_before_epoch(epoch):
+    """A Keras callback that raises RuntimeError("simulated interruption") as epoch `epoch`
+    (0-based) begins: an interrupted training for resume tests."""
+    import keras
+
+    class _Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, index, logs=None):
+            if index == epoch:
+                raise RuntimeError("simulated interruption")
+
+    return _Interrupt()

@@ -23,6 +23,7 @@ from dked_tf.losses.distill import (
     PredictionDistillationLoss,
 )
 from dked_tf.models.presets import build_model
+from model_helpers import interrupt_before_epoch
 
 NUM_CLASSES = 2
 SIZE = 64
@@ -177,16 +178,6 @@ def test_config_round_trip(teacher):
         Distiller(teacher, distiller.student, distillation_loss_weights=[1.0], image_size=SIZE)
 
 
-class _StopAtEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.stop_epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.stop_epoch:
-            raise RuntimeError("simulated interruption")
-
-
 def test_checkpoint_and_resume_match_an_uninterrupted_run(teacher, tmp_path):
     def make(initial=None):
         d = Distiller(teacher, _student(), image_size=SIZE)
@@ -205,7 +196,7 @@ def test_checkpoint_and_resume_match_an_uninterrupted_run(teacher, tmp_path):
     with pytest.raises(RuntimeError, match="simulated"):
         interrupted.fit(
             _dataset(), epochs=2, verbose=0,
-            callbacks=[keras.callbacks.BackupAndRestore(backup), _StopAtEpoch(1),
+            callbacks=[keras.callbacks.BackupAndRestore(backup), interrupt_before_epoch(1),
                        keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True)],
         )
     resumed = make(initial)

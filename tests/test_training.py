@@ -7,6 +7,7 @@ keras = pytest.importorskip("keras")
 
 from dked_tf import config as C  # noqa: E402
 from dked_tf import training as T  # noqa: E402
+from model_helpers import interrupt_before_epoch  # noqa: E402
 
 
 def test_warmup_cosine_matches_hand_values():
@@ -83,16 +84,6 @@ def test_params_flops_latency_are_sane():
     assert T.measure_latency_ms(model, 64, runs=2, warmup=1) > 0
 
 
-class _StopBeforeEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("simulated interruption")
-
-
 @pytest.mark.parametrize("every, resumed_epochs", [(1, 2), (2, 3), (3, 2), (4, 5)])
 def test_epoch_backup_writes_every_n_epochs_and_resumes_from_the_last_one(tmp_path, every, resumed_epochs):
     """Interrupted before epoch index 3 of 5: the last backup is after epoch (3 // every) * every,
@@ -108,7 +99,7 @@ def test_epoch_backup_writes_every_n_epochs_and_resumes_from_the_last_one(tmp_pa
 
     backup = str(tmp_path / f"backup{every}")
     with pytest.raises(RuntimeError, match="simulated interruption"):
-        make().fit(x, y, epochs=5, verbose=0, callbacks=[T.EpochBackup(backup, every=every), _StopBeforeEpoch(3)])
+        make().fit(x, y, epochs=5, verbose=0, callbacks=[T.EpochBackup(backup, every=every), interrupt_before_epoch(3)])
     history = make().fit(x, y, epochs=5, verbose=0, callbacks=[T.EpochBackup(backup, every=every)])
     assert len(history.history["loss"]) == resumed_epochs
 
