@@ -106,7 +106,7 @@ def main(argv=None):
     steps = T.steps_in(dataset(seed)) or 1
     distiller = Distiller(teacher, student, **T.distiller_kwargs(cfg.distill, image_size=size))
     distiller.compile(optimizer=T.make_optimizer(cfg.train, steps))
-    distiller.optimizer.build(distiller.trainable_variables)
+    T.prebuild_optimizer(distiller)  # the slots exist before the snapshot below
     start = [np.array(v) for v in distiller.variables]
     # optimizer state right after build (iterations 0, zero moments, the learning rate)
     optimizer_start = [np.array(v) for v in distiller.optimizer.variables]
