@@ -278,7 +278,9 @@ def _fit(model, train_ds, *, epochs, stage, callbacks, checkpoint_dir, resume, v
     progress = RunProgress(stage, epochs, verbose=verbose, clock_path=clock_path, previous_seconds=previous_seconds)
     callbacks.append(progress)
     prebuild_optimizer(model)
-    history = model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=1 if verbose else 0, shuffle=False,
+    # verbose 2: Keras' one line per epoch instead of its progress bar (for log files)
+    fit_verbose = 2 if verbose == 2 else 1 if verbose else 0
+    history = model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=fit_verbose, shuffle=False,
                         steps_per_epoch=steps_per_epoch, validation_data=validation_data)
     seconds = progress.seconds
     logs = {k: [float(x) for x in v] for k, v in (history.history if history else {}).items()}

@@ -135,3 +135,36 @@ def test_self_distillation_student_follows_the_teacher():
     assert hrsc_lodet.resolve_config(args, student=lambda c: c.model.teacher).model.student == "gghl_darknet53_s"
     dota = hrsc_lodet.resolve_config(parser.parse_args(["--smoke"]), task="dota")
     assert dota.data.format == "dota" and dota.data.synthetic_image_size >= 2 * dota.data.patch_size
+
+
+def test_seeds_train_side_by_side_in_their_own_processes(tmp_path, capsys):
+    """--jobs 2: the two seeds' student and DKED student train at once, one process each; their
+    epoch lines are echoed with the seed in front, their logs kept; a rerun finds and skips them."""
+    from dked_tf import training as T
+
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    teacher = T.build_detector("gghl_darknet53_t", 1, 64)
+    T.save_detector(teacher, str(out / "checkpoints" / "teacher"), architecture="gghl_darknet53_t",
+                    class_names=("ship",), image_size=64)
+    argv = ["--smoke", "--out", str(out), "--data-cache", str(cache), "--seeds", "0", "1", "--jobs", "2",
+            "--stages", "student,dked"]
+    assert hrsc_lodet.main(argv) == 0
+    printed = capsys.readouterr().out
+    for seed in (0, 1):
+        for key in ("student", "student_dked"):
+            assert T.is_saved_detector(str(out / "checkpoints" / f"{key}_seed{seed}"))
+            assert f"seed {seed} | [{key}] epoch 1/1 " in printed
+        log = (out / "logs" / f"seed{seed}.log").read_text()
+        assert f"student_dked: training lodet_mobilenetv2_t for 1 epochs at 64 px, 8 images, seed {seed}" in log
+    assert hrsc_lodet.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0: found student, student_dked checkpoints, skipping" in printed and " | started" not in printed
+
+
+def test_side_by_side_dked_without_a_teacher_stops_before_starting_processes(tmp_path):
+    with pytest.raises(SystemExit, match="needs a trained teacher"):
+        hrsc_lodet.main(["--smoke", "--out", str(tmp_path / "run"), "--data-cache", str(tmp_path / "cache"),
+                         "--seeds", "0", "1", "--jobs", "2", "--stages", "dked", "--verbose", "0"])
+    assert not (tmp_path / "run" / "logs").exists()
+    with pytest.raises(SystemExit, match="--jobs 0: needs at least 1"):
+        hrsc_lodet.main(["--smoke", "--out", str(tmp_path / "run"), "--jobs", "0"])

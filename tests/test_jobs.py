@@ -1,0 +1,91 @@
+import json
+import os
+import time
+
+import pytest
+
+from dked_tf import jobs
+
+
+# Job bodies run in spawned processes, which import them from this module by name.
+def _report_process(path):
+    import tensorflow as tf
+
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"pid": os.getpid(), "intra": tf.config.threading.get_intra_op_parallelism_threads(),
+                   "inter": tf.config.threading.get_inter_op_parallelism_threads()}, handle)
+    print("[stage] epoch 1/2 loss 3.0 | elapsed 0:00:01, ETA 0:00:01")
+    print("37/37 - 1s - 12ms/step - loss: 3.0")
+    print("[00:07] stage: done")
+
+
+def _meet(folder, name, other, wait_seconds):
+    """Marks itself started, then waits up to wait_seconds for `other` to have started."""
+    open(os.path.join(folder, name), "w").close()
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline and not os.path.exists(os.path.join(folder, other)):
+        time.sleep(0.05)
+    with open(os.path.join(folder, name + ".saw"), "w", encoding="utf-8") as handle:
+        handle.write(str(os.path.exists(os.path.join(folder, other))))
+
+
+def _fail(message):
+    raise ValueError(message)
+
+
+def _sleep(seconds, path):
+    open(path, "w").close()
+    time.sleep(seconds)
+
+
+def test_threads_per_job_splits_the_cores():
+    assert jobs.threads_per_job(2, cores=2) == 1
+    assert jobs.threads_per_job(2, cores=1) == 1
+    assert jobs.threads_per_job(1, cores=4) == 4
+    assert jobs.threads_per_job(3, cores=8) == 2
+
+
+def test_jobs_run_in_their_own_processes_with_split_threads_and_echo_tagged_lines(tmp_path):
+    echoed = []
+    work = [jobs.Job(f"seed {k}", _report_process, (str(tmp_path / f"r{k}.json"),), str(tmp_path / "logs" / f"{k}.log"))
+            for k in range(2)]
+    jobs.run_jobs(work, parallel=2, echo=echoed.append, poll_seconds=0.1, cores=4)
+    reports = [json.loads((tmp_path / f"r{k}.json").read_text()) for k in range(2)]
+    assert len({r["pid"] for r in reports} | {os.getpid()}) == 3
+    assert all(r["intra"] == 2 and r["inter"] == 2 for r in reports)
+    for k in range(2):
+        lines = [line for line in echoed if line.startswith(f"seed {k} | ")]
+        assert f"seed {k} | [stage] epoch 1/2 loss 3.0 | elapsed 0:00:01, ETA 0:00:01" in lines
+        assert f"seed {k} | [00:07] stage: done" in lines
+        assert not any("ms/step" in line for line in lines)  # untagged lines stay in the log
+        assert lines[-1] == f"seed {k} | finished"
+        log = (tmp_path / "logs" / f"{k}.log").read_text()
+        assert "37/37 - 1s - 12ms/step" in log and "2 TensorFlow thread(s)" in log
+
+
+@pytest.mark.parametrize("parallel, both_saw_each_other", [(2, True), (1, False)])
+def test_at_most_parallel_jobs_run_at_once(tmp_path, parallel, both_saw_each_other):
+    wait = 60 if parallel == 2 else 3
+    work = [jobs.Job("a", _meet, (str(tmp_path), "a", "b", wait), str(tmp_path / "a.log")),
+            jobs.Job("b", _meet, (str(tmp_path), "b", "a", wait), str(tmp_path / "b.log"))]
+    jobs.run_jobs(work, parallel=parallel, echo=lambda line: None, poll_seconds=0.1)
+    saw = [(tmp_path / f"{name}.saw").read_text() == "True" for name in "ab"]
+    # one after the other: a finishes before b starts, so only b finds the other's marker
+    assert saw == ([True, True] if both_saw_each_other else [False, True])
+
+
+def test_a_failing_job_names_itself_its_log_and_error_and_stops_the_others(tmp_path):
+    work = [jobs.Job("sleeper", _sleep, (120, str(tmp_path / "sleeping")), str(tmp_path / "sleeper.log")),
+            jobs.Job("seed 3", _fail, ("weights file is corrupt",), str(tmp_path / "seed3.log"))]
+    start = time.monotonic()
+    with pytest.raises(jobs.JobError) as raised:
+        jobs.run_jobs(work, parallel=2, echo=lambda line: None, poll_seconds=0.1)
+    message = str(raised.value)
+    assert "seed 3 failed (exit code 1)" in message and str(tmp_path / "seed3.log") in message
+    assert "ValueError: weights file is corrupt" in message
+    assert time.monotonic() - start < 100  # the 120 s sleeper was stopped, not waited for
+
+
+def test_a_job_without_a_log_path_is_rejected():
+    with pytest.raises(ValueError, match="no log_path"):
+        jobs.run_jobs([jobs.Job("x", _fail, ("never run",))], parallel=1)
