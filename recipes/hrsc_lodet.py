@@ -565,6 +565,10 @@ def render_report(results, cfg, title, paper, labels):
                  "images (`dked_tf.evaluation.diagnostics`; 1 = exact box). mAP(07) cannot fall below 9.09 once the "
                  "top-ranked detection is a true positive (11-point AP at recall 0), so near that floor q is the "
                  "more telling figure.")
+    seed_count = len(results.get("seeds", {}))
+    if seed_count > 1 and int(getattr(cfg, "seed_jobs", 1)) > 1:
+        lines.append(f"Train (s) of the students: wall time while {min(int(cfg.seed_jobs), seed_count)} seeds "
+                     "trained side by side (one process each, `--jobs`), sharing the CPU cores.")
     lines.append("")
     if "student" in models and "student_dked" in models:
         gain07 = 100 * (models["student_dked"]["map07"] - models["student"]["map07"])

@@ -64,6 +64,11 @@ def test_seed_summary_and_report_table():
     # gains 8 and 6 against a spread of 4; in mAP(12) 5 and 1 against 2
     assert "mean gain +7.00; the gain exceeds the student's spread on 2 of 2 seeds." in text
     assert "mean gain +3.00; the gain exceeds the student's spread on 1 of 2 seeds." in text
+    assert "side by side" not in text  # the quick preset trains seeds one after the other
+    side_by_side = hrsc_lodet.render_report({"models": models, "seeds": seeds, "seed_summary": summary},
+                                            preset_config("default"), "HRSC2016", hrsc_lodet.PAPER_HRSC,
+                                            {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
+    assert "wall time while 2 seeds trained side by side" in side_by_side
     # older results without mAP(12) per seed still render
     old = {k: {m: {"map07": e["map07"]} for m, e in v.items()} for k, v in seeds.items()}
     text = hrsc_lodet.render_report({"models": models, "seeds": old, "seed_summary": hrsc_lodet.seed_summary(old),
