@@ -184,6 +184,14 @@ class Recipe:
 
     # ------------------------------------------------------------------ training stages
 
+    def require_teacher(self):
+        """Stops the run (SystemExit) when the dked stage has no trained teacher to load."""
+        from dked_tf import training as T
+
+        teacher_dir = self.checkpoint("teacher")
+        if not T.is_saved_detector(teacher_dir):
+            raise SystemExit(f"the dked stage needs a trained teacher in {teacher_dir}: run the teacher stage")
+
     def train_stage(self, key, seed):
         """Train (or find) one of teacher / student / student_dked; returns its folder."""
         from dked_tf import training as T
@@ -194,9 +202,7 @@ class Recipe:
             self.log(f"{key}: found {folder}, skipping (use --force to retrain)")
             return folder
         if key == "student_dked":
-            teacher_dir = self.checkpoint("teacher")
-            if not T.is_saved_detector(teacher_dir):
-                raise SystemExit(f"the dked stage needs a trained teacher in {teacher_dir}: run the teacher stage")
+            self.require_teacher()
         schedule = cfg.teacher_train if key == "teacher" else cfg.train
         if key != "teacher":
             schedule = type(schedule)(**{**vars(schedule), "seed": seed})
@@ -238,9 +244,8 @@ class Recipe:
         from dked_tf import training as T
         from dked_tf.jobs import Job, run_jobs
 
-        if "student_dked" in keys and not T.is_saved_detector(self.checkpoint("teacher")):
-            raise SystemExit(f"the dked stage needs a trained teacher in {self.checkpoint('teacher')}: "
-                             "run the teacher stage")
+        if "student_dked" in keys:
+            self.require_teacher()
         todo = [seed for seed in self.seeds
                 if self.force or not all(T.is_saved_detector(self.checkpoint(key, seed)) for key in keys)]
         for seed in self.seeds:
@@ -463,8 +468,9 @@ class Recipe:
         if seed_keys and jobs > 1:
             self.train_seeds_side_by_side(seed_keys, jobs)
         for seed in self.seeds:
-            for key in seed_keys if jobs <= 1 else ():
-                self.train_stage(key, seed)
+            if jobs <= 1:
+                for key in seed_keys:
+                    self.train_stage(key, seed)
             tag = None if len(self.seeds) == 1 else seed
             key_folders.append(("student", tag, self.checkpoint("student", seed)))
             key_folders.append(("student_dked", tag, self.checkpoint("student_dked", seed)))
