@@ -11,6 +11,7 @@ The config actually used is written next to every run (`config.yaml` and `config
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import difflib
@@ -335,6 +336,12 @@ def parse_override(text):
     return key.split("."), value
 
 
+def flag_overrides(flags):
+    """`key=value` override strings for the command-line flags that were given: flags maps a
+    config key to a flag's value; None and "" (flag not given) are left out."""
+    return [f"{key}={value}" for key, value in flags.items() if value is not None and value != ""]
+
+
 def apply_overrides(cfg, overrides):
     """A copy of cfg with each `key.sub=value` string applied (see `parse_override`)."""
     cfg = copy.deepcopy(cfg)
@@ -393,7 +400,8 @@ def save_run_config(cfg, out_dir):
 
 
 def resolve_config(preset="default", task="hrsc", config_file=None, overrides=()):
-    """preset -> file -> `--set` overrides, in that order."""
+    """preset -> file -> overrides (`key=value` strings: the flags' `flag_overrides`, then
+    `--set`), in that order."""
     cfg = preset_config(preset, task=task)
     if config_file:
         cfg = load_config(config_file, base=cfg)
@@ -402,7 +410,7 @@ def resolve_config(preset="default", task="hrsc", config_file=None, overrides=()
 
 def _preset_name(text):
     if text not in PRESETS:
-        raise __import__("argparse").ArgumentTypeError(f"unknown preset {text!r}; choose quick, default or paper")
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose quick, default or paper")
     return text
 
 

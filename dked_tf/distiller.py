@@ -18,7 +18,13 @@ Loss (per replica; `total` is what is optimised):
 with λ the prediction loss's `lam` (1 when that loss is off), so the class part is
 λ·JOL_cls(c_S, c_GT) + (1−λ)·JOL_cls(c_T, c_S). Logged metrics: `jol_<term>` (raw GGHL JOL
 terms of the student, `jol_total` = the plain JOL total, comparable with a student trained
-alone), `corr`, `resp`, `pred_loc`, `pred_cls`, `total`.
+alone), `corr`, `resp`, `pred_loc`, `pred_cls`, `total` (names in `ops.head_contract`).
+
+Switching losses: each distillation loss's `enabled` flag is its one on/off switch. The
+Distiller keeps the flags in the non-trainable variable `loss_switches` (initialised from the
+losses, so `enabled=False` at construction starts a loss off) and `set_loss_switches` flips
+them at run time without retracing `train_step`. A switched-off loss is skipped (`tf.cond`),
+contributes 0 and leaves the student's JOL class terms unscaled.
 
 Multi-device: under `tf.distribute.MirroredStrategy` every replica divides its local-batch
 mean by `num_replicas_in_sync` before the gradient (the optimizer sums replica gradients), so
@@ -34,25 +40,21 @@ import keras
 import tensorflow as tf
 
 from dked_tf.losses import distill as distill_lib
+from dked_tf.losses.jol import jol_terms_and_cells
+from dked_tf.ops.head_contract import DISTILL_TERM_NAMES, JOL_METRIC_PREFIX, JOL_TERM_NAMES, TOTAL
 
-JOL_TERMS = ("obj_pos", "obj_neg", "cls_pos", "cls_neg", "iou", "s", "r", "l", "total")
-DISTILL_TERMS = ("corr", "resp", "pred_loc", "pred_cls")
+JOL_METRICS = tuple(JOL_METRIC_PREFIX + name for name in JOL_TERM_NAMES + (TOTAL,))
 
 
 def _feature_shapes(model, image_size):
     """{"backbone": [shape3, shape4, shape5], "neck": [...]} with shapes (None, H, W, C)."""
-    strides = tuple(getattr(model, "strides", (8, 16, 32)))
-    channels = getattr(model, "channels", None)
-    if channels and "backbone" in channels and "neck" in channels:
-        return {
-            part: [
-                (None, -(-image_size // s), -(-image_size // s), int(c))
-                for s, c in zip(strides, channels[part])
-            ]
-            for part in ("backbone", "neck")
-        }
-    outputs = model(tf.zeros((1, image_size, image_size, 3)), training=False)
-    return {part: [(None,) + tuple(t.shape[1:]) for t in outputs[part]] for part in outputs}
+    return {
+        part: [
+            (None, -(-image_size // s), -(-image_size // s), int(c))
+            for s, c in zip(model.strides, model.channels[part])
+        ]
+        for part in ("backbone", "neck")
+    }
 
 
 @keras.saving.register_keras_serializable(package="dked_tf")
@@ -64,7 +66,8 @@ class Distiller(keras.Model):
         student: `OrientedDetector` to train (same `num_classes` and strides).
         distillation_losses: list of `losses.distill` objects; None -> the three DKED
             losses with default weights; [] -> plain student training through the Distiller.
-        distillation_loss_weights: optional list of floats overriding each loss's `weight`.
+            A loss built with `enabled=False` starts switched off (see `set_loss_switches`).
+        distillation_loss_weights: optional list of floats (> 0) overriding each loss's `weight`.
         student_loss_weight: weight of the student's (GT) JOL loss.
         image_size: training input side; default `student.image_size`.
     """
@@ -108,15 +111,16 @@ class Distiller(keras.Model):
         self.student_loss_weight = float(student_loss_weight)
         self.num_classes = int(student.num_classes)
         self.strides = tuple(int(s) for s in student.strides)
-        self.image_size = int(image_size or getattr(student, "image_size"))
-        # on/off switch per loss (a variable: ablations flip it without retracing train_step)
+        self.image_size = int(image_size or student.image_size)
+        # the losses' `enabled` flags as a variable: ablations flip them without retracing
         self.loss_switches = self.add_weight(
             name="loss_switches",
             shape=(max(1, len(self.distillation_losses)),),
             initializer="ones",
             trainable=False,
         )
-        names = [f"jol_{t}" for t in JOL_TERMS] + list(DISTILL_TERMS) + ["total"]
+        self.set_loss_switches([loss.enabled for loss in self.distillation_losses])
+        names = list(JOL_METRICS) + list(DISTILL_TERM_NAMES) + [TOTAL]
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self._build_modules()
 
@@ -137,21 +141,18 @@ class Distiller(keras.Model):
         return [v for loss in self.distillation_losses for v in loss.trainable_variables]
 
     def set_loss_switches(self, switches):
-        """Turns distillation losses on (1/True) or off (0/False) at run time, one flag per
-        entry of `distillation_losses`, without rebuilding or retracing (for ablations)."""
-        switches = [float(bool(s)) for s in switches]
-        if len(switches) != len(self.distillation_losses):
+        """Switches distillation losses on (1/True) or off (0/False), one flag per entry of
+        `distillation_losses`, without rebuilding or retracing (for ablations). Sets each
+        loss's `enabled` flag (its config) and the `loss_switches` variable the step reads."""
+        flags = [bool(s) for s in switches]
+        if len(flags) != len(self.distillation_losses):
             raise ValueError(
-                f"distiller.py: {len(switches)} switches for "
+                f"distiller.py: {len(flags)} switches for "
                 f"{len(self.distillation_losses)} distillation_losses"
             )
-        self.loss_switches.assign(switches or [0.0])
-
-    def _prediction_loss_index(self):
-        for index, loss in enumerate(self.distillation_losses):
-            if isinstance(loss, distill_lib.PredictionDistillationLoss) and loss.active:
-                return index
-        return None
+        for loss, flag in zip(self.distillation_losses, flags):
+            loss.enabled = flag
+        self.loss_switches.assign([float(f) for f in flags] or [0.0])
 
     # ------------------------------------------------------------------ forward
     def call(self, images, training=None):
@@ -173,61 +174,39 @@ class Distiller(keras.Model):
 
     def _student_jol(self, student_outputs, encoded, image_size):
         """Raw JOL terms of the student + the per-level per-cell maps (reused)."""
-        from dked_tf.losses.jol import (
-            TERM_NAMES,
-            per_cell_terms,
-            reduce_level_terms,
-            total_from_terms,
-        )
-
-        cells = []
-        terms = {name: tf.constant(0.0, tf.float32) for name in TERM_NAMES}
-        for head, enc, stride in zip(student_outputs["head"], encoded, self.strides):
-            level_cells = per_cell_terms(tf.cast(head, tf.float32), enc, stride, image_size,
-                                         plain_class_weight=self.student.plain_class_weight)
-            cells.append(level_cells)
-            level = reduce_level_terms(level_cells)
-            terms = {name: terms[name] + level[name] for name in TERM_NAMES}
-        terms["total"] = total_from_terms(terms)
-        return terms, cells
+        return jol_terms_and_cells(student_outputs["head"], encoded, self.strides, image_size,
+                                   plain_class_weight=self.student.plain_class_weight)
 
     def compute_terms(self, images, targets, teacher_outputs, student_outputs):
         """All loss terms (float32 scalars, local-batch means) and the total to optimise."""
         image_size = self._image_size(images)
         encoded = self.student.encode_targets(targets, image_size)
         jol, cells = self._student_jol(student_outputs, encoded, image_size)
-        values = {f"jol_{name}": jol[name] for name in JOL_TERMS}
+        values = {JOL_METRIC_PREFIX + name: jol[name] for name in JOL_TERM_NAMES + (TOTAL,)}
         distill_total = tf.constant(0.0, tf.float32)
-        for name in DISTILL_TERMS:
+        for name in DISTILL_TERM_NAMES:
             values[name] = tf.constant(0.0, tf.float32)
         switches = tf.cast(self.loss_switches, tf.float32)
+        cls_scale = 1.0
         for index, loss in enumerate(self.distillation_losses):
-            if not loss.active:
-                continue
-            if isinstance(loss, distill_lib.PredictionDistillationLoss):
-                out = loss.compute(
-                    teacher_outputs, student_outputs, encoded, self.strides, image_size,
-                    student_cells=cells,
-                )
-            else:
-                out = loss.compute(
-                    teacher_outputs, student_outputs, encoded, self.strides, image_size
-                )
+            switch = switches[index]
+
+            def run(loss=loss):
+                return loss.compute(teacher_outputs, student_outputs, encoded, self.strides, image_size,
+                                    student_cells=cells)
+
+            out = tf.cond(switch > 0.0, run, loss.zeros)
             for name, value in out.items():
-                value = tf.cast(value, tf.float32) * switches[index]
+                value = tf.cast(value, tf.float32) * switch
                 values[name] = values.get(name, 0.0) + value
                 distill_total += value
-        index = self._prediction_loss_index()
-        cls_scale = 1.0
-        if index is not None:
-            lam = self.distillation_losses[index].student_cls_scale
-            cls_scale = 1.0 - switches[index] * (1.0 - lam)
-        student_total = jol["total"] - (1.0 - cls_scale) * (jol["cls_pos"] + jol["cls_neg"])
+            cls_scale = cls_scale * (1.0 - switch * (1.0 - loss.student_cls_scale))
+        student_total = jol[TOTAL] - (1.0 - cls_scale) * (jol["cls_pos"] + jol["cls_neg"])
         total = self.student_loss_weight * student_total + distill_total
         extra = [tf.cast(v, tf.float32) for v in self.student.losses]
         if extra:
             total += tf.add_n(extra)
-        values["total"] = total
+        values[TOTAL] = total
         return values
 
     # ------------------------------------------------------------------ steps
@@ -240,7 +219,7 @@ class Distiller(keras.Model):
             student_outputs = self.student(images, training=True)
             values = self.compute_terms(images, targets, teacher_outputs, student_outputs)
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss = values["total"] / float(replicas)
+            loss = values[TOTAL] / float(replicas)
             if self.optimizer is not None:
                 loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, variables)
@@ -253,8 +232,8 @@ class Distiller(keras.Model):
         image_size = self._image_size(images)
         encoded = self.student.encode_targets(targets, image_size)
         jol, _ = self._student_jol(student_outputs, encoded, image_size)
-        values = {f"jol_{name}": jol[name] for name in JOL_TERMS}
-        values["total"] = jol["total"]
+        values = {JOL_METRIC_PREFIX + name: jol[name] for name in JOL_TERM_NAMES + (TOTAL,)}
+        values[TOTAL] = jol[TOTAL]
         return self._update_metrics(values)
 
     def _update_metrics(self, values):

@@ -6,31 +6,21 @@
     python recipes/hrsc_gghl_selfdistill.py --data-root ~/data/HRSC2016 --paper
 
 The same six stages as recipes/hrsc_lodet.py, with the student architecture = the teacher's
-(model.student is set to model.teacher; `--set model.student_overrides=...` can make it
-narrower). The teacher trains with the teacher_train schedule; the student alone and the DKED
-student with the (shorter) train schedule and the same seed, so their difference is the effect
-of distillation. Output: runs/hrsc_gghl_selfdistill/ (results.json, report.md, ...).
+(model.student is set to model.teacher; `--set model.student=...` or
+`--set model.student_overrides=...` can make it narrower). The teacher trains with the
+teacher_train schedule; the student alone and the DKED student with the (shorter) train schedule
+and the same seed, so their difference is the effect of distillation.
+Output: runs/hrsc_gghl_selfdistill/ (results.json, report.md, ...).
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import hrsc_lodet  # noqa: E402  (the shared recipe machinery)
-
-
-class SelfDistillRecipe(hrsc_lodet.Recipe):
-    paper = hrsc_lodet.PAPER_SELF
-    teacher_label = "GGHL-Darknet53 (teacher)"
-    student_label = "GGHL-Darknet53 (student alone)"
-    dked_label = "GGHL-Darknet53 + DKED (self-distillation)"
+from dked_tf.experiment.recipe import SelfDistillRecipe, run_recipe
 
 
 def main(argv=None):
-    return hrsc_lodet.main(argv, recipe_class=SelfDistillRecipe, task="hrsc", name="hrsc_gghl_selfdistill",
-                           student=lambda cfg: cfg.model.teacher, default_out="runs/hrsc_gghl_selfdistill",
-                           description=__doc__)
+    return run_recipe(argv, recipe_class=SelfDistillRecipe, task="hrsc", name="hrsc_gghl_selfdistill",
+                      default_out="runs/hrsc_gghl_selfdistill", description=__doc__, student_is_teacher=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from dked_tf import cli
-from dked_tf.commands import predict as P
+from dked_tf.data.augment import letterbox_image_np as letterbox
+from dked_tf.data.images import list_images
+from dked_tf.data.split import tile_windows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,8 +54,10 @@ def test_every_command_explains_every_option(name, capsys):
     (450, 200, 50, [0, 150, 250]),
 ])
 def test_tile_origins_cover_with_overlap(length, tile, overlap, want):
-    origins = P.tile_origins(length, tile, overlap)
+    columns = tile_windows(length, 1, tile, overlap)  # one row of tiles
+    origins = [x for x, _, _, _ in columns]
     assert origins == want
+    assert [w for _, _, w, _ in columns] == [min(tile, length - x) for x in origins]
     covered = np.zeros(length, bool)
     for start in origins:
         covered[start:start + tile] = True
@@ -63,7 +67,7 @@ def test_tile_origins_cover_with_overlap(length, tile, overlap, want):
 def test_letterbox_geometry_maps_back_to_the_original():
     image = np.zeros((60, 120, 3), np.uint8)
     image[10:30, 40:100] = 255  # a bright rectangle, x 40..100, y 10..30
-    boxed, scale, (pad_x, pad_y) = P.letterbox(image, 64)
+    boxed, scale, (pad_x, pad_y) = letterbox(image, 64)
     assert boxed.shape == (64, 64, 3) and scale == pytest.approx(64 / 120)
     assert boxed[0, 0, 0] == pytest.approx(0.5)  # padding value of the pipeline
     ys, xs = np.nonzero(boxed[..., 0] > 0.75)
@@ -75,7 +79,7 @@ def test_letterbox_geometry_maps_back_to_the_original():
 
 def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.png"):
-        P.list_images([str(tmp_path / "nope.png")])
+        list_images([str(tmp_path / "nope.png")])
 
 
 def _read_task1(path):

@@ -11,6 +11,7 @@ from dked_tf.losses.distill import (
     FeatureCorrelationLoss,
     PredictionDistillationLoss,
     default_distillation_losses,
+    distillation_losses,
 )
 from dked_tf.losses.jol import per_cell_terms
 
@@ -232,20 +233,35 @@ def test_prediction_loss_is_teacher_bounded(rng):
     assert float(bounded["pred_loc"]) == 0.0
 
 
-def test_disabled_and_zero_weight_losses_return_zeros(rng):
-    encoded = _encoded_one_object()
-    for loss in (
-        FeatureCorrelationLoss(enabled=False),
-        DirectionalResponseLoss(weight=0.0),
-        PredictionDistillationLoss(enabled=False),
-    ):
-        assert not loss.active
-        out = loss.compute(None, None, encoded, STRIDES, 64)
+def test_enabled_is_the_only_switch_and_weights_are_positive():
+    classes = (FeatureCorrelationLoss, DirectionalResponseLoss, PredictionDistillationLoss)
+    for cls in classes:
+        assert cls().enabled and not cls(enabled=False).enabled
+        with pytest.raises(ValueError, match="enabled=False"):
+            cls(weight=0.0)
+        loss = cls()
+        with pytest.raises(ValueError, match="weight must be > 0"):
+            loss.weight = -1.0
+        # what a switched-off loss contributes (the Distiller skips its compute)
+        out = loss.zeros()
         assert set(out) == set(loss.term_names)
         assert all(float(v) == 0.0 for v in out.values())
-    assert PredictionDistillationLoss(enabled=False).student_cls_scale == 1.0
+    # the JOL class factor λ of the prediction loss, applied by the Distiller while it is on
+    assert PredictionDistillationLoss(lam=0.3, enabled=False).student_cls_scale == 0.3
+    assert FeatureCorrelationLoss().student_cls_scale == 1.0
+    assert DirectionalResponseLoss().student_cls_scale == 1.0
     with pytest.raises(ValueError, match="distill.py"):
         PredictionDistillationLoss(lam=1.5)
+
+
+def test_distillation_losses_scale_the_default_weights_and_switch_off_at_zero():
+    corr, resp, pred = distillation_losses((2.0, 0.0, 0.5), response={"num_directions": 8},
+                                           prediction={"lam": 0.3, "weight": 4.0})
+    assert (corr.weight, corr.enabled) == (10.0, True)
+    assert (resp.weight, resp.enabled, resp.num_directions) == (1.0, False, 8)
+    assert (pred.weight, pred.enabled, pred.lam) == (2.0, True, 0.3)
+    defaults = default_distillation_losses()
+    assert [(l.weight, l.enabled) for l in defaults] == [(5.0, True), (1.0, True), (1.0, True)]
 
 
 def test_config_round_trip():

@@ -235,6 +235,41 @@ def test_self_distillation_gghl_teacher_and_student(teacher):
     assert float(values["resp"]) == 0.0 and float(values["pred_loc"]) == 0.0
 
 
+def test_losses_switched_off_at_construction_are_skipped_until_switched_on(teacher):
+    student = _student()
+    distiller = Distiller(
+        teacher,
+        student,
+        distillation_losses=[
+            FeatureCorrelationLoss(enabled=False),
+            DirectionalResponseLoss(enabled=False),
+            PredictionDistillationLoss(lam=0.3, enabled=False),
+        ],
+        image_size=SIZE,
+    )
+    np.testing.assert_array_equal(np.array(distiller.loss_switches), [0.0, 0.0, 0.0])
+    images, targets = _batch()
+    teacher_outputs = teacher(images, training=False)
+    student_outputs = student(images, training=False)
+    off = distiller.compute_terms(images, targets, teacher_outputs, student_outputs)
+    for name in ("corr", "resp", "pred_loc", "pred_cls"):
+        assert float(off[name]) == 0.0, name
+    # a switched-off prediction loss leaves the JOL class terms unscaled
+    assert float(off["total"]) == pytest.approx(float(off["jol_total"]), rel=1e-6)
+    distiller.set_loss_switches([True, True, True])
+    assert all(loss.enabled for loss in distiller.distillation_losses)
+    assert all(c["config"]["enabled"] for c in distiller.get_config()["distillation_losses"])
+    on = distiller.compute_terms(images, targets, teacher_outputs, student_outputs)
+    assert float(on["corr"]) > 0 and float(on["resp"]) > 0
+    rebuilt = (on["jol_total"] - 0.7 * (on["jol_cls_pos"] + on["jol_cls_neg"]) + on["corr"] + on["resp"]
+               + on["pred_loc"] + on["pred_cls"])
+    assert float(on["total"]) == pytest.approx(float(rebuilt), rel=1e-5)
+    with pytest.raises(ValueError, match="distiller.py"):
+        distiller.set_loss_switches([True, False])
+    with pytest.raises(ValueError, match="weight must be > 0"):
+        Distiller(teacher, student, distillation_loss_weights=[1.0, 0.0, 1.0], image_size=SIZE)
+
+
 def test_mixed_float16_losses_are_float32(teacher):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

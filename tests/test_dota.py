@@ -7,13 +7,15 @@ import pytest
 from dked_tf.data.dota import (
     DOTA_CLASSES,
     image_size_from_header,
+    parse_dota_label,
     read_dota,
     read_task1,
+    read_task1_file,
     resolve_classes,
     write_dota_label,
     write_task1,
 )
-from dked_tf.data.records import AnnotationError
+from dked_tf.data.records import AnnotationError, InputError, Problems
 
 LABEL = """imagesource:GoogleEarth
 gsd:0.146343590398
@@ -140,3 +142,63 @@ def test_task1_round_trip(tmp_path, rng):
     (tmp_path / "Task1_ship.txt").write_text("P0001 0.5 1 2 3\n")
     with pytest.raises(AnnotationError, match=r"Task1_ship\.txt:1: expected 10 fields"):
         read_task1(tmp_path)
+
+
+def test_devkit_rules_of_the_evaluator(tmp_path):
+    """devkit=True (dked-tf evaluate's ground truth): short lines skipped, any class name and any
+    integer difficult flag read, float64; the dataset rules reject the same lines."""
+    path = tmp_path / "P0001.txt"
+    path.write_text("imagesource:GoogleEarth\ngsd:0.5\n1 2 3\n"
+                    "0.1 0 10 0 10 10 0 10 zebra 5\n1 1 2 1 2 2 1 2 plane\n")
+    parsed = parse_dota_label(path, devkit=True)
+    assert parsed["names"] == ["zebra", "plane"] and parsed["polygons"].dtype == np.float64
+    assert parsed["polygons"][0, 0] == 0.1 and parsed["difficult_value"].tolist() == [5, 0]
+    assert parsed["classes"].tolist() == [-1, -1] and parsed["header"] == {"imagesource": "GoogleEarth", "gsd": "0.5"}
+    with pytest.raises(AnnotationError, match=r"P0001\.txt:3: expected 9 or 10 fields"):
+        parse_dota_label(path, DOTA_CLASSES["dota1.0"])
+
+
+def test_bad_label_lines_reported_in_line_order_or_skipped(tmp_path):
+    path = tmp_path / "P0001.txt"
+    path.write_text("1 2 3 4 5 6 7 8 plane 0\n1 2 3 4 5 x 7 8 plane 0\n1 2 3 4 5 6 7 8 plane 0 extra\n"
+                    "1 2 3 4 5 6 7 8 ship y\n")
+    with pytest.raises(InputError, match=r"P0001\.txt:2: the 8 coordinates must be finite numbers"):
+        parse_dota_label(path, devkit=True, problems=Problems(strict=True))
+    problems = Problems(strict=False)
+    parsed = parse_dota_label(path, devkit=True, problems=problems)
+    assert parsed["names"] == ["plane"] and problems.counts == {"bad ground-truth lines": 3}
+    assert [m.split(": ")[0] for m in problems.examples] == [f"{path}:{n}" for n in (2, 3, 4)]
+    assert "P0001.txt:3: 11 fields" in problems.examples[1]
+    assert "difficult must be an integer, got 'y'" in problems.examples[2]
+
+
+def test_task1_file_columns_image_set_and_problems(tmp_path):
+    path = tmp_path / "Task1_plane.txt"
+    path.write_text("A 0.5 0 0 1 0 1 1 0 1\n\nB 0.25 0 0 2 0 2 2 0 2\nA 0.1 0 0 1\nA nan 0 0 1 0 1 1 0 1\n")
+    with pytest.raises(AnnotationError, match=r"Task1_plane\.txt:4: expected 10 fields"):
+        read_task1_file(path)
+    with pytest.raises(InputError, match=r"Task1_plane\.txt:3: image 'B' is not in the image set"):
+        read_task1_file(path, {"A"}, Problems(strict=True), devkit=True)
+    problems = Problems(strict=False)
+    columns = read_task1_file(path, {"A"}, problems, devkit=True)
+    assert columns["image_ids"] == ["A"] and columns["scores"].tolist() == [0.5]
+    assert columns["polygons"].shape == (1, 8) and columns["polygons"].dtype == np.float64
+    assert problems.counts == {"bad detection lines": 2, "detections of images outside the image set": 1}
+    assert "Task1_plane.txt:4: 5 fields, expected 10" in problems.examples[1]
+    path.write_text("A 0.5 0 0 1 0 1 1 0 1\nB 0.25 0 0 2 0 2 2 0 2\n")  # the clean, vectorised case
+    columns = read_task1_file(path)
+    assert columns["image_ids"] == ["A", "B"] and columns["polygons"][1].tolist() == [0, 0, 2, 0, 2, 2, 0, 2]
+
+
+def test_class_list_from_the_command_line():
+    assert resolve_classes("plane, ship", comma_list=True) == ("plane", "ship")
+    assert resolve_classes("ship", comma_list=True) == ("ship",)
+    assert resolve_classes("dota1.5", comma_list=True) == DOTA_CLASSES["dota1.5"]
+    assert resolve_classes(None, default=("ship",), comma_list=True) == ("ship",)
+    assert resolve_classes(None) == DOTA_CLASSES["dota1.0"]
+    with pytest.raises(InputError, match="names no class"):
+        resolve_classes(" , ", comma_list=True)
+    with pytest.raises(InputError, match="has duplicate names"):
+        resolve_classes("a,b,a", comma_list=True)
+    with pytest.raises(ValueError, match="unknown DOTA class list"):
+        resolve_classes("ship")

@@ -2,8 +2,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dked_tf.data.augment import AugmentConfig
-from dked_tf.data.pipeline import build_dataset, letterbox_params, unletterbox_polygons
+from dked_tf.data.augment import AugmentConfig, letterbox_params
+from dked_tf.data.pipeline import build_dataset, unletterbox_polygons
 from dked_tf.data.records import ImageRecord
 
 

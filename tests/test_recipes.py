@@ -1,31 +1,37 @@
 import json
 import os
+import runpy
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "recipes"))
+from dked_tf.config import preset_config
+from dked_tf.data.split import merge_detections
+from dked_tf.experiment import recipe
+from dked_tf.experiment.evaluate import MERGE_IOU
+from dked_tf.experiment.report import PAPER_HRSC, render_report, seed_summary
+from dked_tf.experiment.saving import is_saved_detector, save_detector
+from dked_tf.models.presets import build_detector
 
-import dota_lodet  # noqa: E402
-import hrsc_lodet  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(name, argv):
+    """main(argv) of recipes/<name>.py, loaded as the script file it is."""
+    return runpy.run_path(os.path.join(ROOT, "recipes", name))["main"](argv)
 
 CONTRACT_KEYS = ("map07", "map12", "params", "gflops", "latency_ms_cpu", "train_seconds")
 
 
-def test_patch_names_and_merge_back_to_scenes():
-    assert dota_lodet.parse_patch_id("P0000__1__0___824") == ("P0000", 1.0, 0, 824)
-    assert dota_lodet.parse_patch_id("P12__0.5__100___0") == ("P12", 0.5, 100, 0)
-    with pytest.raises(ValueError, match="patch name"):
-        dota_lodet.parse_patch_id("P0000")
+def test_patch_detections_merge_back_to_scenes():
     box = np.array([10, 10, 50, 10, 50, 30, 10, 30], float)
     # the same object seen by two overlapping patches (offsets 0 and 40) plus a weaker duplicate
     patch = {"ship": [("P1__1__0___0", 0.9, box + [40, 0] * 4),
                       ("P1__1__40___0", 0.8, box),
                       ("P2__1__0___100", 0.7, box)]}
-    merged = dota_lodet.merge_patch_detections(patch)
+    merged = merge_detections(patch, iou_threshold=MERGE_IOU)
     by_scene = {}
     for scene, score, poly in merged["ship"]:
         by_scene.setdefault(scene, []).append((score, np.asarray(poly, float)))
@@ -40,7 +46,7 @@ def test_seed_summary_and_report_table():
                    "student_dked": {"map07": 0.58, "map12": 0.45, "quality_median": 0.35}},
              "1": {"student": {"map07": 0.54, "map12": 0.42, "quality_median": 0.28},
                    "student_dked": {"map07": 0.60, "map12": 0.43, "quality_median": 0.36}}}
-    summary = hrsc_lodet.seed_summary(seeds)
+    summary = seed_summary(seeds)
     assert summary["student"]["map07_spread"] == pytest.approx(0.04)
     assert summary["dked_gain_map07"] == pytest.approx([0.08, 0.06])
     assert summary["student"]["map12_spread"] == pytest.approx(0.02)
@@ -51,10 +57,8 @@ def test_seed_summary_and_report_table():
         "teacher": (0.7, 0.72, 2.7e6, 0.58, 25.0, 100.0),
         "student": (0.5, 0.52, 6.4e5, 0.12, 15.0, 60.0),
         "student_dked": (0.58, 0.6, 6.4e5, 0.12, 15.0, 80.0)}.items()}
-    from dked_tf.config import preset_config
-
-    text = hrsc_lodet.render_report({"models": models, "seeds": seeds, "seed_summary": summary, "dataset": "x"},
-                                    preset_config("quick"), "HRSC2016", hrsc_lodet.PAPER_HRSC,
+    text = render_report({"models": models, "seeds": seeds, "seed_summary": summary, "dataset": "x"},
+                                    preset_config("quick"), "HRSC2016", PAPER_HRSC,
                                     {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
     assert "| S+DKED | 58.00 | 60.00 | 0.64 | 0.12 | 15.0 | 80 | - | 85.17" in text
     assert "+8.00 mAP(07)" in text and "80.05 → 85.17" in text
@@ -65,36 +69,34 @@ def test_seed_summary_and_report_table():
     assert "mean gain +7.00; the gain exceeds the student's spread on 2 of 2 seeds." in text
     assert "mean gain +3.00; the gain exceeds the student's spread on 1 of 2 seeds." in text
     assert "side by side" not in text  # the quick preset trains seeds one after the other
-    side_by_side = hrsc_lodet.render_report({"models": models, "seeds": seeds, "seed_summary": summary},
-                                            preset_config("default"), "HRSC2016", hrsc_lodet.PAPER_HRSC,
+    side_by_side = render_report({"models": models, "seeds": seeds, "seed_summary": summary},
+                                            preset_config("default"), "HRSC2016", PAPER_HRSC,
                                             {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
     assert "wall time while 2 seeds trained side by side" in side_by_side
     # older results without mAP(12) per seed still render
     old = {k: {m: {"map07": e["map07"]} for m, e in v.items()} for k, v in seeds.items()}
-    text = hrsc_lodet.render_report({"models": models, "seeds": old, "seed_summary": hrsc_lodet.seed_summary(old),
-                                     "dataset": "x"}, preset_config("quick"), "HRSC2016", hrsc_lodet.PAPER_HRSC,
+    text = render_report({"models": models, "seeds": old, "seed_summary": seed_summary(old),
+                                     "dataset": "x"}, preset_config("quick"), "HRSC2016", PAPER_HRSC,
                                     {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
     assert "| 1 | 54.00 | 60.00 | +6.00 | - | - | - | - | - |" in text and "mAP(12): seed" not in text
 
 
 def test_unknown_stage_is_rejected():
     with pytest.raises(SystemExit, match="unknown stage"):
-        hrsc_lodet.parse_stages("teacher,distil")
+        recipe.parse_stages("teacher,distil")
 
 
 def test_recipe_stages_resume_from_checkpoints_and_write_the_contract(tmp_path):
     """Checkpoints of the three models already exist (as after an interrupted run): the training
     stages find and skip them, evaluate/report write results.json with the contract keys."""
-    from dked_tf import training as T
-
     out = tmp_path / "run"
     cache = tmp_path / "cache"
     arch = "gghl_darknet53_t"
     for key in ("teacher", "student", "student_dked"):
-        model = T.build_detector(arch, 1, 64)
-        T.save_detector(model, str(out / "checkpoints" / key), architecture=arch, class_names=("ship",),
+        model = build_detector(arch, 1, 64)
+        save_detector(model, str(out / "checkpoints" / key), architecture=arch, class_names=("ship",),
                         image_size=64, train_seconds=1.0)
-    code = hrsc_lodet.main(["--smoke", "--out", str(out), "--data-cache", str(cache), "--verbose", "0",
+    code = run_script("hrsc_lodet.py", ["--smoke", "--out", str(out), "--data-cache", str(cache), "--verbose", "0",
                             "--stages", "teacher,student,dked,evaluate,report",
                             "--set", f"model.teacher={arch}", "--set", f"model.student={arch}"])
     assert code == 0
@@ -129,47 +131,51 @@ def test_full_smoke_run_of_the_main_recipe(tmp_path):
 
 
 def test_self_distillation_student_follows_the_teacher():
-    import hrsc_gghl_selfdistill as selfdistill  # noqa: F401  (the recipe module imports cleanly)
-
-    parser = hrsc_lodet.build_parser()
+    parser = recipe.build_parser("", "runs/x")
     args = parser.parse_args(["--quick", "--set", "model.teacher=gghl_darknet53_t", "--seed", "7"])
-    cfg = hrsc_lodet.resolve_config(args, student=lambda c: c.model.teacher)
+    cfg = recipe.resolve_recipe_config(args, student_is_teacher=True)
     assert cfg.model.student == cfg.model.teacher == "gghl_darknet53_t"
     assert cfg.train.seed == cfg.teacher_train.seed == 7 and cfg.preset == "quick"
     args = parser.parse_args(["--set", "model.student=gghl_darknet53_s"])
-    assert hrsc_lodet.resolve_config(args, student=lambda c: c.model.teacher).model.student == "gghl_darknet53_s"
-    dota = hrsc_lodet.resolve_config(parser.parse_args(["--smoke"]), task="dota")
+    assert recipe.resolve_recipe_config(args, student_is_teacher=True).model.student == "gghl_darknet53_s"
+    dota = recipe.resolve_recipe_config(parser.parse_args(["--smoke"]), task="dota")
     assert dota.data.format == "dota" and dota.data.synthetic_image_size >= 2 * dota.data.patch_size
 
 
 def test_seeds_train_side_by_side_in_their_own_processes(tmp_path, capsys):
     """--jobs 2: the two seeds' student and DKED student train at once, one process each; their
     epoch lines are echoed with the seed in front, their logs kept; a rerun finds and skips them."""
-    from dked_tf import training as T
-
     out, cache = tmp_path / "run", tmp_path / "cache"
-    teacher = T.build_detector("gghl_darknet53_t", 1, 64)
-    T.save_detector(teacher, str(out / "checkpoints" / "teacher"), architecture="gghl_darknet53_t",
+    teacher = build_detector("gghl_darknet53_t", 1, 64)
+    save_detector(teacher, str(out / "checkpoints" / "teacher"), architecture="gghl_darknet53_t",
                     class_names=("ship",), image_size=64)
     argv = ["--smoke", "--out", str(out), "--data-cache", str(cache), "--seeds", "0", "1", "--jobs", "2",
             "--stages", "student,dked"]
-    assert hrsc_lodet.main(argv) == 0
+    assert run_script("hrsc_lodet.py", argv) == 0
     printed = capsys.readouterr().out
     for seed in (0, 1):
         for key in ("student", "student_dked"):
-            assert T.is_saved_detector(str(out / "checkpoints" / f"{key}_seed{seed}"))
+            assert is_saved_detector(str(out / "checkpoints" / f"{key}_seed{seed}"))
             assert f"seed {seed} | [{key}] epoch 1/1 " in printed
         log = (out / "logs" / f"seed{seed}.log").read_text()
         assert f"student_dked: training lodet_mobilenetv2_t for 1 epochs at 64 px, 8 images, seed {seed}" in log
-    assert hrsc_lodet.main(argv) == 0
+    assert run_script("hrsc_lodet.py", argv) == 0
     printed = capsys.readouterr().out
     assert "seed 0: found student, student_dked checkpoints, skipping" in printed and " | started" not in printed
 
 
 def test_side_by_side_dked_without_a_teacher_stops_before_starting_processes(tmp_path):
     with pytest.raises(SystemExit, match="needs a trained teacher"):
-        hrsc_lodet.main(["--smoke", "--out", str(tmp_path / "run"), "--data-cache", str(tmp_path / "cache"),
+        run_script("hrsc_lodet.py", ["--smoke", "--out", str(tmp_path / "run"), "--data-cache", str(tmp_path / "cache"),
                          "--seeds", "0", "1", "--jobs", "2", "--stages", "dked", "--verbose", "0"])
     assert not (tmp_path / "run" / "logs").exists()
     with pytest.raises(SystemExit, match="--jobs 0: needs at least 1"):
-        hrsc_lodet.main(["--smoke", "--out", str(tmp_path / "run"), "--jobs", "0"])
+        run_script("hrsc_lodet.py", ["--smoke", "--out", str(tmp_path / "run"), "--jobs", "0"])
+
+
+@pytest.mark.parametrize("script", ["hrsc_lodet.py", "dota_lodet.py", "hrsc_gghl_selfdistill.py"])
+def test_recipe_scripts_show_their_help(script, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_script(script, ["--help"])
+    assert stop.value.code == 0
+    assert "--stages" in capsys.readouterr().out

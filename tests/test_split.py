@@ -14,6 +14,7 @@ from dked_tf.data.split import (
     patch_name,
     split_dota,
     split_record,
+    tile_windows,
     window_origins,
 )
 
@@ -22,7 +23,8 @@ CLASSES = ["plane", "ship"]
 
 def rect(cx, cy, w, h, angle=0.0):
     c, s = np.cos(angle), np.sin(angle)
-    pts = [(cx + c * x - s * y, cy + s * x + c * y) for x, y in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))]
+    corners = ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))
+    pts = [(cx + c * x - s * y, cy + s * x + c * y) for x, y in corners]
     return np.ravel(pts)
 
 
@@ -54,7 +56,8 @@ def test_cut_objects_follow_the_rules():
     mostly_in = rect(92, 40, 30, 10)  # x 77..107: 23/30 inside the first window
     mostly_out = rect(105, 60, 30, 10)  # x 90..120: 10/30 inside the first window
     tilted = rect(95, 20, 40, 8, 0.6)
-    record = ImageRecord("", "S", 180, 100, [inside, mostly_in, mostly_out, tilted], [0, 1, 1, 0], [False, True, False, False])
+    record = ImageRecord("", "S", 180, 100, [inside, mostly_in, mostly_out, tilted], [0, 1, 1, 0],
+                         [False, True, False, False])
     first = split_record(record, patch_size=100, gap=20)[0]
     left, up, polys, classes, diff, ww, wh = first
     assert (left, up, ww, wh) == (0, 0, 100, 100)
@@ -146,3 +149,12 @@ def test_merge_maps_rate_and_offset():
     merged = merge_detections(dets)["ship"]
     assert [(i, s) for i, s, _ in merged] == [("S", 0.8), ("T", 0.6)]
     np.testing.assert_allclose(merged[0][2], (poly + np.tile([100, 50], 4)) / 0.5)
+
+
+def test_tile_windows_rows_of_window_origins():
+    windows = tile_windows(500, 260, 200, 50)
+    assert [(x, y) for x, y, _, _ in windows] == [(x, y) for y in (0, 60) for x in (0, 150, 300)]
+    assert all(w == 200 and h == 200 for _, _, w, h in windows)
+    assert tile_windows(120, 90, 200, 50) == [(0, 0, 120, 90)]
+    # an overlap of a whole tile or more steps by one pixel
+    assert [x for x, _, _, _ in tile_windows(203, 1, 200, 200)] == [0, 1, 2, 3]

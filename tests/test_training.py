@@ -5,13 +5,15 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from dked_tf import config as C  # noqa: E402
-from dked_tf import training as T  # noqa: E402
 from model_helpers import interrupt_before_epoch  # noqa: E402
+
+from dked_tf import config as C  # noqa: E402
+from dked_tf.experiment import callbacks, data, evaluate, optimizer, saving, train_lib  # noqa: E402
+from dked_tf.models.presets import build_detector, count_params, gflops  # noqa: E402
 
 
 def test_warmup_cosine_matches_hand_values():
-    schedule = T.WarmupCosine(peak=1.0, total_steps=10, warmup_steps=2, floor=0.1)
+    schedule = optimizer.WarmupCosine(peak=1.0, total_steps=10, warmup_steps=2, floor=0.1)
     got = [float(schedule(s)) for s in (0, 1, 2, 6, 10, 50)]
     # warm-up: (step + 1) / 2 of the peak; then floor + (peak - floor) * (1 + cos(pi * p)) / 2, p = (s - 2) / 8
     want = [0.5, 1.0, 1.0, 0.1 + 0.9 * (1 + math.cos(math.pi * 0.5)) / 2, 0.1, 0.1]
@@ -23,14 +25,14 @@ def test_warmup_cosine_matches_hand_values():
 def test_make_optimizer_follows_config():
     cfg = C.TrainConfig(epochs=4, optimizer="sgd", learning_rate=0.2, min_learning_rate=0.0, warmup_epochs=1,
                         weight_decay=5e-4, momentum=0.9, clipnorm=0.0)
-    opt = T.make_optimizer(cfg, steps_per_epoch=5)
+    opt = optimizer.make_optimizer(cfg, steps_per_epoch=5)
     assert isinstance(opt, keras.optimizers.SGD) and opt.nesterov and opt.momentum == pytest.approx(0.9)
-    schedule = opt.learning_rate if isinstance(opt.learning_rate, T.WarmupCosine) else opt._learning_rate
+    schedule = opt.learning_rate if isinstance(opt.learning_rate, optimizer.WarmupCosine) else opt._learning_rate
     assert (schedule.total_steps, schedule.warmup_steps, schedule.peak) == (20, 5, 0.2)
-    adamw = T.make_optimizer(C.TrainConfig(epochs=2), steps_per_epoch=3)
+    adamw = optimizer.make_optimizer(C.TrainConfig(epochs=2), steps_per_epoch=3)
     assert isinstance(adamw, keras.optimizers.AdamW)
     with pytest.raises(ValueError, match="unknown optimizer"):
-        T.make_optimizer(C.TrainConfig(optimizer="lion"), 3)
+        optimizer.make_optimizer(C.TrainConfig(optimizer="lion"), 3)
 
 
 def test_weight_decay_skips_biases_and_norms():
@@ -41,7 +43,7 @@ def test_weight_decay_skips_biases_and_norms():
     kernel, bias, gamma, beta = model.trainable_variables
     before = [v.numpy().copy() for v in (kernel, bias, gamma, beta)]
     # zero gradients: only the decoupled weight decay (lr * wd * w) can move a weight
-    opt2 = T.make_optimizer(C.TrainConfig(optimizer="adamw", weight_decay=0.5, learning_rate=0.1,
+    opt2 = optimizer.make_optimizer(C.TrainConfig(optimizer="adamw", weight_decay=0.5, learning_rate=0.1,
                                           min_learning_rate=0.1, warmup_epochs=0, clipnorm=0.0), 1)
     opt2.build(model.trainable_variables)
     opt2.apply_gradients([(np.zeros(v.shape, "float32"), v) for v in model.trainable_variables])
@@ -53,35 +55,35 @@ def test_weight_decay_skips_biases_and_norms():
 
 
 def test_set_seed_reproduces_initial_weights():
-    T.set_seed(3)
-    a = T.build_detector("gghl_darknet53_t", 2, 64)
-    T.set_seed(3)
-    b = T.build_detector("gghl_darknet53_t", 2, 64)
+    train_lib.set_seed(3)
+    a = build_detector("gghl_darknet53_t", 2, 64)
+    train_lib.set_seed(3)
+    b = build_detector("gghl_darknet53_t", 2, 64)
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(wa.numpy(), wb.numpy())
 
 
 def test_save_and_load_detector_round_trip(tmp_path):
-    model = T.build_detector("gghl_darknet53_t", 2, 64)
-    T.save_detector(model, tmp_path / "run", architecture="gghl_darknet53_t", class_names=("ship", "boat"),
+    model = build_detector("gghl_darknet53_t", 2, 64)
+    saving.save_detector(model, tmp_path / "run", architecture="gghl_darknet53_t", class_names=("ship", "boat"),
                     image_size=64, tile_size=0, train_seconds=1.5)
-    assert T.is_saved_detector(str(tmp_path / "run")) and not T.is_saved_detector(str(tmp_path))
-    loaded, meta = T.load_detector(str(tmp_path / "run"))
+    assert saving.is_saved_detector(str(tmp_path / "run")) and not saving.is_saved_detector(str(tmp_path))
+    loaded, meta = saving.load_detector(str(tmp_path / "run"))
     assert meta["class_names"] == ["ship", "boat"] and meta["train_seconds"] == 1.5
     x = np.random.default_rng(0).uniform(size=(1, 64, 64, 3)).astype("float32")
     for ya, yb in zip(model(x, training=False)["head"], loaded(x, training=False)["head"]):
         np.testing.assert_allclose(ya.numpy(), yb.numpy(), atol=1e-5)
     with pytest.raises(FileNotFoundError, match="model.json"):
-        T.load_detector(str(tmp_path))
+        saving.load_detector(str(tmp_path))
 
 
 def test_params_flops_latency_are_sane():
-    model = T.build_detector("gghl_darknet53_t", 1, 64)
-    params = T.count_params(model)
+    model = build_detector("gghl_darknet53_t", 1, 64)
+    params = count_params(model)
     assert params == sum(int(np.prod(w.shape)) for w in model.weights)
-    small, large = T.estimate_gflops(model, 32), T.estimate_gflops(model, 64)
+    small, large = gflops(model, 32), gflops(model, 64)
     assert 0 < small and large == pytest.approx(4 * small, rel=0.15)  # conv FLOPs scale with the pixel count
-    assert T.measure_latency_ms(model, 64, runs=2, warmup=1) > 0
+    assert evaluate.measure_latency_ms(model, 64, runs=2, warmup=1) > 0
 
 
 @pytest.mark.parametrize("every, resumed_epochs", [(1, 2), (2, 3), (3, 2), (4, 5)])
@@ -99,8 +101,8 @@ def test_epoch_backup_writes_every_n_epochs_and_resumes_from_the_last_one(tmp_pa
 
     backup = str(tmp_path / f"backup{every}")
     with pytest.raises(RuntimeError, match="simulated interruption"):
-        make().fit(x, y, epochs=5, verbose=0, callbacks=[T.EpochBackup(backup, every=every), interrupt_before_epoch(3)])
-    history = make().fit(x, y, epochs=5, verbose=0, callbacks=[T.EpochBackup(backup, every=every)])
+        make().fit(x, y, epochs=5, verbose=0, callbacks=[callbacks.EpochBackup(backup, every=every), interrupt_before_epoch(3)])
+    history = make().fit(x, y, epochs=5, verbose=0, callbacks=[callbacks.EpochBackup(backup, every=every)])
     assert len(history.history["loss"]) == resumed_epochs
 
 
@@ -110,9 +112,9 @@ def test_prebuilt_optimizer_traces_the_train_step_once(tmp_path):
     `prebuild_optimizer`); `_fit` builds them beforehand."""
     cfg = C.preset_config("smoke")
     cfg.data.cache_dir = str(tmp_path)
-    records, names = T.prepare_records(cfg, "train", verbose=0)
-    dataset = T.make_train_dataset(records[:4], cfg.data, seed=0)
-    model = T.build_detector(cfg.model.teacher, len(names), cfg.data.image_size)
+    records, names = data.prepare_records(cfg, "train", verbose=0)
+    dataset = data.make_train_dataset(records[:4], cfg.data, seed=0)
+    model = build_detector(cfg.model.teacher, len(names), cfg.data.image_size)
     traces = []
     original = model.train_step
 
@@ -121,5 +123,6 @@ def test_prebuilt_optimizer_traces_the_train_step_once(tmp_path):
         return original(data)
 
     model.train_step = counted
-    T.train_detector(model, dataset, epochs=1, optimizer=T.make_optimizer(cfg.train, 1), verbose=0)
+    model.compile(optimizer=optimizer.make_optimizer(cfg.train, 1), jit_compile=False)
+    train_lib.fit(model, dataset, epochs=1, stage="teacher", verbose=0)
     assert len(traces) == 1

@@ -27,6 +27,14 @@ import time
 import numpy as np
 
 from dked_tf.bench.report import write_report
+from dked_tf.config import resolve_config
+from dked_tf.evaluation.diagnostics import localisation_diagnostics
+from dked_tf.experiment.data import make_train_dataset, prepare_records, steps_in
+from dked_tf.experiment.evaluate import evaluate_map
+from dked_tf.experiment.optimizer import make_optimizer, prebuild_optimizer
+from dked_tf.experiment.saving import load_detector
+from dked_tf.experiment.train_lib import make_distiller, set_seed, train
+from dked_tf.models.presets import build_detector
 
 CONFIGS = (
     ("baseline", (0, 0, 0)),
@@ -38,10 +46,7 @@ CONFIGS = (
 
 
 def _score(model, records, class_names, cfg):
-    from dked_tf import training as T
-    from dked_tf.evaluation.diagnostics import localisation_diagnostics
-
-    metrics = T.evaluate_map(model, records, class_names, cfg, verbose=0)
+    metrics = evaluate_map(model, records, class_names, cfg, verbose=0)
     diagnostics = localisation_diagnostics(model, records, cfg.data.image_size, batch_size=cfg.eval_batch_size,
                                            max_objects=cfg.data.max_objects)
     return {"mAP07": 100 * metrics["map07"], "mAP12": 100 * metrics["map12"],
@@ -50,8 +55,6 @@ def _score(model, records, class_names, cfg):
 
 
 def main(argv=None):
-    from dked_tf import config as C
-
     parser = argparse.ArgumentParser(prog="dked-tf bench ablation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="the smoke preset: tiny models, 64 px, a few steps")
@@ -65,48 +68,36 @@ def main(argv=None):
     parser.add_argument("--verbose", type=int, default=1)
     args = parser.parse_args(argv)
 
-    from dked_tf import training as T
-    from dked_tf.distiller import Distiller
-
     preset = args.preset or ("smoke" if args.quick else "default")
-    cfg = C.resolve_config(preset, overrides=args.overrides)
+    cfg = resolve_config(preset, overrides=args.overrides)
     if args.epochs:
         cfg.train.epochs = args.epochs
-    train_records, class_names = T.prepare_records(cfg, "train", verbose=args.verbose)
-    test_records, _ = T.prepare_records(cfg, "test", verbose=args.verbose)
+    train_records, class_names = prepare_records(cfg, "train", verbose=args.verbose)
+    test_records, _ = prepare_records(cfg, "test", verbose=args.verbose)
     size, seed = cfg.data.image_size, cfg.train.seed
-
-    def dataset(schedule_seed):
-        return T.make_train_dataset(train_records, cfg.data, seed=schedule_seed)
 
     rows = []
     if args.teacher:
-        teacher, meta = T.load_detector(args.teacher)
+        teacher, meta = load_detector(args.teacher)
         if int(meta["image_size"]) != size or list(meta["class_names"]) != list(class_names):
             raise SystemExit(f"ablation: teacher {args.teacher} was trained at {meta['image_size']} px on "
                              f"{meta['class_names']}; this run is {size} px on {class_names}")
         teacher_seconds = float(meta.get("train_seconds", 0.0))
     else:
-        T.set_seed(cfg.teacher_train.seed)
-        teacher = T.build_detector(cfg.model.teacher, len(class_names), size, **cfg.model.teacher_overrides)
-        teacher_ds = dataset(cfg.teacher_train.seed)
-        optimizer = T.make_optimizer(cfg.teacher_train, T.steps_in(teacher_ds) or 1)
-        outcome = T.train_detector(teacher, teacher_ds, epochs=cfg.teacher_train.epochs, optimizer=optimizer,
-                                   stage="teacher", verbose=args.verbose)
-        teacher_seconds = outcome.train_seconds
+        result = train(cfg, "teacher", records=(train_records, class_names), verbose=args.verbose)
+        teacher, teacher_seconds = result.model, result.outcome.train_seconds
     rows.append({"run": "teacher " + teacher.name, **_score(teacher, test_records, class_names, cfg),
                  "seconds": teacher_seconds})
     if args.verbose:
         print(_line(rows[-1]), flush=True)
 
     # students: one Distiller, switched losses, identical starts
-    T.set_seed(seed)
-    teacher.trainable = False
-    student = T.build_detector(cfg.model.student, len(class_names), size, **cfg.model.student_overrides)
-    steps = T.steps_in(dataset(seed)) or 1
-    distiller = Distiller(teacher, student, **T.distiller_kwargs(cfg.distill, image_size=size))
-    distiller.compile(optimizer=T.make_optimizer(cfg.train, steps))
-    T.prebuild_optimizer(distiller)  # the slots exist before the snapshot below
+    set_seed(seed)
+    student = build_detector(cfg.model.student, len(class_names), size, **cfg.model.student_overrides)
+    steps = steps_in(make_train_dataset(train_records, cfg.data, seed=seed)) or 1
+    distiller = make_distiller(teacher, student, cfg.distill, size)
+    distiller.compile(optimizer=make_optimizer(cfg.train, steps))
+    prebuild_optimizer(distiller)  # the slots exist before the snapshot below
     start = [np.array(v) for v in distiller.variables]
     # optimizer state right after build (iterations 0, zero moments, the learning rate)
     optimizer_start = [np.array(v) for v in distiller.optimizer.variables]
@@ -117,7 +108,7 @@ def main(argv=None):
             variable.assign(value)
         distiller.set_loss_switches(switches)
         t0 = time.perf_counter()
-        history = distiller.fit(dataset(seed), epochs=cfg.train.epochs, verbose=0, shuffle=False).history
+        history = distiller.fit(make_train_dataset(train_records, cfg.data, seed=seed), epochs=cfg.train.epochs, verbose=0, shuffle=False).history
         seconds = time.perf_counter() - t0
         row = {"run": name, **_score(student, test_records, class_names, cfg),
                "final_jol": history["jol_total"][-1], "seconds": seconds}

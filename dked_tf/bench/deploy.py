@@ -20,43 +20,31 @@ import os
 import tempfile
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+import dked_tf.models.detector  # noqa: F401  (registers the serializable classes for .keras files)
 from dked_tf.bench.report import time_call, write_report
+from dked_tf.data.synthetic import render_hrsc_scene
+from dked_tf.export.saved_model import export_saved_model
+from dked_tf.export.tflite import export_tflite, load_device_runner
+from dked_tf.models.presets import build_model
 
 
 def _synthetic_images(count, size, seed=0):
-    """Letterboxed float32 [S, S, 3] ship scenes (or noise if the generator is missing)."""
+    """Letterboxed float32 [S, S, 3] synthetic ship scenes in [0, 1]."""
     rng = np.random.default_rng(seed)
-    try:
-        from dked_tf.data.synthetic import render_hrsc_scene
-    except ImportError:
-        render_hrsc_scene = None
-    images = []
-    for _ in range(count):
-        if render_hrsc_scene is not None:
-            image = render_hrsc_scene(rng, size, size)[0]
-        else:
-            image = (rng.random((size, size, 3)) * 255).astype(np.uint8)
-        images.append(image.astype(np.float32) / 255.0)
-    return images
+    return [render_hrsc_scene(rng, size, size)[0].astype(np.float32) / 255.0 for _ in range(count)]
 
 
 def _build(name, num_classes, weights=None):
-    import keras
-
     if weights:
-        import dked_tf.models.detector  # noqa: F401
-
         return keras.saving.load_model(weights, compile=False)
-    from dked_tf.models.presets import build_model
-
     return build_model(name, num_classes)
 
 
 def _keras_row(model, size, repeat):
-    import tensorflow as tf
-
     cells = tf.function(lambda x: model.decode_cells(model(x, training=False)["head"]), autograph=False)
     x = tf.constant(np.random.default_rng(0).random((1, size, size, 3)), tf.float32)
     timing = time_call(lambda: cells(x)["scores"].numpy(), repeat=repeat, warmup=2)
@@ -64,10 +52,6 @@ def _keras_row(model, size, repeat):
 
 
 def _saved_model_row(model, size, repeat, workdir):
-    import tensorflow as tf
-
-    from dked_tf.export.saved_model import export_saved_model
-
     path = os.path.join(workdir, f"sm_{size}")
     export_saved_model(model, path, size, score_threshold=0.05, iou_threshold=0.3, max_detections=100)
     serve = tf.saved_model.load(path).signatures["serving_default"]
@@ -77,8 +61,6 @@ def _saved_model_row(model, size, repeat, workdir):
 
 
 def _tflite_rows(model, size, quantizations, threads, repeat, workdir, nms_candidates, label):
-    from dked_tf.export.tflite import export_tflite, load_device_runner
-
     runner = load_device_runner()
     rows = []
     calibration = _synthetic_images(8, size) if "int8" in quantizations else None

@@ -17,15 +17,21 @@ CPU seconds. The largest |AP difference| to the reference (over the classes) is 
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import os
 import sys
 import tempfile
 import time
+import types
 
+import matplotlib
 import numpy as np
+from shapely.geometry import Polygon
 
 from dked_tf.bench.report import write_report
+from dked_tf.evaluation.folders import evaluate_folders
+from dked_tf.evaluation.metrics import average_precision, evaluate_detections
 
 CLASSES = (
     "plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle",
@@ -101,25 +107,31 @@ def write_files(root, truths, detections):
 # ---------------------------------------------------------------------------------- references
 
 
+@contextlib.contextmanager
+def _importable_from(folder):
+    """`folder` on sys.path for the duration of the block only (the devkit's modules import
+    `polyiou` from their own folder)."""
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path.remove(folder)
+
+
 def load_devkit(path):
     """Imports the devkit's dota_evaluation_task1 from `path` (np.bool read as bool)."""
-    import importlib.util
-    import types
-
     source_path = os.path.join(path, "dota_evaluation_task1.py")
     if not os.path.isfile(source_path):
         raise FileNotFoundError(f"{source_path} not found (--devkit must be the devkit folder)")
-    sys.path.insert(0, os.path.abspath(path))
-    if importlib.util.find_spec("polyiou") is None:
-        raise ImportError(f"polyiou is not importable from {path} (build the devkit's extension)")
     with open(source_path) as f:
         source = f.read().replace("np.bool)", "bool)")
     module = types.ModuleType("dota_evaluation_task1")
     module.__file__ = source_path
-    import matplotlib
-
-    matplotlib.use("Agg")
-    exec(compile(source, source_path, "exec"), module.__dict__)
+    matplotlib.use("Agg")  # the devkit imports pyplot
+    with _importable_from(os.path.abspath(path)):
+        if importlib.util.find_spec("polyiou") is None:
+            raise ImportError(f"polyiou is not importable from {path} (build the devkit's extension)")
+        exec(compile(source, source_path, "exec"), module.__dict__)
     return module
 
 
@@ -137,8 +149,6 @@ def devkit_evaluate(devkit, gt_dir, det_dir, imageset, use_07=True):
 def loop_evaluate(truths, detections, use_07=True):
     """Independent devkit-style evaluator: a Python loop over detections, shapely IoU per pair
     after an HBB prefilter, greedy matching. Returns dict class -> AP."""
-    from shapely.geometry import Polygon
-
     aps = {}
     for name in CLASSES:
         per_image, npos = {}, 0
@@ -183,8 +193,6 @@ def loop_evaluate(truths, detections, use_07=True):
         tp, fp = np.cumsum(tp), np.cumsum(fp)
         recall = tp / npos
         precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-        from dked_tf.evaluation.metrics import average_precision
-
         aps[name] = average_precision(recall, precision, "voc07" if use_07 else "voc12")
     return aps
 
@@ -204,9 +212,6 @@ def main(argv=None):
     parser.add_argument("--metric", choices=("voc07", "voc12"), default="voc07")
     parser.add_argument("--out", default=None, help="JSON path (default bench_results/evaluation.json)")
     args = parser.parse_args(argv)
-
-    from dked_tf.commands.evaluate import evaluate_folders
-    from dked_tf.evaluation.metrics import evaluate_detections
 
     num_images = args.images or (60 if args.quick else 458)
     objects = args.objects or (40.0 if args.quick else 62.0)

@@ -28,7 +28,8 @@ def _train_steps(model_name, size, batch, steps, result_path):
     import tensorflow as tf
 
     from dked_tf.bench.distill import synthetic_batch
-    from dked_tf.training import build_detector, prebuild_optimizer
+    from dked_tf.experiment.optimizer import prebuild_optimizer
+    from dked_tf.models.presets import build_detector
 
     images, targets = synthetic_batch(batch, size, 1)
     dataset = tf.data.Dataset.from_tensors((images, targets)).repeat()

@@ -3,17 +3,22 @@
     dked-tf bench parity --run runs/hrsc_lodet [--model student_dked] [--calibration 100]
 
 Reads a trained detector saved by the recipe (`<run>/checkpoints/<model>`) and the test split
-of the data its run used (`<run>/config.yaml`), exports it to TFLite three ways and scores every export with the device runner and the
-same evaluator as the Keras model. Targets (deployment issue): fp32 within 0.1 mAP point of
-Keras, fp16 within 0.5, int8 drop reported (target <= 2).
+of the data its run used (`<run>/config.yaml`), exports it to TFLite three ways and scores every
+export with the device runner and the same evaluator as the Keras model. Targets (deployment
+issue): fp32 within 0.1 mAP point of Keras, fp16 within 0.5, int8 drop reported (target <= 2).
 """
 
 import argparse
-import json
 import os
 import tempfile
 
 from dked_tf.bench.report import write_report
+from dked_tf.config import load_config
+from dked_tf.evaluation.runner import evaluate_model
+from dked_tf.evaluation.tflite import evaluate_tflite
+from dked_tf.experiment.data import prepare_records
+from dked_tf.experiment.saving import load_detector
+from dked_tf.export import tflite as tfl
 
 
 def main(argv=None):
@@ -23,11 +28,6 @@ def main(argv=None):
     parser.add_argument("--calibration", type=int, default=100, help="training images for int8 calibration")
     parser.add_argument("--out", default=None, help="JSON path (default bench_results/parity.json)")
     args = parser.parse_args(argv)
-
-    from dked_tf.config import load_config
-    from dked_tf.evaluation.runner import evaluate_model
-    from dked_tf.export import tflite as tfl
-    from dked_tf.training import load_detector, prepare_records
 
     model, meta = load_detector(os.path.join(args.run, "checkpoints", args.model))
     cfg = load_config(os.path.join(args.run, "config.yaml"))  # the data the run used
@@ -43,7 +43,7 @@ def main(argv=None):
             tfl.export_tflite(model, path, size, quantize=quantize,
                               representative_images=calibration if quantize == "int8" else None,
                               class_names=list(class_names), num_representative=args.calibration, verbose=0)
-            result = tfl.evaluate_tflite(path, test, list(class_names), verbose=0, metric="voc07")
+            result = evaluate_tflite(path, test, list(class_names), verbose=0, metric="voc07")
             rows.append({"runtime": f"tflite_{quantize}", "map07": 100 * result.map,
                          "diff_vs_keras": 100 * (result.map - keras_map),
                          "size_mb": os.path.getsize(path) / 2**20})

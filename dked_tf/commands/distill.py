@@ -2,7 +2,8 @@
 
 import os
 
-from dked_tf.commands.train import add_common_arguments, finish_run, resolve_args_config
+from dked_tf.commands.train import add_common_arguments, config_from_args, finish_run
+from dked_tf.config import save_run_config
 
 DESCRIPTION = (
     "Train a student detector from a trained teacher with DKED (feature-correlation, "
@@ -37,38 +38,14 @@ def add_arguments(parser):
 
 
 def run(args):
-    from dked_tf import config as C
-    from dked_tf import training as T
+    from dked_tf.experiment.train_lib import train
 
-    cfg = resolve_args_config(args, schedule="train")
-    shortcuts = {"correlation_scale": args.correlation_scale, "response_scale": args.response_scale,
-                 "prediction_scale": args.prediction_scale, "delta": args.delta, "lam": args.lam}
-    cfg = C.apply_overrides(cfg, [f"distill.{k}={v}" for k, v in shortcuts.items() if v is not None])
-    teacher, teacher_meta = T.load_detector(args.teacher)
-    if teacher_meta["image_size"] != cfg.data.image_size and args.verbose:
-        print(f"note: teacher trained at {teacher_meta['image_size']} px, distilling at {cfg.data.image_size} px")
-    arch = args.student_arch or cfg.model.student
+    cfg = config_from_args(args, "train", extra_flags={
+        "distill.correlation_scale": args.correlation_scale, "distill.response_scale": args.response_scale,
+        "distill.prediction_scale": args.prediction_scale, "distill.delta": args.delta, "distill.lam": args.lam})
     os.makedirs(args.out, exist_ok=True)
-    C.save_run_config(cfg, args.out)
-    T.set_seed(cfg.train.seed)
-
-    train_records, class_names = T.prepare_records(cfg, "train", verbose=args.verbose)
-    if list(class_names) != list(teacher_meta["class_names"]):
-        raise ValueError(f"the teacher in {args.teacher} was trained on classes {teacher_meta['class_names']}, "
-                         f"the data has {list(class_names)}")
-    dataset = T.make_train_dataset(train_records, cfg.data, seed=cfg.train.seed)
-    steps = T.steps_in(dataset) or max(1, len(train_records) // cfg.data.batch_size)
-    if args.init_student:
-        student, _ = T.load_detector(args.init_student)
-    else:
-        student = T.build_detector(arch, len(class_names), cfg.data.image_size, **cfg.model.student_overrides)
-    optimizer = T.make_optimizer(cfg.train, steps)
-    _, outcome = T.distill(teacher, student, dataset, distill_cfg=cfg.distill, optimizer=optimizer,
-                           epochs=cfg.train.epochs, stage="dked", checkpoint_dir=os.path.join(args.out, "backup"),
-                           resume=not args.no_resume, verbose=args.verbose, image_size=cfg.data.image_size,
-                           checkpoint_every=cfg.train.checkpoint_every)
-    T.save_detector(student, args.out, architecture=arch, class_names=class_names, image_size=cfg.data.image_size,
-                    overrides=cfg.model.student_overrides, tile_size=T.tile_size_for(cfg),
-                    train_seconds=outcome.train_seconds, teacher=os.path.abspath(args.teacher))
-    finish_run(student, outcome, args, cfg, class_names, f"distilled {arch}")
+    save_run_config(cfg, args.out)
+    result = train(cfg, "student", out=args.out, teacher=args.teacher, architecture=args.student_arch,
+                   init_from=args.init_student, resume=not args.no_resume, verbose=args.verbose)
+    finish_run(result, args, cfg)
     return 0

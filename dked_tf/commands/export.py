@@ -10,6 +10,20 @@
 import os
 import sys
 
+from dked_tf.data.images import folder_batches_rgb
+from dked_tf.experiment.predict import load_trained_detector
+from dked_tf.export.onnx import export_onnx
+from dked_tf.export.saved_model import export_saved_model
+from dked_tf.export.tensorrt import (
+    TensorRTUnavailableError,
+    build_tensorrt_engine,
+    convert_tftrt,
+    tftrt_available,
+    tftrt_unavailable_message,
+)
+from dked_tf.export.tflite import export_tflite
+from dked_tf.models.presets import build_model
+
 DESCRIPTION = (
     "Export a detector: SavedModel (TF Serving signatures), TFLite fp32/fp16/int8 (builtin ops, "
     "NMS on the host or fast in-graph), ONNX, a TensorRT engine (or the trtexec command), TF-TRT."
@@ -19,7 +33,9 @@ FORMATS = ("saved_model", "tflite", "onnx", "tensorrt", "tftrt")
 
 def add_arguments(parser):
     source = parser.add_argument_group("model (one of)")
-    source.add_argument("--weights", help="a run folder written by `dked-tf train`/`distill` (model.json + model.weights.h5), or a .keras model file (OrientedDetector, or a Distiller whose student is exported)")
+    source.add_argument("--weights", help="a run folder written by `dked-tf train`/`distill` (model.json + "
+                        "model.weights.h5), or a .keras model file (OrientedDetector, or a Distiller whose "
+                        "student is exported)")
     source.add_argument("--model", help="a preset name, randomly initialised (smoke tests), e.g. lodet_mobilenetv2_t")
     source.add_argument("--num-classes", type=int, default=None, help="classes of --model")
     parser.add_argument("--format", required=True, choices=FORMATS,
@@ -41,7 +57,8 @@ def add_arguments(parser):
                         help="folder of training images for int8 calibration (letterboxed like the pipeline)")
     tflite.add_argument("--num-representative", type=int, default=300, help="images used for int8 calibration")
     tflite.add_argument("--nms", choices=("host", "fast"), default="host",
-                        help="host: per-cell outputs, NMS in tflite/detect.py; fast: builtin-only matrix NMS in the graph")
+                        help="host: per-cell outputs, NMS in tflite/detect.py; fast: builtin-only matrix NMS in "
+                        "the graph")
     tflite.add_argument("--uint8-input", action="store_true", help="the .tflite takes uint8 pixels")
     trt = parser.add_argument_group("onnx / tensorrt / tftrt")
     trt.add_argument("--opset", type=int, default=17, help="ONNX opset")
@@ -54,65 +71,34 @@ def add_arguments(parser):
 
 
 def load_detector(args):
-    """The model to export, from --weights or --model/--num-classes."""
+    """The model to export, from --weights or --model/--num-classes; a saved run folder also
+    fills in --class-names and --image-size."""
     if bool(args.weights) == bool(args.model):
         raise SystemExit("dked-tf export: give exactly one of --weights FILE.keras or --model PRESET --num-classes N")
     if args.model:
         if not args.num_classes:
             raise SystemExit("dked-tf export: --model needs --num-classes")
-        from dked_tf.models.presets import build_model
-
         return build_model(args.model, args.num_classes)
     if not os.path.exists(args.weights):
         raise SystemExit(f"dked-tf export: {args.weights}: no such file")
-    from dked_tf.training import is_saved_detector, load_detector as load_saved_detector
-
-    if os.path.isdir(args.weights) or args.weights.endswith(".json"):
-        if not is_saved_detector(os.path.dirname(args.weights) if os.path.isfile(args.weights) else args.weights):
-            raise SystemExit(f"dked-tf export: {args.weights}: not a saved detector folder "
-                             "(model.json + model.weights.h5)")
-        model, meta = load_saved_detector(args.weights)
-        if not args.class_names and meta.get("class_names"):
-            args.class_names = ",".join(meta["class_names"])
-        if not args.image_size:
-            args.image_size = int(meta["image_size"])
-        return model
-    import keras
-
-    import dked_tf.models.detector  # noqa: F401  (registers the serializable classes)
-
     try:
-        import dked_tf.distiller  # noqa: F401
-    except ImportError:
-        pass
-    model = keras.saving.load_model(args.weights, compile=False)
-    student = getattr(model, "student", None)  # a saved Distiller exports its student
-    return student if student is not None and not hasattr(model, "decode_cells") else model
+        model, meta = load_trained_detector(args.weights)
+    except FileNotFoundError as error:
+        raise SystemExit(f"dked-tf export: {error}") from None
+    if not args.class_names and meta.get("class_names"):
+        args.class_names = ",".join(meta["class_names"])
+    if not args.image_size and meta:
+        args.image_size = int(meta["image_size"])
+    return model
 
 
 def _settings(args, model):
     return dict(
-        image_size=int(args.image_size or getattr(model, "image_size", 0) or 800),
-        score_threshold=float(args.score_threshold if args.score_threshold is not None
-                              else getattr(model, "score_threshold", 0.05)),
-        iou_threshold=float(args.iou_threshold if args.iou_threshold is not None
-                            else getattr(model, "iou_threshold", 0.3)),
-        max_detections=int(args.max_detections if args.max_detections is not None
-                           else getattr(model, "max_detections", 100)),
+        image_size=int(args.image_size or model.image_size or 800),
+        score_threshold=float(args.score_threshold if args.score_threshold is not None else model.score_threshold),
+        iou_threshold=float(args.iou_threshold if args.iou_threshold is not None else model.iou_threshold),
+        max_detections=int(args.max_detections if args.max_detections is not None else model.max_detections),
     )
-
-
-def _calibration_batches(folder, limit):
-    import numpy as np
-
-    from dked_tf.export.tflite import IMAGE_EXTENSIONS
-
-    import cv2
-
-    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))[:limit]
-    for name in names:
-        image = cv2.imread(os.path.join(folder, name), cv2.IMREAD_COLOR)
-        yield np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))[None]
 
 
 def run(args):
@@ -121,17 +107,12 @@ def run(args):
 
     if args.format == "tftrt":
         # fail before any work where TensorFlow has no TensorRT
-        from dked_tf.export.tensorrt import TensorRTUnavailableError, convert_tftrt, tftrt_available, \
-            tftrt_unavailable_message
-
         available, reason = tftrt_available()
         if not available:
             print(f"dked-tf export: {tftrt_unavailable_message(reason)}", file=sys.stderr)
             return 2
         saved_model = args.saved_model
         if saved_model is None:
-            from dked_tf.export.saved_model import export_saved_model
-
             model = load_detector(args)
             saved_model = args.out.rstrip("/") + "_savedmodel"
             export_saved_model(model, saved_model, class_names=class_names, **_settings(args, model))
@@ -139,7 +120,7 @@ def run(args):
         if args.precision == "INT8":
             if not args.calibration_data:
                 raise SystemExit("dked-tf export: --precision INT8 needs --calibration-data DIR")
-            calibration = list(_calibration_batches(args.calibration_data, args.num_representative))
+            calibration = list(folder_batches_rgb(args.calibration_data, args.num_representative))
         try:
             convert_tftrt(saved_model, args.out, args.precision, calibration, verbose=verbose)
         except TensorRTUnavailableError as error:
@@ -152,15 +133,11 @@ def run(args):
         class_names = [n.strip() for n in args.class_names.split(",")]
     settings = _settings(args, model)
     if args.format == "saved_model":
-        from dked_tf.export.saved_model import export_saved_model
-
         export_saved_model(model, args.out, class_names=class_names, verbose=verbose, **settings)
         if verbose:
             print(f"written SavedModel {args.out} (signatures serving_default, serving_image_bytes)")
         return 0
     if args.format == "tflite":
-        from dked_tf.export.tflite import export_tflite
-
         if args.quantize == "int8" and not args.representative_data:
             raise SystemExit("dked-tf export: --quantize int8 needs --representative-data DIR (training images)")
         export_tflite(model, args.out, settings["image_size"], quantize=args.quantize,
@@ -170,16 +147,12 @@ def run(args):
                       class_names=class_names, num_representative=args.num_representative, verbose=verbose)
         return 0
     if args.format in ("onnx", "tensorrt"):
-        from dked_tf.export.onnx import export_onnx
-
         out = args.out
         onnx_path = out if not out.endswith(".engine") else os.path.splitext(out)[0] + ".onnx"
         export_onnx(model, onnx_path, settings["image_size"], opset=args.opset, class_names=class_names,
                     score_threshold=settings["score_threshold"], iou_threshold=settings["iou_threshold"],
                     max_detections=settings["max_detections"], verbose=verbose)
         if args.format == "tensorrt":
-            from dked_tf.export.tensorrt import build_tensorrt_engine
-
             engine = out if out.endswith(".engine") else os.path.splitext(out)[0] + ".engine"
             result = build_tensorrt_engine(onnx_path, engine, fp16=args.precision == "FP16",
                                            int8=args.precision == "INT8", verbose=verbose)

@@ -1,7 +1,8 @@
 """`dked-tf train`: train one detector (GGHL teacher or LO-Det student) with the JOL loss."""
 
-import json
 import os
+
+from dked_tf.config import add_config_arguments, flag_overrides, resolve_config, save_run_config
 
 DESCRIPTION = (
     "Train one oriented detector (the GGHL teacher or the LO-Det student, or any preset of "
@@ -14,8 +15,6 @@ DESCRIPTION = (
 
 def add_common_arguments(parser, default_out):
     """Options shared by `train` and `distill`."""
-    from dked_tf.config import add_config_arguments
-
     data = parser.add_argument_group("data")
     data.add_argument("--format", choices=("hrsc", "dota"), default="hrsc",
                       help="dataset format: HRSC2016 XML (one class, ship) or DOTA labelTxt (scenes are split "
@@ -49,75 +48,40 @@ def add_arguments(parser):
     add_common_arguments(parser, default_out="runs/train")
 
 
-def resolve_args_config(args, schedule="train"):
-    """The ExperimentConfig of a train/distill invocation: preset -> --config -> --set ->
-    the shortcut flags."""
-    from dked_tf.config import apply_overrides, resolve_config
-
-    cfg = resolve_config(args.preset, task=args.format, config_file=args.config, overrides=args.overrides)
-    shortcuts = []
-    if args.data_root:
-        shortcuts.append(f"data.root={args.data_root}")
-    if args.data_cache:
-        shortcuts.append(f"data.cache_dir={args.data_cache}")
-    if args.epochs is not None:
-        shortcuts.append(f"{schedule}.epochs={args.epochs}")
-    if args.seed is not None:
-        shortcuts.append(f"{schedule}.seed={args.seed}")
-    if args.image_size is not None:
-        shortcuts.append(f"data.image_size={args.image_size}")
-    cfg = apply_overrides(cfg, shortcuts)
-    cfg.data.format = args.format
-    return cfg
+def config_from_args(args, schedule, extra_flags=None):
+    """The ExperimentConfig of a train/distill invocation: preset -> --config -> the flags ->
+    --set. schedule: the config section (train or teacher_train) that --epochs/--seed set."""
+    flags = {"data.root": args.data_root, "data.cache_dir": args.data_cache, f"{schedule}.epochs": args.epochs,
+             f"{schedule}.seed": args.seed, "data.image_size": args.image_size, **(extra_flags or {})}
+    return resolve_config(args.preset, task=args.format, config_file=args.config,
+                          overrides=flag_overrides(flags) + list(args.overrides))
 
 
-def evaluate_and_write(model, test_records, class_names, cfg, out_dir, verbose=1):
-    """mAP(07) and mAP(12) of model on test_records; writes metrics.json; returns the dict."""
-    from dked_tf.training import evaluate_map
+def finish_run(result, args, cfg):
+    """End of a `train`/`distill` run: a summary line and, with --evaluate, test-split mAP
+    written to metrics.json."""
+    from dked_tf.experiment.data import prepare_records
+    from dked_tf.experiment.evaluate import evaluate_map
+    from dked_tf.experiment.saving import write_json
 
-    metrics = evaluate_map(model, test_records, class_names, cfg, verbose=verbose)
-    with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as handle:
-        json.dump(metrics, handle, indent=2)
-    if verbose:
-        print(f"mAP(07) {100 * metrics['map07']:.2f}  mAP(12) {100 * metrics['map12']:.2f}")
-    return metrics
+    if args.verbose:
+        print(f"trained {result.architecture} in {result.outcome.train_seconds:.0f} s; saved to {args.out}")
+    if args.evaluate:
+        test_records, _ = prepare_records(cfg, "test", verbose=args.verbose)
+        metrics = evaluate_map(result.model, test_records, result.class_names, cfg, verbose=args.verbose)
+        write_json(os.path.join(args.out, "metrics.json"), metrics)
+        if args.verbose:
+            print(f"mAP(07) {100 * metrics['map07']:.2f}  mAP(12) {100 * metrics['map12']:.2f}")
 
 
 def run(args):
-    from dked_tf import config as C
-    from dked_tf import training as T
+    from dked_tf.experiment.train_lib import train
 
     schedule = "teacher_train" if args.role == "teacher" else "train"
-    cfg = resolve_args_config(args, schedule=schedule)
-    train_cfg = getattr(cfg, schedule)
-    arch = args.arch or (cfg.model.teacher if args.role == "teacher" else cfg.model.student)
-    overrides = cfg.model.teacher_overrides if args.role == "teacher" else cfg.model.student_overrides
+    cfg = config_from_args(args, schedule)
     os.makedirs(args.out, exist_ok=True)
-    C.save_run_config(cfg, args.out)
-    T.set_seed(train_cfg.seed)
-
-    train_records, class_names = T.prepare_records(cfg, "train", verbose=args.verbose)
-    dataset = T.make_train_dataset(train_records, cfg.data, seed=train_cfg.seed)
-    steps = T.steps_in(dataset) or max(1, len(train_records) // cfg.data.batch_size)
-    model = T.build_detector(arch, len(class_names), cfg.data.image_size, **overrides)
-    optimizer = T.make_optimizer(train_cfg, steps)
-    outcome = T.train_detector(model, dataset, epochs=train_cfg.epochs, optimizer=optimizer, stage=args.role,
-                               checkpoint_dir=os.path.join(args.out, "backup"), resume=not args.no_resume,
-                               verbose=args.verbose, checkpoint_every=train_cfg.checkpoint_every)
-    T.save_detector(model, args.out, architecture=arch, class_names=class_names, image_size=cfg.data.image_size,
-                    overrides=overrides, tile_size=T.tile_size_for(cfg), train_seconds=outcome.train_seconds)
-    finish_run(model, outcome, args, cfg, class_names, f"trained {arch}")
+    save_run_config(cfg, args.out)
+    result = train(cfg, args.role, out=args.out, architecture=args.arch, resume=not args.no_resume,
+                   verbose=args.verbose)
+    finish_run(result, args, cfg)
     return 0
-
-
-def finish_run(model, outcome, args, cfg, class_names, what):
-    """End of a `train`/`distill` run: history.json, a summary line, optional test-split mAP."""
-    from dked_tf import training as T
-
-    with open(os.path.join(args.out, "history.json"), "w", encoding="utf-8") as handle:
-        json.dump({"history": outcome.history, "train_seconds": outcome.train_seconds}, handle, indent=2)
-    if args.verbose:
-        print(f"{what} in {outcome.train_seconds:.0f} s; saved to {args.out}")
-    if args.evaluate:
-        test_records, _ = T.prepare_records(cfg, "test", verbose=args.verbose)
-        evaluate_and_write(model, test_records, class_names, cfg, args.out, verbose=args.verbose)

@@ -5,24 +5,38 @@ and `gsd:...`, then one object per line `x1 y1 x2 y2 x3 y3 x4 y4 category diffic
 difficult field may be missing: 0). `difficult` is 0, 1, or 2 (2 = truncated by tiling); the
 record's bool `difficult` is `value != 0` and the raw value is kept in `extra["difficult_value"]`.
 
-Unlike the devkit, which skips lines it cannot parse, lines with a wrong number of fields,
-non-numeric or non-finite coordinates, unknown classes or a bad difficult flag are errors that
-name the file and line (or, with strict=False, warnings; the record is skipped and counted).
+Two readings of a labelTxt file (`parse_dota_label`):
 
-Task1 result files: `Task1_<class>.txt`, lines `image_id score x1 y1 ... x4 y4`.
+- dataset rules (`read_dota`, training): unlike the devkit, which skips lines it cannot parse,
+  lines with a wrong number of fields, non-numeric or non-finite coordinates, unknown classes or
+  a bad difficult flag are errors that name the file and line (or, with strict=False, warnings;
+  the record is skipped and counted);
+- devkit rules (`devkit=True`, `dked-tf evaluate`'s ground truth): like the DOTA devkit, lines
+  with fewer than 9 fields (headers) are skipped, any class name and any integer difficult flag
+  are read; more than 10 fields or a bad number are errors that name the file and line. With a
+  `Problems` object (records.py) bad lines are reported to it and skipped (`--no-strict`).
+
+Task1 result files: `Task1_<class>.txt`, lines `image_id score x1 y1 ... x4 y4`
+(`write_task1`, `read_task1`; one file in columns: `read_task1_file`).
 """
 
+import math
 import os
 import struct
+import warnings
 
+import cv2
 import numpy as np
 
+from dked_tf.data.images import IMAGE_EXTENSIONS
 from dked_tf.data.records import (
     AnnotationError,
     DatasetInfo,
     ImageRecord,
+    InputError,
     SkipLog,
     check_image_file,
+    report_problem,
 )
 
 DOTA_CLASSES = {
@@ -34,11 +48,28 @@ DOTA_CLASSES = {
 }
 DOTA_CLASSES["dota1.5"] = DOTA_CLASSES["dota1.0"] + ("container-crane",)
 DOTA_CLASSES["dota2.0"] = DOTA_CLASSES["dota1.5"] + ("airport", "helipad")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+TASK1_PREFIX = "Task1_"
 
 
-def resolve_classes(classes):
-    """'dota1.0' | 'dota1.5' | 'dota2.0' (also 'v1.0', '1.0', ...) or a list of names -> tuple."""
+def resolve_classes(classes, default="dota1.0", comma_list=False):
+    """Class names as a tuple.
+
+    classes: None -> `default` (resolved the same way); a DOTA list name 'dota1.0' | 'dota1.5' |
+        'dota2.0'; a sequence of names. Another string is, with comma_list=False, a list name
+        spelled differently ('v1.5', '1.5', 'DOTA1.5'; ValueError if none), with comma_list=True
+        (the `--classes` option of `dked-tf evaluate`) names separated by commas ('plane,ship';
+        InputError when it names no class or repeats one).
+    Raises ValueError for an unknown list name or repeated names in a sequence.
+    """
+    if classes is None:
+        classes = default
+    if isinstance(classes, str) and comma_list and classes not in DOTA_CLASSES:
+        names = tuple(name.strip() for name in classes.split(",") if name.strip())
+        if not names:
+            raise InputError(f"--classes {classes!r} names no class")
+        if len(set(names)) != len(names):
+            raise InputError(f"--classes {classes!r} has duplicate names")
+        return names
     if isinstance(classes, str):
         key = classes.lower().replace("v", "")
         key = key if key.startswith("dota") else "dota" + key
@@ -93,8 +124,6 @@ def image_size_from_header(path):
 
 def _image_size(path, check_images):
     if check_images == "decode":
-        import cv2
-
         check_image_file(path)
         image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
         if image is None:
@@ -105,8 +134,6 @@ def _image_size(path, check_images):
     if os.path.isfile(path):
         size = image_size_from_header(path)
         if size is None:
-            import cv2
-
             image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
             if image is None:
                 raise AnnotationError(path, "corrupt image: cannot read its size")
@@ -118,50 +145,111 @@ def _image_size(path, check_images):
 # --------------------------------------------------------------------------- reader
 
 
-def parse_dota_label(path, class_names):
-    """Parses one labelTxt file. Returns dict(polygons float32 [N, 8], classes int32 [N],
-    difficult_value int8 [N], header dict). Raises AnnotationError naming file and line."""
-    index = {name: i for i, name in enumerate(class_names)}
-    polys, classes, diff, header = [], [], [], {}
+def _float(token):
+    """float(token), or None when it is not a number."""
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+def _parse_float_rows(rows, width):
+    """rows: list of lists of `width` number strings -> float64 [len(rows), width], or None if
+    one does not parse (C-speed conversion of the common, clean case)."""
+    try:
+        values = list(map(float, [token for row in rows for token in row]))
+    except ValueError:
+        return None
+    return np.array(values, np.float64).reshape(len(rows), width)
+
+
+def _difficult_values(rows, devkit):
+    """The difficult flags of 9/10-field rows (missing: 0), or None if one is bad: devkit rules
+    take any integer, dataset rules only 0, 1 or 2."""
+    if devkit:
+        try:
+            return [int(t[9]) if len(t) == 10 else 0 for t in rows]
+        except ValueError:
+            return None
+    if any(len(t) == 10 and t[9] not in ("0", "1", "2") for t in rows):
+        return None
+    return [int(t[9]) if len(t) == 10 else 0 for t in rows]
+
+
+def _label_line_problem(tokens, line, index, class_names, devkit):
+    """What is wrong with one object line of a labelTxt file (message text), or None."""
+    if len(tokens) not in (9, 10):
+        if devkit:
+            return f"{len(tokens)} fields, expected 'x1 y1 ... x4 y4 class [difficult]' (9 or 10)"
+        return f"expected 9 or 10 fields (x1 y1 ... x4 y4 category [difficult]), got {len(tokens)}: {line.strip()!r}"
+    values = [_float(t) for t in tokens[:8]]
+    if devkit:
+        if any(v is None or not math.isfinite(v) for v in values):
+            return f"the 8 coordinates must be finite numbers: {' '.join(tokens[:8])}"
+        if len(tokens) == 10 and _difficult_values([tokens], devkit) is None:
+            return f"difficult must be an integer, got {tokens[9]!r}"
+        return None
+    if any(v is None for v in values):
+        return f"coordinates are not numbers: {' '.join(tokens[:8])!r}"
+    if not all(math.isfinite(v) for v in values):
+        return f"non-finite coordinate in {' '.join(tokens[:8])!r}"
+    if tokens[8] not in index:
+        return f"unknown class {tokens[8]!r} (known: {', '.join(class_names)})"
+    if len(tokens) == 10 and tokens[9] not in ("0", "1", "2"):
+        return f"difficult must be 0, 1 or 2, got {tokens[9]!r}"
+    return None
+
+
+def parse_dota_label(path, class_names=None, *, devkit=False, problems=None):
+    """Parses one labelTxt file (see the module docstring for the dataset and devkit rules).
+
+    class_names: the known classes (dataset rules: required, other names are errors; devkit
+        rules: optional, other names read with class index -1).
+    problems: None raises AnnotationError (`file:line: ...`) at the first bad line; a
+        records.Problems gets every bad line ("bad ground-truth lines") and it is skipped.
+    Returns dict(polygons float64 [N, 8] pixels, names list[str] [N], classes int32 [N] (index
+    into class_names, -1 if not there), difficult_value [N] (int8 0/1/2; devkit rules: int64),
+    header dict of the `key:value` lines).
+    """
+    index = {name: i for i, name in enumerate(class_names or ())}
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except UnicodeDecodeError as e:
-        raise AnnotationError(path, f"not a text file ({e})")
+        raise AnnotationError(path, f"not a text file ({e})") from e
+    header, numbers, rows = {}, [], []
     for number, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
-        tokens = text.split()
-        if len(tokens) == 1 and ":" in text:
-            key, _, value = text.partition(":")
+        tokens = line.split()
+        if len(tokens) == 1 and ":" in tokens[0]:
+            key, _, value = tokens[0].partition(":")
             header[key.strip()] = value.strip()
             continue
-        if len(tokens) not in (9, 10):
-            raise AnnotationError(
-                path, f"expected 9 or 10 fields (x1 y1 ... x4 y4 category [difficult]), got {len(tokens)}: {text!r}", number
-            )
-        try:
-            coords = [float(t) for t in tokens[:8]]
-        except ValueError:
-            raise AnnotationError(path, f"coordinates are not numbers: {' '.join(tokens[:8])!r}", number)
-        if not all(np.isfinite(coords)):
-            raise AnnotationError(path, f"non-finite coordinate in {' '.join(tokens[:8])!r}", number)
-        name = tokens[8]
-        if name not in index:
-            raise AnnotationError(path, f"unknown class {name!r} (known: {', '.join(class_names)})", number)
-        value = 0
-        if len(tokens) == 10:
-            if tokens[9] not in ("0", "1", "2"):
-                raise AnnotationError(path, f"difficult must be 0, 1 or 2, got {tokens[9]!r}", number)
-            value = int(tokens[9])
-        polys.append(coords)
-        classes.append(index[name])
-        diff.append(value)
+        if not tokens or (devkit and len(tokens) < 9):
+            continue
+        numbers.append(number)
+        rows.append(tokens)
+    flags = None
+    if all(len(t) in (9, 10) for t in rows):  # the clean case, vectorised
+        coords = _parse_float_rows([t[:8] for t in rows], 8)
+        if coords is not None and np.isfinite(coords).all() and (devkit or all(t[8] in index for t in rows)):
+            flags = _difficult_values(rows, devkit)
+    if flags is None:  # a bad line somewhere: find and report it line by line
+        keep = []
+        for number, tokens in zip(numbers, rows):
+            message = _label_line_problem(tokens, lines[number - 1], index, class_names or (), devkit)
+            if message is None:
+                keep.append(tokens)
+            else:
+                report_problem(problems, "bad ground-truth lines", path, message, number)
+        rows = keep
+        coords = _parse_float_rows([t[:8] for t in rows], 8)
+        flags = _difficult_values(rows, devkit)
+    names = [t[8] for t in rows]
     return {
-        "polygons": np.asarray(polys, np.float32).reshape(-1, 8),
-        "classes": np.asarray(classes, np.int32),
-        "difficult_value": np.asarray(diff, np.int8),
+        "polygons": coords.reshape(len(rows), 8),
+        "names": names,
+        "classes": np.asarray([index.get(name, -1) for name in names], np.int32),
+        "difficult_value": np.asarray(flags, np.int64 if devkit else np.int8).reshape(-1),
         "header": header,
     }
 
@@ -256,7 +344,8 @@ def write_dota_label(record, path, class_names, header=True):
             if key in extra:
                 lines.append(f"{key}:{extra[key]}")
     raw = extra.get("difficult_value")
-    use_raw = isinstance(raw, np.ndarray) and len(raw) == record.num_objects and np.array_equal(raw != 0, record.difficult)
+    use_raw = (isinstance(raw, np.ndarray) and len(raw) == record.num_objects
+               and np.array_equal(raw != 0, record.difficult))
     for i in range(record.num_objects):
         cls = int(record.classes[i])
         if not 0 <= cls < len(names):
@@ -274,7 +363,7 @@ def write_dota_label(record, path, class_names, header=True):
 # --------------------------------------------------------------------------- Task1 results
 
 
-def write_task1(detections, out_dir, class_names=None, prefix="Task1_"):
+def write_task1(detections, out_dir, class_names=None, prefix=TASK1_PREFIX):
     """Writes DOTA Task1 result files, one per class: `<prefix><class>.txt`, lines
     `image_id score x1 y1 ... x4 y4` (scores at full precision, avoiding the ties of 2-decimal
     rounding; coordinates as float32 shortest text).
@@ -302,30 +391,108 @@ def write_task1(detections, out_dir, class_names=None, prefix="Task1_"):
     return paths
 
 
-def read_task1(result_dir, class_names=None, prefix="Task1_"):
-    """Reads Task1 result files from `result_dir`. Returns dict class -> list of
-    (image_id, score, poly float64 [8]). Bad lines raise AnnotationError naming file and line."""
+def _read_task1_fast(text, image_ids):
+    """The common case in C speed: every non-blank line has exactly 10 fields, finite numbers
+    and (when image_ids is given) a known image. Returns the columnar dict, or None to fall back
+    to the line-by-line reader (which names the offending line)."""
+    tokens = text.split()
+    lines = text.splitlines()
+    count = sum(1 for line in lines if line and not line.isspace())
+    if count == 0:
+        return {"image_ids": [], "scores": np.zeros(0), "polygons": np.zeros((0, 8))}
+    if len(tokens) != 10 * count:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # every line needs a 10th field to parse, and the token total then leaves exactly 10
+            values = np.loadtxt(lines, dtype=np.float64, usecols=range(1, 10), comments=None,
+                                ndmin=2)
+    except ValueError:
+        return None
+    if values.shape != (count, 9) or not np.isfinite(values).all():
+        return None
+    names = tokens[0::10]
+    if image_ids is not None and not all(name in image_ids for name in names):
+        return None
+    return {"image_ids": names, "scores": values[:, 0].copy(), "polygons": values[:, 1:].copy()}
+
+
+def _task1_count_message(tokens, devkit):
+    """Message of a Task1 line with a wrong number of fields."""
+    if devkit:
+        return f"{len(tokens)} fields, expected 10 ('imgname score x1 y1 x2 y2 x3 y3 x4 y4')"
+    return f"expected 10 fields (image_id score x1 y1 ... x4 y4), got {len(tokens)}"
+
+
+def _task1_number_message(tokens, line, devkit):
+    """Message of a Task1 line whose score or coordinates are not finite numbers."""
+    if devkit:
+        return f"score and coordinates must be finite numbers: {' '.join(tokens[1:])}"
+    if any(_float(t) is None for t in tokens[1:]):
+        return f"score/coordinates are not numbers: {line.strip()!r}"
+    return "non-finite score or coordinate"
+
+
+def read_task1_file(path, image_ids=None, problems=None, devkit=False):
+    """One Task1 file -> {"image_ids": [D], "scores": float64 [D], "polygons": float64 [D, 8]
+    pixels} in file order (the columnar detections form of evaluate_detections).
+
+    Each line: `imgname score x1 y1 x2 y2 x3 y3 x4 y4` (10 fields, finite numbers); blank lines
+    are skipped. image_ids: when given (a set), a detection of another image is a problem.
+    problems: None raises AnnotationError (`file:line: ...`) at the first bad line; a
+        records.Problems gets every bad line (in line order) and it is skipped.
+    devkit: word the messages as `dked-tf evaluate` does (`9 fields, expected 10 ...`).
+    """
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    fast = _read_task1_fast(text, image_ids)
+    if fast is not None:
+        return fast
+    lines = text.splitlines()
+    found = []  # (line number, kind, message), reported in line order at the end
+    numbers, rows = [], []
+    for number, line in enumerate(lines, 1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if len(tokens) != 10:
+            found.append((number, "bad detection lines", _task1_count_message(tokens, devkit)))
+            continue
+        numbers.append(number)
+        rows.append(tokens)
+    values = _parse_float_rows([t[1:] for t in rows], 9)
+    if values is None:
+        values = np.array([[_float(t) for t in row[1:]] for row in rows], np.float64).reshape(-1, 9)
+    good = np.isfinite(values).all(axis=1)  # an unparsable token became nan
+    for k in np.flatnonzero(~good):
+        message = _task1_number_message(rows[k], lines[numbers[k] - 1], devkit)
+        found.append((numbers[k], "bad detection lines", message))
+    names = [t[0] for t in rows]
+    if image_ids is not None:
+        known = np.fromiter((name in image_ids for name in names), bool, len(names))
+        for k in np.flatnonzero(good & ~known):
+            found.append((numbers[k], "detections of images outside the image set",
+                          f"image {names[k]!r} is not in the image set"))
+        good &= known
+    for number, kind, message in sorted(found, key=lambda item: item[0]):
+        report_problem(problems, kind, path, message, number)
+    return {"image_ids": [name for name, ok in zip(names, good) if ok],
+            "scores": values[good, 0].copy(), "polygons": values[good, 1:].copy()}
+
+
+def read_task1(result_dir, class_names=None, prefix=TASK1_PREFIX):
+    """Reads Task1 result files from `result_dir` (a class without a file has no detections).
+    Returns dict class -> list of (image_id, score, poly float64 [8] pixels). Bad lines raise
+    AnnotationError naming file and line."""
     if class_names is None:
         files = sorted(f for f in os.listdir(result_dir) if f.startswith(prefix) and f.endswith(".txt"))
         class_names = [f[len(prefix):-4] for f in files]
     out = {}
     for name in class_names:
         path = os.path.join(result_dir, f"{prefix}{name}.txt")
-        dets = []
+        out[name] = []
         if os.path.isfile(path):
-            with open(path) as f:
-                for number, line in enumerate(f, start=1):
-                    tokens = line.split()
-                    if not tokens:
-                        continue
-                    if len(tokens) != 10:
-                        raise AnnotationError(path, f"expected 10 fields (image_id score x1 y1 ... x4 y4), got {len(tokens)}", number)
-                    try:
-                        values = np.array([float(t) for t in tokens[1:]])
-                    except ValueError:
-                        raise AnnotationError(path, f"score/coordinates are not numbers: {line.strip()!r}", number)
-                    if not np.all(np.isfinite(values)):
-                        raise AnnotationError(path, "non-finite score or coordinate", number)
-                    dets.append((tokens[0], float(values[0]), values[1:]))
-        out[name] = dets
+            columns = read_task1_file(path)
+            out[name] = list(zip(columns["image_ids"], columns["scores"].tolist(), columns["polygons"]))
     return out

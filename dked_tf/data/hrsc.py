@@ -27,6 +27,7 @@ from dked_tf.data.records import (
     check_image_file,
     decode_check_image,
 )
+from dked_tf.ops.obb import mbox_to_poly, poly_to_rbox, rbox_to_mbox
 
 # Two-digit ids of the 31-class task (the 9-digit XML `Class_ID` is "1000000" + two digits),
 # with the names mmrotate uses for them.
@@ -101,7 +102,7 @@ def _parse_xml(path):
     try:
         parser.Parse(data, True)
     except xml.parsers.expat.ExpatError as e:
-        raise AnnotationError(path, f"malformed XML: {xml.parsers.expat.ErrorString(e.code)}", e.lineno)
+        raise AnnotationError(path, f"malformed XML: {xml.parsers.expat.ErrorString(e.code)}", e.lineno) from e
     return roots[0]
 
 
@@ -114,7 +115,7 @@ def _field(path, node, tag, kind=float, default=None):
     try:
         value = kind(child.text)
     except ValueError:
-        raise AnnotationError(path, f"<{tag}> is not a {kind.__name__}: {child.text!r}", child.line)
+        raise AnnotationError(path, f"<{tag}> is not a {kind.__name__}: {child.text!r}", child.line) from None
     if kind is float and not np.isfinite(value):
         raise AnnotationError(path, f"<{tag}> is not finite: {child.text!r}", child.line)
     return value
@@ -124,41 +125,14 @@ def _field(path, node, tag, kind=float, default=None):
 
 
 def _mbox_to_poly(mbox):
-    """mbox float64 [N, 5] (cx, cy, w, h, ang radians) -> poly float64 [N, 8]."""
-    try:
-        from dked_tf.ops.obb import mbox_to_poly
-
-        return np.asarray(mbox_to_poly(np.asarray(mbox, np.float64)), np.float64).reshape(-1, 8)
-    except ImportError:
-        pass
-    mbox = np.asarray(mbox, np.float64).reshape(-1, 5)
-    cx, cy, w, h, a = mbox.T
-    ux, uy = np.cos(a) * w / 2, np.sin(a) * w / 2  # half long(w) side
-    vx, vy = -np.sin(a) * h / 2, np.cos(a) * h / 2  # half h side
-    corners = [(-ux - vx, -uy - vy), (ux - vx, uy - vy), (ux + vx, uy + vy), (-ux + vx, -uy + vy)]
-    return np.stack([c for dx, dy in corners for c in (cx + dx, cy + dy)], axis=1)
+    """mbox float64 [N, 5] (cx, cy, w, h, ang radians) -> poly float64 [N, 8] pixels."""
+    return np.asarray(mbox_to_poly(np.asarray(mbox, np.float64)), np.float64).reshape(-1, 8)
 
 
 def _poly_to_mbox(polys):
-    """poly [N, 8] -> mbox float64 [N, 5] of the minimum-area rectangle (angle in radians)."""
+    """poly [N, 8] pixels -> mbox float64 [N, 5] of the minimum-area rectangle (angle in radians)."""
     polys = np.asarray(polys, np.float64).reshape(-1, 8)
-    try:
-        from dked_tf.ops.obb import poly_to_rbox, rbox_to_mbox
-
-        return np.asarray(rbox_to_mbox(poly_to_rbox(polys)), np.float64).reshape(-1, 5)
-    except ImportError:
-        pass
-    import cv2
-
-    out = np.zeros((len(polys), 5))
-    for i, poly in enumerate(polys):
-        (cx, cy), (w, h), deg = cv2.minAreaRect(poly.reshape(4, 2).astype(np.float32))
-        a = np.deg2rad(deg)
-        if w < h:
-            w, h, a = h, w, a + np.pi / 2
-        a = (a + np.pi / 2) % np.pi - np.pi / 2
-        out[i] = (cx, cy, w, h, a)
-    return out
+    return np.asarray(rbox_to_mbox(poly_to_rbox(polys)), np.float64).reshape(-1, 5)
 
 
 # --------------------------------------------------------------------------- layout
@@ -218,7 +192,8 @@ def _read_ids(path):
         for line in f:
             token = line.strip()
             if token:
-                ids.append(os.path.splitext(token)[0] if token.lower().endswith((".xml",) + IMAGE_EXTENSIONS) else token)
+                strip = token.lower().endswith((".xml",) + IMAGE_EXTENSIONS)
+                ids.append(os.path.splitext(token)[0] if strip else token)
     return ids
 
 
@@ -281,7 +256,8 @@ def read_hrsc_xml(xml_path, image_dir=None, class_mode="ship", check_images=True
                 raise AnnotationError(xml_path, f"unknown Class_ID {class_id!r} for the 31-class task", line)
             classes.append(HRSC_CLASS_IDS.index(two))
         mboxes.append(mbox)
-        hbbs.append([_field(xml_path, obj, t, float, default=np.nan) for t in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")])
+        hbbs.append([_field(xml_path, obj, t, float, default=np.nan)
+                     for t in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")])
         headers.append([_field(xml_path, obj, t, float, default=np.nan) for t in ("header_x", "header_y")])
         class_ids.append(class_id)
         object_ids.append(_field(xml_path, obj, "Object_ID", str, default=str(len(object_ids))))

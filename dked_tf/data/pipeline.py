@@ -3,7 +3,8 @@
 `build_dataset(records, image_size, batch_size, training=...)` yields `(images, targets)`:
 
 - images: float32 [B, S, S, 3], RGB in [0, 1], letterboxed (scale = min(S/w, S/h), centred,
-  padded with 0.5);
+  padded with 0.5; `dked_tf.data.augment.letterbox_image_tf` / `letterbox_image_np` give the same
+  input for one image outside the pipeline);
 - targets: `polygons` float32 [B, M, 8] (pixels of the S x S input), `classes` int32 [B, M],
   `weights` float32 [B, M] (mixup weight, 0 marks padding), `difficult` bool [B, M],
   `image_index` int32 [B] (index into `records`), `scale` float32 [B], `offset` float32 [B, 2]:
@@ -182,12 +183,6 @@ def build_dataset(
 
         ds = tf.data.Dataset.zip((ds, batch_seeds)).map(mix, num_parallel_calls=num_parallel_calls)
     return ds.prefetch(AUTOTUNE)
-
-
-def letterbox_params(width, height, size):
-    """numpy: (scale, offset [2]) of the letterbox of a width x height image into size x size."""
-    scale = min(size / width, size / height)
-    return scale, np.array([(size - width * scale) / 2.0, (size - height * scale) / 2.0])
 
 
 def unletterbox_polygons(polygons, scale, offset):

@@ -2,12 +2,16 @@
 
 Also the error/skip bookkeeping shared by the readers: `AnnotationError` names the file and
 line of bad input; `SkipLog` turns errors into warnings plus a printed summary when a reader
-runs with `strict=False` (records are skipped and counted, never dropped silently).
+runs with `strict=False` (records are skipped and counted, never dropped silently); `Problems`
+raises the first bad input line (strict) or skips and counts bad lines by kind (`dked-tf
+evaluate --no-strict`); `read_imageset` reads an image-id list.
 """
 
 import dataclasses
+import os
 import warnings
 
+import cv2
 import numpy as np
 
 
@@ -124,11 +128,67 @@ class SkipLog:
                 print(f"  {message}")
 
 
+class InputError(ValueError):
+    """Bad evaluation input; the message names the file (and line)."""
+
+
+class Problems:
+    """Raises the first problem as InputError (strict) or counts problems of each kind (not
+    strict: the bad line or file is skipped by the reader that reports it)."""
+
+    def __init__(self, strict):
+        self.strict = strict
+        self.counts = {}
+        self.examples = []
+
+    def report(self, kind, message):
+        """kind: what was skipped, e.g. "bad detection lines"; message: `file:line: what is wrong`."""
+        if self.strict:
+            raise InputError(message)
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        if len(self.examples) < 5:
+            self.examples.append(message)
+
+    def summary(self):
+        """One line per kind of skipped input plus up to 5 example messages; "" when nothing was skipped."""
+        if not self.counts:
+            return ""
+        total = sum(self.counts.values())
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items()))
+        lines = [f"skipped {total} input lines/files (--no-strict): {kinds}"]
+        lines += [f"  e.g. {message}" for message in self.examples]
+        return "\n".join(lines)
+
+
+def report_problem(problems, kind, path, message, line=None):
+    """Raises AnnotationError(path, message, line) when `problems` is None, else reports its
+    text (`path:line: message`) to the Problems object (which raises it when strict)."""
+    error = AnnotationError(path, message, line)
+    if problems is None:
+        raise error
+    problems.report(kind, str(error))
+
+
+def read_imageset(path):
+    """Image ids of an image-set file, one per line (blank lines skipped; a repeated id raises
+    InputError naming both lines). Returns list[str] in file order."""
+    ids, seen = [], {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            image_id = line.strip()
+            if not image_id:
+                continue
+            if image_id in seen:
+                raise InputError(f"{path}:{number}: image id {image_id!r} repeats line "
+                                 f"{seen[image_id]}")
+            seen[image_id] = number
+            ids.append(image_id)
+    return ids
+
+
 def check_image_file(path):
     """Raises AnnotationError when `path` is missing, empty or not a BMP/JPEG/PNG/GIF file
     (the formats `tf.io.decode_image` reads). Checks the magic bytes only (cheap)."""
-    import os
-
     if not os.path.isfile(path):
         raise AnnotationError(path, "image file is missing")
     with open(path, "rb") as f:
@@ -143,8 +203,6 @@ def check_image_file(path):
 def decode_check_image(path, width=None, height=None):
     """Fully decodes the image with OpenCV; raises AnnotationError if it fails or its size
     differs from the annotated (width, height)."""
-    import cv2
-
     check_image_file(path)
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if image is None:

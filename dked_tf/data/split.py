@@ -28,9 +28,14 @@ suppressed, as `ResultMerge`).
 import os
 import re
 
+import cv2
 import numpy as np
+import shapely.geometry
+from tqdm import tqdm
 
+from dked_tf.data.dota import read_dota, read_task1, resolve_classes, write_dota_label, write_task1
 from dked_tf.data.records import ImageRecord
+from dked_tf.ops.nms import rotated_nms
 
 PATCH_NAME = re.compile(r"^(?P<image_id>.+)__(?P<rate>[0-9.]+)__(?P<left>\d+)___(?P<up>\d+)$")
 
@@ -67,6 +72,16 @@ def window_origins(length, patch_size, gap):
         origins.append(start)
         start += slide
     return origins
+
+
+def tile_windows(width, height, tile_size, overlap):
+    """Tiles of side `tile_size` (pixels, > 0) covering a width x height image, row by row:
+    list of (x, y, w, h) pixels, w = min(tile_size, width - x) (likewise h). Neighbours share at
+    least `overlap` pixels (an overlap >= tile_size steps by 1 pixel); the last tile of a row or
+    column ends at the border (`window_origins`, the devkit rule)."""
+    gap = min(overlap, tile_size - 1)
+    return [(x, y, min(tile_size, width - x), min(tile_size, height - y))
+            for y in window_origins(height, tile_size, gap) for x in window_origins(width, tile_size, gap)]
 
 
 def _poly5_to_poly4(points):
@@ -125,8 +140,6 @@ def split_record(record, patch_size=1024, gap=200, rate=1.0, iof_threshold=0.7, 
     Returns list of (left, up, polygons float32 [K, 8] in patch pixels, classes, difficult_value
     int8 [K], window width, window height) per window.
     """
-    import shapely.geometry
-
     if truncated_policy not in ("threshold", "devkit", "mmrotate"):
         raise ValueError(f"truncated_policy must be 'threshold', 'devkit' or 'mmrotate', got {truncated_policy!r}")
     width, height = int(round(record.width * rate)), int(round(record.height * rate))
@@ -191,12 +204,8 @@ def split_record(record, patch_size=1024, gap=200, rate=1.0, iof_threshold=0.7, 
 
 def _load_records(source, class_names):
     if isinstance(source, (str, os.PathLike)):
-        from dked_tf.data.dota import read_dota
-
         records, info = read_dota(source, classes=class_names)
         return records, info.class_names
-    from dked_tf.data.dota import resolve_classes
-
     return list(source), resolve_classes(class_names) if class_names is not None else None
 
 
@@ -214,8 +223,6 @@ def split_dota(source, out_dir=None, patch_size=1024, gap=200, rates=(1.0,), iof
     """
     records, names = _load_records(source, class_names)
     if out_dir is not None:
-        from dked_tf.data.dota import write_dota_label
-
         if names is None:
             raise ValueError("class_names is needed to write labelTxt files")
         os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
@@ -223,14 +230,7 @@ def split_dota(source, out_dir=None, patch_size=1024, gap=200, rates=(1.0,), iof
     patches = []
     iterator = records
     if verbose and out_dir is not None:
-        try:
-            from tqdm import tqdm
-
-            iterator = tqdm(records, desc="split_dota", leave=False)
-        except ImportError:
-            pass
-    import cv2
-
+        iterator = tqdm(records, desc="split_dota", leave=False)
     for record in iterator:
         image = None
         for rate in rates:
@@ -279,8 +279,6 @@ def merge_detections(patch_detections, iou_threshold=0.1):
     polygon NMS per class and scene (boxes with IoU > iou_threshold to a kept box are removed),
     sorted by image id then descending score.
     """
-    from dked_tf.ops.nms import rotated_nms
-
     out = {}
     for name, dets in patch_detections.items():
         by_image = {}
@@ -306,8 +304,6 @@ def merge_detections(patch_detections, iou_threshold=0.1):
 def merge_task1(patch_result_dir, out_dir, class_names=None, iou_threshold=0.1):
     """Reads patch-level Task1 files, merges them (merge_detections) and writes scene-level
     Task1 files to `out_dir`. Returns the merged detections."""
-    from dked_tf.data.dota import read_task1, write_task1
-
     dets = read_task1(patch_result_dir, class_names)
     merged = merge_detections(dets, iou_threshold)
     write_task1(merged, out_dir, class_names=class_names or sorted(merged))

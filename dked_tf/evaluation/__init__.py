@@ -1,8 +1,8 @@
-"""dked_tf.evaluation: devkit-faithful rotated mAP (DOTA Task1, HRSC2016), running a model over
-records, and a Keras callback.
+"""dked_tf.evaluation: devkit-faithful rotated mAP (DOTA Task1, HRSC2016), scoring folders of
+result files, running a model (or a .tflite) over records, and a Keras callback.
 
-Names are imported lazily: `metrics` needs only numpy (and `dked_tf.ops.iou`); the callback and
-the runner need Keras / TensorFlow.
+Names are imported lazily: `metrics` and `folders` need only numpy, OpenCV (and `dked_tf.ops`,
+`dked_tf.data`); the callback, the runner and `tflite` need Keras / TensorFlow.
 """
 
 import importlib
@@ -16,6 +16,8 @@ _LAZY = {
     "predict_records": "dked_tf.evaluation.runner",
     "evaluate_model": "dked_tf.evaluation.runner",
     "MeanAPCallback": "dked_tf.evaluation.callback",
+    "evaluate_folders": "dked_tf.evaluation.folders",
+    "evaluate_tflite": "dked_tf.evaluation.tflite",
 }
 
 __all__ = sorted(_LAZY)

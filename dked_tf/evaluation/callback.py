@@ -5,7 +5,9 @@ import math
 import keras
 import numpy as np
 
+from dked_tf.data.pipeline import build_dataset
 from dked_tf.evaluation import runner
+from dked_tf.evaluation.metrics import evaluate_all_metrics
 
 LOG_NAMES = {"voc07": "val_map07", "voc12": "val_map12"}
 
@@ -77,15 +79,11 @@ class MeanAPCallback(keras.callbacks.Callback):
 
     def evaluate(self):
         """Runs the evaluation now. Returns dict metric -> EvalResult."""
-        from dked_tf.evaluation.metrics import evaluate_all_metrics
-
         net = runner.inference_model(self.model)
         class_names = self._class_names(net)
         detect = self._detect_fn(net)
         if isinstance(self.val_data, (list, tuple)):
             if self._dataset is None:
-                from dked_tf.data.pipeline import build_dataset
-
                 self._dataset = build_dataset(list(self.val_data), self.image_size,
                                               self.batch_size, training=False)
             detections = runner.predict_records(

@@ -20,6 +20,11 @@ localises much better. These figures tell them apart:
 import numpy as np
 import tensorflow as tf
 
+from dked_tf.data.pipeline import build_dataset
+from dked_tf.evaluation.runner import inference_model
+from dked_tf.losses.jol import per_cell_terms
+from dked_tf.ops.head_contract import TARGET_DISTANCE_CHANNELS, TARGET_GLIDING_CHANNELS
+
 KEYS = ("quality_median", "gliding_error", "gliding_error_baseline", "orientation_accuracy",
         "distance_error_median", "positive_cells")
 
@@ -31,8 +36,6 @@ def head_cell_arrays(head_outputs, encoded, strides, image_size):
     Returns dict of numpy arrays over the positive cells of all levels: ``quality`` [P],
     ``pred_s``/``target_s`` [P, 4], ``pred_l``/``target_l`` [P, 4] pixels.
     """
-    from dked_tf.losses.jol import per_cell_terms
-
     parts = {name: [] for name in ("quality", "pred_s", "target_s", "pred_l", "target_l")}
     for head, level, stride in zip(head_outputs, encoded, strides):
         cells = per_cell_terms(head, level, stride, image_size)
@@ -40,9 +43,9 @@ def head_cell_arrays(head_outputs, encoded, strides, image_size):
         level = tf.cast(level, tf.float32)
         parts["quality"].append(tf.boolean_mask(cells["quality"], positive))
         parts["pred_s"].append(tf.boolean_mask(cells["pred_s"], positive))
-        parts["target_s"].append(tf.boolean_mask(level[..., 8:12], positive))
+        parts["target_s"].append(tf.boolean_mask(level[..., TARGET_GLIDING_CHANNELS], positive))
         parts["pred_l"].append(tf.boolean_mask(cells["pred_l"], positive))
-        parts["target_l"].append(tf.boolean_mask(level[..., 4:8], positive))
+        parts["target_l"].append(tf.boolean_mask(level[..., TARGET_DISTANCE_CHANNELS], positive))
     return {name: np.concatenate([np.asarray(v) for v in values]) for name, values in parts.items()}
 
 
@@ -69,9 +72,6 @@ def summarise(cells):
 def localisation_diagnostics(model, records, image_size, batch_size=8, max_objects=100):
     """Diagnostics of `model` (an OrientedDetector, or a Distiller: its student) on `records`
     (list of ImageRecord), letterboxed to `image_size` without augmentation."""
-    from dked_tf.data.pipeline import build_dataset
-    from dked_tf.evaluation.runner import inference_model
-
     model = inference_model(model)
     dataset = build_dataset(records, image_size, batch_size, training=False, max_objects=max_objects)
     batches = []

@@ -28,6 +28,9 @@ ground truth goes to the first ranked detection that chooses it.
 import dataclasses
 
 import numpy as np
+import shapely
+
+from dked_tf.ops.iou import poly_iou_pairwise
 
 METRICS = ("voc07", "voc12")
 COMPARISONS = (">", ">=")
@@ -335,8 +338,6 @@ def general_quad_iou(a, b):
     a zero union gives 0 (polyiou: NaN). Triangle intersections use shapely.
     Returns: float64 [K] (may fall outside [0, 1] for self-intersecting input, as in polyiou).
     """
-    import shapely
-
     a = np.asarray(a, np.float64).reshape(-1, 4, 2)
     b = np.asarray(b, np.float64).reshape(-1, 4, 2)
     count = len(a)
@@ -383,8 +384,6 @@ def _best_ground_truth(det_image, det_polys, gt_image, gt_polys, num_images, thr
     best_gt = np.full(num_det, -1, np.int64)
     if num_det == 0 or len(gt_image) == 0:
         return best_iou, best_gt
-    from dked_tf.ops.iou import poly_iou_pairwise
-
     gt_order = np.argsort(gt_image, kind="stable")  # grouped by image, input order inside
     gt_count = np.bincount(gt_image, minlength=num_images)
     gt_start = np.concatenate(([0], np.cumsum(gt_count)[:-1]))

@@ -9,6 +9,11 @@ Task1 writer takes.
 import math
 
 import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+from dked_tf.data.pipeline import build_dataset
+from dked_tf.evaluation.metrics import evaluate_all_metrics, evaluate_detections
 
 
 def inference_model(model):
@@ -18,28 +23,10 @@ def inference_model(model):
 
 
 def progress(iterable, total=None, verbose=1, desc=None):
-    """tqdm progress bar when verbose and tqdm is installed, else a plain counter (or nothing)."""
+    """A tqdm progress bar over iterable (total items, desc label) when verbose, else the iterable."""
     if not verbose:
         return iterable
-    try:
-        from tqdm.auto import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, leave=False)
-    except ImportError:
-        return _CountingIterator(iterable, total, desc)
-
-
-class _CountingIterator:
-    def __init__(self, iterable, total, desc):
-        self.iterable, self.total, self.desc = iterable, total, desc or "progress"
-
-    def __iter__(self):
-        count = 0
-        for item in self.iterable:
-            yield item
-            count += 1
-            print(f"\r{self.desc}: {count}/{self.total or '?'}", end="", flush=True)
-        print()
+    return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
 def _to_numpy(value):
@@ -58,8 +45,6 @@ def make_detect_fn(model, score_threshold=0.05, iou_threshold=0.3, max_detection
     graph and the decode eagerly."""
     model = inference_model(model)
     if hasattr(model, "decode"):
-        import tensorflow as tf
-
         def forward_and_decode(images):
             head = model(images, training=False)["head"]
             return model.decode(head, score_threshold=score_threshold,
@@ -119,8 +104,6 @@ def predict_records(model, records, image_size, batch_size=8, score_threshold=0.
     Returns: dict class name -> list of (image_id, score, poly float64 [8]); every class name
     is a key (possibly with an empty list).
     """
-    from dked_tf.data.pipeline import build_dataset
-
     records = list(records)
     net = inference_model(model)
     if class_names is None:
@@ -169,8 +152,6 @@ def evaluate_model(model, records, class_names, image_size, metric="voc07", *, b
     nms_iou_threshold: the decode's NMS threshold; eval_kwargs (iou_threshold, comparison,
     difficult, preset, mean_over) go to the evaluator.
     """
-    from dked_tf.evaluation.metrics import evaluate_all_metrics, evaluate_detections
-
     records = list(records)
     detections = predict_records(model, records, image_size, batch_size=batch_size,
                                  score_threshold=score_threshold, iou_threshold=nms_iou_threshold,

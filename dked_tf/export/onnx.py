@@ -11,6 +11,10 @@ import json
 import os
 
 import numpy as np
+import tensorflow as tf
+
+from dked_tf.data.augment import LETTERBOX_PAD_VALUE
+from dked_tf.export.tflite import cell_candidates_tf, make_cells_function
 
 DEFAULT_OPSET = 17
 
@@ -55,10 +59,7 @@ def export_onnx(model, path, image_size, opset=DEFAULT_OPSET, class_names=None, 
     check: run onnxruntime and Keras on one random letterboxed image and record the largest
     difference of polygons and scores (raises if above `atol` relative to the value scale).
     """
-    import tensorflow as tf
     import tf2onnx
-
-    from dked_tf.export.tflite import make_cells_function
 
     size = int(image_size)
     function = make_cells_function(model, size, nms="host")
@@ -78,11 +79,11 @@ def export_onnx(model, path, image_size, opset=DEFAULT_OPSET, class_names=None, 
         "input_name": "images",
         "input_dtype": "float32",
         "input_range": "0..1",
-        "letterbox_pad_value": 0.5,
+        "letterbox_pad_value": LETTERBOX_PAD_VALUE,
         "nms": "host",
-        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "num_classes": int(model.num_classes),
         "class_names": list(class_names) if class_names else None,
-        "strides": [int(s) for s in getattr(model, "strides", ())],
+        "strides": [int(s) for s in model.strides],
         "score_threshold": float(score_threshold),
         "iou_threshold": float(iou_threshold),
         "max_detections": int(max_detections),
@@ -111,8 +112,6 @@ def run_onnx(path, images):
 def check_onnx_against_keras(path, model, image_size, atol=1e-3, seed=0):
     """Largest |ONNX - Keras| of polygons (relative to the image size) and scores on one
     random image; raises RuntimeError above `atol`."""
-    from dked_tf.export.tflite import cell_candidates_tf
-
     rng = np.random.default_rng(seed)
     images = rng.uniform(0, 1, (1, image_size, image_size, 3)).astype(np.float32)
     reference = cell_candidates_tf(model.decode_cells(model(images, training=False)["head"]))

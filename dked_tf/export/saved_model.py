@@ -11,9 +11,9 @@ Outputs: `detection_polygons float32 [B, K, 8]`, `detection_rboxes float32 [B, K
 `detection_scores float32 [B, K]`, `detection_classes int32 [B, K]`, `num_detections int32 [B]`
 (rows at and after `num_detections` are zero). K = max_detections.
 
-The letterbox is the data pipeline's own (`dked_tf.data.augment.augment_sample_tf` without
-augmentation: one bilinear resampling, sub-pixel centring), so a served image gets exactly the input the
-evaluation path (`dked_tf.evaluation.runner.predict_records`) gives the model.
+The letterbox is the data pipeline's own (`dked_tf.data.augment.letterbox_image_tf`: one bilinear
+resampling, sub-pixel centring), so a served image gets exactly the input the evaluation path
+(`dked_tf.evaluation.runner.predict_records`) gives the model.
 
 The thresholds are baked into the graph and recorded twice: in `assets/dked_tf_export.json`
 and as the variable collection `export_config` (`tf.saved_model.load(path).export_config`).
@@ -22,39 +22,18 @@ and as the variable collection `export_config` (`tf.saved_model.load(path).expor
 import json
 import os
 
+import keras
 import tensorflow as tf
 
-LETTERBOX_PAD_VALUE = 0.5
+from dked_tf.data.augment import LETTERBOX_PAD_VALUE, letterbox_image_tf
+
 METADATA_FILENAME = "dked_tf_export.json"
-
-
-def letterbox_tf(image, image_size):
-    """Letterbox one image in the graph with the data pipeline's own code (evaluation mode).
-
-    image: uint8 or float [H, W, 3] (uint8 is converted to [0, 1]). Returns
-    (float32 [S, S, 3] in [0, 1], scale float32 [], offset float32 [2] = (pad x, pad y));
-    original = (letterboxed - offset) / scale. It is `dked_tf.data.augment.augment_sample_tf`
-    with augmentation disabled, i.e. exactly what `build_dataset(..., training=False)` feeds
-    the model: scale = min(S/w, S/h), offset = ((S - w*scale)/2, (S - h*scale)/2) (sub-pixel),
-    bilinear, 0.5 outside the image.
-    """
-    from dked_tf.data.augment import AugmentConfig, augment_sample_tf
-
-    size = int(image_size)
-    image = tf.image.convert_image_dtype(image, tf.float32)
-    no_objects = tf.zeros([0, 8], tf.float32)
-    seed = tf.zeros([2], tf.int64)
-    letterboxed, _, _, scale, offset = augment_sample_tf(
-        image, no_objects, seed, size, AugmentConfig.disabled(), training=False
-    )
-    letterboxed = tf.ensure_shape(letterboxed, [size, size, 3])
-    return letterboxed, tf.cast(scale, tf.float32), tf.cast(offset, tf.float32)
 
 
 def letterbox_batch_tf(images, image_size):
     """images: uint8 [B, H, W, 3] (or a ragged list via map_fn) -> ([B,S,S,3], scale [B], offset [B,2])."""
     return tf.map_fn(
-        lambda image: letterbox_tf(image, image_size),
+        lambda image: letterbox_image_tf(image, image_size),
         images,
         fn_output_signature=(
             tf.TensorSpec([image_size, image_size, 3], tf.float32),
@@ -101,8 +80,6 @@ def export_saved_model(model, path, image_size, score_threshold=0.05, iou_thresh
     model: an OrientedDetector (built). path: output folder. image_size: S of the square
     network input. Returns the metadata dict (also in `<path>/assets/dked_tf_export.json`).
     """
-    import keras
-
     size = int(image_size)
     score_threshold = float(score_threshold)
     iou_threshold = float(iou_threshold)
@@ -128,7 +105,7 @@ def export_saved_model(model, path, image_size, score_threshold=0.05, iou_thresh
 
     def serve_image_bytes(image_bytes):
         batch, scale, offset = tf.map_fn(
-            lambda encoded: letterbox_tf(_decode_bytes_tf(encoded), size),
+            lambda encoded: letterbox_image_tf(_decode_bytes_tf(encoded), size),
             image_bytes,
             fn_output_signature=(
                 tf.TensorSpec([size, size, 3], tf.float32),
@@ -158,9 +135,9 @@ def export_saved_model(model, path, image_size, score_threshold=0.05, iou_thresh
         "iou_threshold": iou_threshold,
         "max_detections": max_detections,
         "letterbox_pad_value": LETTERBOX_PAD_VALUE,
-        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "num_classes": int(model.num_classes),
         "class_names": list(class_names) if class_names else None,
-        "strides": [int(s) for s in getattr(model, "strides", ())],
+        "strides": [int(s) for s in model.strides],
         "signatures": {
             "serving_default": {"inputs": {"images": "uint8 [B, H, W, 3]"}},
             "serving_image_bytes": {"inputs": {"image_bytes": "string [B] (JPEG/PNG)"}},

@@ -21,7 +21,10 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from dked_tf.export.saved_model import LETTERBOX_PAD_VALUE, letterbox_tf
+from dked_tf.data.augment import LETTERBOX_PAD_VALUE, letterbox_image_tf
+from dked_tf.data.pipeline import build_dataset
+from dked_tf.ops.head_contract import MIN_BOX_SIDE
+from dked_tf.ops.nms import fast_rotated_nms_tf
 
 QUANTIZE_CHOICES = ("none", "fp16", "int8")
 NMS_CHOICES = ("host", "fast")
@@ -71,8 +74,6 @@ def make_cells_function(model, image_size, nms="host", uint8_input=False, score_
         polygons, scores, classes = cell_candidates_tf(model.decode_cells(head))
         if nms == "host":
             return {"polygons": polygons, "scores": scores, "classes": classes}
-        from dked_tf.ops.nms import fast_rotated_nms_tf
-
         return _fast_nms_outputs(fast_rotated_nms_tf, polygons, scores, classes, score_threshold,
                                  iou_threshold, max_detections, size, fast_nms_candidates)
 
@@ -94,7 +95,7 @@ def _fast_nms_outputs(fast_nms, polygons, scores, classes, score_threshold, iou_
         # like OrientedDetector.decode: degenerate boxes (HBB side <= min_box_side) never count
         xs, ys = polygons[b][:, 0::2], polygons[b][:, 1::2]
         extent = tf.minimum(tf.reduce_max(xs, 1) - tf.reduce_min(xs, 1), tf.reduce_max(ys, 1) - tf.reduce_min(ys, 1))
-        valid_scores = scores[b] * tf.cast(extent > _min_box_side(), tf.float32)
+        valid_scores = scores[b] * tf.cast(extent > MIN_BOX_SIDE, tf.float32)
         indices, count = fast_nms(shifted, valid_scores, iou_threshold, max_output=max_detections,
                                   max_candidates=max_candidates, score_threshold=score_threshold)
         valid = indices >= 0
@@ -122,7 +123,7 @@ def _letterboxed_from_files(folder, image_size, limit):
     for name in names[:limit]:
         image = tf.io.decode_image(tf.io.read_file(os.path.join(folder, name)), channels=3,
                                    expand_animations=False)
-        yield letterbox_tf(image, image_size)[0].numpy()
+        yield letterbox_image_tf(image, image_size)[0].numpy()
 
 
 def representative_images(source, image_size, limit=300):
@@ -154,8 +155,6 @@ def representative_images(source, image_size, limit=300):
 
 def representative_from_records(records, image_size, limit=300, seed=0):
     """Representative images drawn from the evaluation pipeline (letterbox, no augmentation)."""
-    from dked_tf.data.pipeline import build_dataset
-
     rng = np.random.default_rng(seed)
     chosen = [records[i] for i in rng.permutation(len(records))[:limit]]
     dataset = build_dataset(chosen, image_size, batch_size=8, training=False)
@@ -310,14 +309,14 @@ def export_tflite(model, path, image_size, quantize="none", representative_image
         "letterbox_pad_value": LETTERBOX_PAD_VALUE,
         "quantize": quantize,
         "nms": nms,
-        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "num_classes": int(model.num_classes),
         "class_names": list(class_names) if class_names else None,
-        "strides": [int(s) for s in getattr(model, "strides", ())],
+        "strides": [int(s) for s in model.strides],
         "score_threshold": float(score_threshold),
         "iou_threshold": float(iou_threshold),
         "max_detections": int(max_detections),
-        "pre_nms_top_k": int(getattr(model, "pre_nms_top_k", 1000)),
-        "min_box_side": _min_box_side(),
+        "pre_nms_top_k": int(model.pre_nms_top_k),
+        "min_box_side": MIN_BOX_SIDE,
         "outputs": outputs,
         "coordinates": "letterboxed input pixels: original = (value - offset) / scale",
         "tflite_ops": list_tflite_ops(content),
@@ -326,16 +325,9 @@ def export_tflite(model, path, image_size, quantize="none", representative_image
     with open(os.path.splitext(path)[0] + ".json", "w") as f:
         json.dump(sidecar, f, indent=2)
     if verbose:
-        print(f"written {path} ({len(content) / 1e6:.2f} MB, {quantize}, nms={nms}); ops: {', '.join(sidecar['tflite_ops'])}")
+        print(f"written {path} ({len(content) / 1e6:.2f} MB, {quantize}, nms={nms}); "
+              f"ops: {', '.join(sidecar['tflite_ops'])}")
     return sidecar
-
-
-def _min_box_side():
-    try:
-        from dked_tf.models.detector import MIN_BOX_SIDE
-    except ImportError:
-        return 0.1
-    return float(MIN_BOX_SIDE)
 
 
 def representative_images_list(source, image_size, limit):
@@ -378,19 +370,3 @@ def predict_tflite(path, records, class_names=None, score_threshold=0.05, iou_th
             print(f"tflite predict {number}/{len(records)}")
     return detections
 
-
-def evaluate_tflite(path, records, class_names, score_threshold=0.05, iou_threshold=0.3, max_detections=300,
-                    num_threads=2, verbose=1, **evaluate_kwargs):
-    """mAP of a .tflite on records with the device runner and the same evaluator as the Keras
-    model (`evaluate_detections`; `evaluate_kwargs` such as metric="voc07" go to it) -> EvalResult.
-
-    Parity recipe: compare with `dked_tf.evaluation.runner.evaluate_model(model, records,
-    class_names, image_size, metric, score_threshold=s, nms_iou_threshold=i,
-    max_detections=k)` at the same thresholds (fp32 within 0.1 mAP point, fp16 within 0.5;
-    report the int8 drop).
-    """
-    from dked_tf.evaluation.metrics import evaluate_detections
-
-    detections = predict_tflite(path, records, class_names, score_threshold, iou_threshold, max_detections,
-                                num_threads, verbose)
-    return evaluate_detections(detections, records, class_names, **evaluate_kwargs)

@@ -1,10 +1,8 @@
 """Per-level detection heads with GGHL's per-cell output semantics.
 
-Output of every head: float32 raw logits `[B, H, W, 10 + nC]`. Channels per cell: 0-3 l1..l4
-(distances to the top, right, bottom, left HBB edges; decode exp(x)*stride), 4-7 gliding
-ratios s1..s4, 8 area ratio r, 9 objectness logit, 10.. class logits (see
-docs/interfaces.md). The output is cast to float32 so mixed precision leaves the loss and the
-decode in float32.
+Output of every head: float32 raw logits `[B, H, W, 10 + nC]`, channel layout and decode in
+`dked_tf.ops.head_contract` (0-3 l1..l4, 4-7 s1..s4, 8 r, 9 objectness, 10.. classes). The
+output is cast to float32 so mixed precision leaves the loss and the decode in float32.
 """
 
 import math
@@ -13,9 +11,7 @@ import keras
 from keras import layers, ops
 
 from dked_tf.layers.blocks import CSA, PACKAGE, ConvBNAct, conv_initializer
-
-NUM_BOX_CHANNELS = 10   # l1..l4, s1..s4, r, objectness
-OBJECTNESS_CHANNEL = 9
+from dked_tf.ops.head_contract import HEAD_BOX_CHANNELS, OBJECTNESS_CHANNEL
 
 
 def _prior_bias(prior_prob):
@@ -31,7 +27,7 @@ class _DetectionHead(layers.Layer):
     """Shared output contract of the heads: float32 `[B, H, W, 10 + nC]` (`self.num_classes`)."""
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (NUM_BOX_CHANNELS + self.num_classes,)
+        return tuple(input_shape[:-1]) + (HEAD_BOX_CHANNELS + self.num_classes,)
 
     def compute_output_spec(self, x, training=None):
         return keras.KerasTensor(self.compute_output_shape(x.shape), dtype="float32")
@@ -59,14 +55,14 @@ class GGHLHead(_DetectionHead):
         bias = 0.0 if self.prior_prob is None else _prior_bias(self.prior_prob)
         self.loc_conv = ConvBNAct(hidden, 3, name="loc_conv")
         self.cls_conv = ConvBNAct(hidden, 3, name="cls_conv")
-        self.loc_out = _final_conv(NUM_BOX_CHANNELS, "loc_out", 0.0)
+        self.loc_out = _final_conv(HEAD_BOX_CHANNELS, "loc_out", 0.0)
         self.cls_out = _final_conv(self.num_classes, "cls_out", bias)
         self.loc_conv.build(input_shape)
         self.cls_conv.build(input_shape)
         hidden_shape = tuple(input_shape[:-1]) + (hidden,)
         self.loc_out.build(hidden_shape)
         self.cls_out.build(hidden_shape)
-        if self.prior_prob is not None:   # objectness bias only (channel 9)
+        if self.prior_prob is not None:   # objectness bias only (OBJECTNESS_CHANNEL)
             self.loc_out.bias.assign(_objectness_bias_vector(bias))
 
     def call(self, x, training=None):
@@ -82,7 +78,7 @@ class GGHLHead(_DetectionHead):
 
 
 def _objectness_bias_vector(bias):
-    vec = [0.0] * NUM_BOX_CHANNELS
+    vec = [0.0] * HEAD_BOX_CHANNELS
     vec[OBJECTNESS_CHANNEL] = bias
     return vec
 
@@ -102,7 +98,7 @@ class LoDetHead(_DetectionHead):
         bias = 0.0 if self.prior_prob is None else _prior_bias(self.prior_prob)
         self.csa = CSA(self.groups, name="csa")
         self.csa.build(input_shape)
-        self.out = _final_conv(NUM_BOX_CHANNELS + self.num_classes, "out", 0.0)
+        self.out = _final_conv(HEAD_BOX_CHANNELS + self.num_classes, "out", 0.0)
         self.out.build(input_shape)
         if self.prior_prob is not None:
             self.out.bias.assign(_objectness_bias_vector(bias) + [bias] * self.num_classes)

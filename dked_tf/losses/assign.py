@@ -2,16 +2,11 @@
 
 ``encode_targets`` turns the pipeline's padded box targets (polygons in pixels of the
 letterboxed S x S input) into one dense target tensor per pyramid level, float32
-``[B, H_l, W_l, 16 + nC]`` with H_l = W_l = ceil(S / stride_l) and the channel layout
-
-    0-3   HBB cx, cy, w, h of the cell's object (pixels)
-    4-7   l1..l4: distances from the cell centre to the HBB top, right, bottom, left edges
-    8-11  s1..s4: ORC gliding ratios (0 when the area ratio r > 0.9)
-    12    area ratio r = polygon area / HBB area
-    13    positive mask (1 / 0)
-    14    mixup weight (owner's weight at positive cells, 1 at negative cells)
-    15    area weight omega = ln 2 / ln(sqrt(R_w R_h) + 1) at positive cells, 0 elsewhere
-    16+c  oriented Gaussian heatmap of class c (max over the objects of class c)
+``[B, H_l, W_l, 16 + nC]`` with H_l = W_l = ceil(S / stride_l) and the channel layout of
+``dked_tf.ops.head_contract`` (``TARGET_*``): HBB cx, cy, w, h; distances l1..l4; gliding
+ratios s1..s4 (0 when r > 0.9); area ratio r = polygon area / HBB area; positive mask; mixup
+weight; area weight omega = ln 2 / ln(sqrt(R_w R_h) + 1) at positive cells; then one oriented
+Gaussian heatmap per class (max over the objects of that class).
 
 Everything is vectorized in TensorFlow: per object only a fixed candidate window of
 (2(5-k)+1)^2 cells around its centre cell is evaluated on level k (the window GGHL visits),
@@ -62,6 +57,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from dked_tf.ops.head_contract import TARGET_BOX_CHANNELS, TARGET_FIRST_CLASS_CHANNEL
 from dked_tf.ops.obb import poly_to_orc_tf
 
 IOU_THRESHOLD = 0.3  # GGHL HEAD `IOU_thresh` (T_IoU)
@@ -70,8 +66,6 @@ HORIZONTAL_AREA_RATIO = 0.9  # r above this -> gliding ratios set to 0
 MIN_OBJECT_SIDE = 4.0  # objects with max(w, h) <= this get no label (pixels)
 LEVEL_OVERLAP = 1.2  # upper threshold margin giving two levels near a boundary
 REFERENCE_SIZE = 800.0  # input size the level thresholds are defined at
-
-NUM_BOX_CHANNELS = 16
 
 # Column order of the per-object attribute table gathered into the maps.
 _OBJ_CX, _OBJ_CY, _OBJ_W, _OBJ_H = 0, 1, 2, 3
@@ -282,7 +276,7 @@ def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32),
     level_reference_size: see ``level_thresholds`` (``reference_size``); None = 800.
 
     Returns a list (one per stride) of float32 [B, ceil(S/s), ceil(S/s), 16 + nC] tensors,
-    layout in the module docstring.
+    layout ``head_contract.TARGET_*``.
     """
     strides = tuple(int(s) for s in strides)
     if len(strides) != 3:
@@ -324,11 +318,11 @@ def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32),
                                 stride, grid, num_classes, batch)
         static_grid = grid if isinstance(grid, int) else None
         encoded = tf.ensure_shape(
-            encoded, [None, static_grid, static_grid, NUM_BOX_CHANNELS + num_classes])
+            encoded, [None, static_grid, static_grid, TARGET_BOX_CHANNELS + num_classes])
         outputs.append(encoded)
     return outputs
 
 
 def heatmap_max(encoded_level):
     """Class-agnostic Gaussian map G of one level: [B, H, W] (max over class channels)."""
-    return tf.reduce_max(encoded_level[..., NUM_BOX_CHANNELS:], axis=-1)
+    return tf.reduce_max(encoded_level[..., TARGET_FIRST_CLASS_CHANNEL:], axis=-1)

@@ -1,17 +1,23 @@
 """DKED distillation losses (our reading; shared/DESIGN.md "DKED", reference §3.1).
 
 Three independent loss objects, each a Keras layer (so that the auxiliary modules it owns are
-tracked, trained and checkpointed by the `Distiller`) with a common interface:
+tracked, trained and checkpointed by the `Distiller`) with one interface:
 
     loss.build_modules(teacher_shapes, student_shapes)   # once, before training
-    terms = loss.compute(teacher_outputs, student_outputs, encoded, strides, image_size)
+    terms = loss.compute(teacher_outputs, student_outputs, encoded, strides, image_size,
+                         student_cells=None)
 
 `*_outputs` are the detector output dicts {"backbone": [C3,C4,C5], "neck": [P3,P4,P5],
 "head": [H3,H4,H5]}; `*_shapes` the same structure holding TensorShapes; `encoded` is the list
-of `losses.assign.encode_targets` tensors [B, H_l, W_l, 16 + nC]. `compute` returns a dict of
-float32 scalars (the local-batch mean, already multiplied by `weight`); names:
-`corr`, `resp`, `pred_loc`, `pred_cls`. A loss with `enabled=False` or `weight=0` returns
-zeros and is skipped by the Distiller. Teacher tensors are wrapped in `stop_gradient`.
+of `losses.assign.encode_targets` tensors [B, H_l, W_l, 16 + nC]; `student_cells` optionally
+the student's `jol.per_cell_terms` per level (losses that need them reuse them instead of
+recomputing). `compute` returns a dict of float32 scalars (the local-batch mean, already
+multiplied by `weight` > 0) named by `term_names` (`head_contract.DISTILL_TERM_NAMES`).
+Teacher tensors are wrapped in `stop_gradient`.
+
+On/off: the one switch is `enabled` (constructor flag, serialised in the config). The
+`Distiller` holds it at run time (`Distiller.set_loss_switches` flips it without retracing)
+and skips a switched-off loss; `compute` itself always computes.
 
 Everything is computed in float32 (inputs are cast), also under `mixed_float16`.
 """
@@ -20,10 +26,19 @@ import keras
 import tensorflow as tf
 
 from dked_tf.layers.ddc import DynamicDirectionalConv
-
-NUM_BOX_CHANNELS = 16  # layout of encode_targets (see losses/assign.py)
-POSITIVE_CHANNEL, MIXUP_CHANNEL, AREA_WEIGHT_CHANNEL = 13, 14, 15
-OBJECTNESS_CHANNEL, FIRST_CLASS_CHANNEL = 9, 10  # head layout (docs/interfaces.md)
+from dked_tf.losses.assign import heatmap_max
+from dked_tf.losses.jol import box_terms
+from dked_tf.ops.head_contract import (
+    CORRELATION_TERMS,
+    FIRST_CLASS_CHANNEL,
+    OBJECTNESS_CHANNEL,
+    PREDICTION_TERMS,
+    RESPONSE_TERMS,
+    TARGET_AREA_WEIGHT_CHANNEL,
+    TARGET_MIXUP_CHANNEL,
+    TARGET_POSITIVE_CHANNEL,
+    decode_head_level,
+)
 
 
 def _f32(x):
@@ -31,26 +46,41 @@ def _f32(x):
 
 
 class DistillationLoss(keras.layers.Layer):
-    """Base: `weight`, `enabled`, `build_modules`, `compute`, config."""
+    """Base: `weight` (> 0), `enabled`, `build_modules`, `compute`, `zeros`, config.
+
+    `student_cls_scale`: factor the Distiller applies to the student's own JOL class terms
+    while this loss is on (1 here; λ for `PredictionDistillationLoss`).
+    """
 
     term_names = ()
+    student_cls_scale = 1.0
 
     def __init__(self, weight=1.0, enabled=True, **kwargs):
         super().__init__(**kwargs)
-        self.weight = float(weight)
+        self.weight = weight
         self.enabled = bool(enabled)
 
     @property
-    def active(self):
-        return self.enabled and self.weight != 0.0
+    def weight(self):
+        return self._weight
+
+    @weight.setter
+    def weight(self, value):
+        value = float(value)
+        if not value > 0.0:
+            raise ValueError(
+                f"distill.py: {type(self).__name__} weight must be > 0, got {value}; switch a loss "
+                "off with enabled=False (or Distiller.set_loss_switches)")
+        self._weight = value
 
     def build_modules(self, teacher_shapes, student_shapes):
         self.built = True
 
     def zeros(self):
+        """The terms of a switched-off loss: {name: float32 0.0}."""
         return {name: tf.constant(0.0, tf.float32) for name in self.term_names}
 
-    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size):
+    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size, student_cells=None):
         raise NotImplementedError
 
     def get_config(self):
@@ -73,7 +103,7 @@ class FeatureCorrelationLoss(DistillationLoss):
     parameters (nothing to collapse).
     """
 
-    term_names = ("corr",)
+    term_names = CORRELATION_TERMS
 
     def __init__(self, weight=5.0, levels=(-1,), max_grid=16, enabled=True, **kwargs):
         super().__init__(weight=weight, enabled=enabled, **kwargs)
@@ -98,9 +128,7 @@ class FeatureCorrelationLoss(DistillationLoss):
             raise ValueError("distill.py: FeatureCorrelationLoss needs static spatial sizes")
         return max(1, min(min(sizes), self.max_grid))
 
-    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size):
-        if not self.active:
-            return self.zeros()
+    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size, student_cells=None):
         total = tf.constant(0.0, tf.float32)
         for level in self.levels:
             teacher = tf.stop_gradient(teacher_outputs["backbone"][level])
@@ -130,13 +158,13 @@ class DirectionalResponseLoss(DistillationLoss):
     channel over positions, (P_T − mean_hw) / sqrt(var_hw + eps), with no trainable
     parameters, so the target can neither shrink to zero nor be moved towards the student.
 
-    Mask G = max over classes of the OLA oriented Gaussian heatmap of that level (channels
-    16+ of `encode_targets`). Per level and image:
+    Mask G = max over classes of the OLA oriented Gaussian heatmap of that level
+    (`assign.heatmap_max`). Per level and image:
     L = Σ_hw G · mean_c (Y'_T − Y'_S)² / max(Σ_hw G, eps); images without objects give 0.
     Summed over `levels`, averaged over the batch, times `weight`.
     """
 
-    term_names = ("resp",)
+    term_names = RESPONSE_TERMS
 
     def __init__(
         self,
@@ -182,9 +210,7 @@ class DirectionalResponseLoss(DistillationLoss):
         mean, variance = tf.nn.moments(features, axes=(1, 2), keepdims=True)
         return (features - mean) * tf.math.rsqrt(variance + eps)
 
-    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size):
-        if not self.active:
-            return self.zeros()
+    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size, student_cells=None):
         if not self.extractors:
             raise RuntimeError("distill.py: DirectionalResponseLoss.build_modules was not called")
         total = tf.constant(0.0, tf.float32)
@@ -193,7 +219,7 @@ class DirectionalResponseLoss(DistillationLoss):
             student = _f32(project(ddc(student_outputs["neck"][level])))
             if student.shape[1] != target.shape[1] or student.shape[2] != target.shape[2]:
                 student = tf.image.resize(student, tf.shape(target)[1:3], method="bilinear")
-            mask = tf.reduce_max(_f32(encoded[level][..., NUM_BOX_CHANNELS:]), axis=-1)
+            mask = heatmap_max(_f32(encoded[level]))
             error = tf.reduce_mean(tf.square(target - student), axis=-1)  # [B, H, W]
             per_image = tf.reduce_sum(mask * error, axis=(1, 2)) / tf.maximum(
                 tf.reduce_sum(mask, axis=(1, 2)), 1e-6
@@ -217,20 +243,7 @@ def _per_cell_box(head, encoded_level, stride, image_size):
     """JOL_obb per cell [B, H, W]: the `box` map of `jol.per_cell_terms`
     (β(1 − GIoU) + Σ(ŝ − s)² + (r̂ − r)² + 0.2·β·Σ SmoothL1(l̂/stride, l/stride)), computed
     without the objectness / class terms that prediction distillation does not need."""
-    from dked_tf.losses.jol import decode_head_level, giou_from_distances, smooth_l1
-
-    decoded = decode_head_level(_f32(head), stride)
-    enc = _f32(encoded_level)
-    size = tf.cast(image_size, tf.float32)
-    beta = 2.0 - enc[..., 2] * enc[..., 3] / (size * size)
-    target_l = enc[..., 4:8]
-    loss_iou = beta * (1.0 - giou_from_distances(decoded["pred_l"], target_l))
-    loss_s = tf.reduce_sum(tf.square(decoded["pred_s"] - enc[..., 8:12]), axis=-1)
-    loss_r = tf.square(decoded["pred_r"] - enc[..., 12])
-    loss_l = beta * tf.reduce_sum(
-        smooth_l1(decoded["pred_l"] / float(stride), target_l / float(stride)), axis=-1
-    )
-    return loss_iou + loss_s + loss_r + 0.2 * loss_l
+    return box_terms(decode_head_level(head, stride), encoded_level, stride, image_size)["box"]
 
 
 def _soft_bce(teacher_logits, student_logits):
@@ -262,7 +275,7 @@ class PredictionDistillationLoss(DistillationLoss):
     over all levels); averaged over the batch; both terms times `weight`.
     """
 
-    term_names = ("pred_loc", "pred_cls")
+    term_names = PREDICTION_TERMS
 
     def __init__(
         self, weight=1.0, lam=0.5, margin=0.05, objectness=True, enabled=True, **kwargs
@@ -276,16 +289,12 @@ class PredictionDistillationLoss(DistillationLoss):
 
     @property
     def student_cls_scale(self):
-        """Factor for the student's own JOL class terms (λ), 1 when inactive."""
-        return self.lam if self.active else 1.0
+        """Factor (λ) for the student's own JOL class terms while this loss is on."""
+        return self.lam
 
-    def compute(
-        self, teacher_outputs, student_outputs, encoded, strides, image_size, student_cells=None
-    ):
+    def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size, student_cells=None):
         """`student_cells`: optional list of the student's `jol.per_cell_terms` per level
         (the Distiller passes the ones it computed for the JOL loss, saving a recomputation)."""
-        if not self.active:
-            return self.zeros()
         loc = 0.0
         cls = 0.0
         positives = 0.0
@@ -293,10 +302,9 @@ class PredictionDistillationLoss(DistillationLoss):
             enc = _f32(encoded[level])
             head_s = _f32(student_outputs["head"][level])
             head_t = tf.stop_gradient(_f32(teacher_outputs["head"][level]))
-            weight = enc[..., POSITIVE_CHANNEL] * enc[..., MIXUP_CHANNEL] * enc[
-                ..., AREA_WEIGHT_CHANNEL
-            ]
-            positives += tf.reduce_sum(enc[..., POSITIVE_CHANNEL], axis=(1, 2))
+            positive = enc[..., TARGET_POSITIVE_CHANNEL]
+            weight = positive * enc[..., TARGET_MIXUP_CHANNEL] * enc[..., TARGET_AREA_WEIGHT_CHANNEL]
+            positives += tf.reduce_sum(positive, axis=(1, 2))
             if student_cells is not None:
                 box_s = _f32(student_cells[level]["box"])
             else:
@@ -324,4 +332,24 @@ class PredictionDistillationLoss(DistillationLoss):
 
 def default_distillation_losses():
     """The three DKED losses with their default weights."""
-    return [FeatureCorrelationLoss(), DirectionalResponseLoss(), PredictionDistillationLoss()]
+    return distillation_losses()
+
+
+def distillation_losses(scales=(1.0, 1.0, 1.0), correlation=None, response=None, prediction=None):
+    """The three DKED losses [correlation, response, prediction], scaled and switched.
+
+    scales: one factor per loss: weight = scale × the loss's weight (its default unless its
+    kwargs give `weight`); a scale <= 0 builds that loss switched off (`enabled=False`).
+    correlation, response, prediction: constructor kwargs of each loss (dict or None).
+    """
+    classes = (FeatureCorrelationLoss, DirectionalResponseLoss, PredictionDistillationLoss)
+    made = []
+    for cls, scale, kwargs in zip(classes, scales, (correlation, response, prediction), strict=True):
+        kwargs = dict(kwargs or {})
+        if float(scale) > 0.0:
+            loss = cls(**kwargs)
+            loss.weight = loss.weight * float(scale)
+        else:
+            loss = cls(**{**kwargs, "enabled": False})
+        made.append(loss)
+    return made

@@ -25,54 +25,45 @@ w_plain (``plain_class_weight``, default ``DEFAULT_PLAIN_CLASS_WEIGHT`` = 1) is 
 class BCE as added to the total in its 2021-11 .. 2022-03 versions; 0 gives HEAD exactly.
 
 Numerical safety (deviations that only act at extremes): l logits are clipped to
-[-16, 16] before exp; BCE on the product probability sigmoid(z) q is evaluated in log
-space (log p = log_sigmoid(z) - E, 1 - p floored at 1e-7); everything is computed in
-float32 whatever the input dtype.
+[-16, 16] before exp (``head_contract.decode_head_level``); BCE on the product probability
+sigmoid(z) q is evaluated in log space (log p = log_sigmoid(z) - E, 1 - p floored at 1e-7);
+everything is computed in float32 whatever the input dtype.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from dked_tf.losses.assign import NUM_BOX_CHANNELS
+from dked_tf.ops.head_contract import (
+    HEAD_BOX_CHANNELS,
+    JOL_TERM_NAMES,
+    TARGET_AREA_RATIO_CHANNEL,
+    TARGET_AREA_WEIGHT_CHANNEL,
+    TARGET_BOX_CHANNELS,
+    TARGET_DISTANCE_CHANNELS,
+    TARGET_FIRST_CLASS_CHANNEL,
+    TARGET_GLIDING_CHANNELS,
+    TARGET_HEIGHT_CHANNEL,
+    TARGET_MIXUP_CHANNEL,
+    TARGET_POSITIVE_CHANNEL,
+    TARGET_WIDTH_CHANNEL,
+    TOTAL,
+    decode_head_level,
+)
 
 LABEL_SMOOTHING = 0.01
 OBJ_POSITIVE_TARGET = 1.0 - LABEL_SMOOTHING / 2.0  # 0.995
 OBJ_NEGATIVE_TARGET = LABEL_SMOOTHING / 2.0  # 0.005
 FOCAL_GAMMA = 2.0
-LOG_DISTANCE_CLIP = 16.0
-TERM_WEIGHTS = {"obj_pos": 2.0, "obj_neg": 2.0, "cls_pos": 1.0, "cls_neg": 1.0,
-                "iou": 1.0, "s": 1.0, "r": 16.0, "l": 0.2}
-TERM_NAMES = tuple(TERM_WEIGHTS)
+# Weight of each term in the total, in the order of head_contract.JOL_TERM_NAMES
+# (obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l).
+TERM_WEIGHTS = dict(zip(JOL_TERM_NAMES, (2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 16.0, 0.2)))
 # Weight of the plain BCE-with-logits class loss on the GT channels at positive cells, added
 # into ``cls_pos``. GGHL HEAD computes it but does not add it (weight 0.0); its 2021-11 ..
 # 2022-03 versions added it with weight 1 and the author notes it speeds up early training;
 # measured on the synthetic HRSC set (6 epochs, CPU) it roughly doubles the teacher mAP.
 DEFAULT_PLAIN_CLASS_WEIGHT = 1.0
 _EPS = 1e-9
-
-
-def decode_head_level(head_level, stride):
-    """Activations of one head level (logits float [B, H, W, 10 + nC]).
-
-    Returns dict (float32): ``pred_l`` [B,H,W,4] distances to top/right/bottom/left (pixels),
-    ``pred_s`` [B,H,W,4] gliding ratios, ``pred_r`` [B,H,W] area ratio, ``obj_logit``,
-    ``obj_prob`` [B,H,W], ``class_logits``, ``class_prob`` [B,H,W,nC].
-    """
-    raw = tf.cast(head_level, tf.float32)
-    distance_logits = tf.clip_by_value(raw[..., 0:4], -LOG_DISTANCE_CLIP, LOG_DISTANCE_CLIP)
-    pred_s = (tf.clip_by_value(tf.sigmoid(raw[..., 4:8]), 0.01, 1.0) - 0.01) / 0.99
-    obj_logit = raw[..., 9]
-    class_logits = raw[..., 10:]
-    return {
-        "pred_l": tf.exp(distance_logits) * float(stride),
-        "pred_s": pred_s,
-        "pred_r": tf.nn.relu6(raw[..., 8] + 3.0) / 6.0,
-        "obj_logit": obj_logit,
-        "obj_prob": tf.sigmoid(obj_logit),
-        "class_logits": class_logits,
-        "class_prob": tf.sigmoid(class_logits),
-    }
 
 
 def giou_from_distances(pred_l, target_l):
@@ -122,6 +113,28 @@ def class_bce(logits, targets):
     return tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
+def box_terms(decoded, encoded_level, stride, image_size):
+    """Unweighted localisation losses of every cell.
+
+    decoded: ``head_contract.decode_head_level`` output of one level; encoded_level: the
+    matching ``assign.encode_targets`` level [B, H, W, 16 + nC]; stride: int; image_size: S.
+    Returns dict of float32 [B, H, W]: ``iou`` = beta (1 - GIoU), ``s`` = sum_k (s_hat_k - s_k)^2,
+    ``r`` = (r_hat - r)^2, ``l`` = beta sum_k SmoothL1(l_hat_k / stride, l_k / stride) and
+    ``box`` = iou + s + r + 0.2 l (JOL_obb); beta = 2 - w h / S^2.
+    """
+    enc = tf.cast(encoded_level, tf.float32)
+    size = tf.cast(image_size, tf.float32)
+    gt_l = enc[..., TARGET_DISTANCE_CHANNELS]
+    beta = 2.0 - enc[..., TARGET_WIDTH_CHANNEL] * enc[..., TARGET_HEIGHT_CHANNEL] / (size * size)
+    loss_iou0 = beta * (1.0 - giou_from_distances(decoded["pred_l"], gt_l))
+    loss_s0 = tf.reduce_sum(tf.square(decoded["pred_s"] - enc[..., TARGET_GLIDING_CHANNELS]), axis=-1)
+    loss_r0 = tf.square(decoded["pred_r"] - enc[..., TARGET_AREA_RATIO_CHANNEL])
+    loss_l0 = beta * tf.reduce_sum(
+        smooth_l1(decoded["pred_l"] / float(stride), gt_l / float(stride)), axis=-1)
+    return {"iou": loss_iou0, "s": loss_s0, "r": loss_r0, "l": loss_l0,
+            "box": loss_iou0 + loss_s0 + loss_r0 + 0.2 * loss_l0}
+
+
 def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_weight=None):
     """JOL terms of one level as per-cell maps.
 
@@ -145,29 +158,19 @@ def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_we
     """
     dec = decode_head_level(head_level, stride)
     enc = tf.cast(encoded_level, tf.float32)
-    size = tf.cast(image_size, tf.float32)
 
-    gt_w, gt_h = enc[..., 2], enc[..., 3]
-    gt_l = enc[..., 4:8]
-    gt_s = enc[..., 8:12]
-    gt_r = enc[..., 12]
-    positive = enc[..., 13]
-    mix = enc[..., 14]
-    omega = tf.where(positive > 0.0, enc[..., 15], tf.ones_like(positive))
-    heat = enc[..., NUM_BOX_CHANNELS:]
+    positive = enc[..., TARGET_POSITIVE_CHANNEL]
+    mix = enc[..., TARGET_MIXUP_CHANNEL]
+    omega = tf.where(positive > 0.0, enc[..., TARGET_AREA_WEIGHT_CHANNEL], tf.ones_like(positive))
+    heat = enc[..., TARGET_FIRST_CLASS_CHANNEL:]
     g = tf.reduce_max(heat, axis=-1)
     gt_class = tf.cast(heat > 0.0, tf.float32)
     n_cls = tf.cast(tf.shape(heat)[-1], tf.float32)
 
-    beta = 2.0 - gt_w * gt_h / (size * size)
-    giou = giou_from_distances(dec["pred_l"], gt_l)
-    loss_iou0 = beta * (1.0 - giou)
-    loss_s0 = tf.reduce_sum(tf.square(dec["pred_s"] - gt_s), axis=-1)
-    loss_r0 = tf.square(dec["pred_r"] - gt_r)
+    box = box_terms(dec, enc, stride, image_size)
+    loss_iou0, loss_s0, loss_r0, loss_l0 = box["iou"], box["s"], box["r"], box["l"]
     quality_energy = loss_iou0 + loss_s0 + loss_r0
     quality = tf.exp(-quality_energy)
-    loss_l0 = beta * tf.reduce_sum(
-        smooth_l1(dec["pred_l"] / float(stride), gt_l / float(stride)), axis=-1)
 
     obj_target = tf.where(positive > 0.0, OBJ_POSITIVE_TARGET, OBJ_NEGATIVE_TARGET)
     obj = focal_bce(dec["obj_logit"], obj_target)
@@ -197,7 +200,7 @@ def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_we
         "obj_pos": obj_pos, "obj_neg": obj_neg, "cls_pos": cls_pos, "cls_neg": cls_neg,
         "iou": loss_iou0 * w_reg, "s": loss_s0 * w_reg, "r": loss_r0 * w_reg,
         "l": loss_l0 * w_reg,
-        "box": loss_iou0 + loss_s0 + loss_r0 + 0.2 * loss_l0,
+        "box": box["box"],
         "quality": quality,
         "cls": cls_pos_cell + cls_neg_cell,
         "obj": obj,
@@ -213,14 +216,53 @@ def reduce_level_terms(cell_terms):
     """Scalar terms of one level from ``per_cell_terms`` output (per-image positive norm)."""
     normaliser = tf.maximum(cell_terms["num_positives"], 1.0)  # [B]
     out = {}
-    for name in TERM_NAMES:
+    for name in JOL_TERM_NAMES:
         per_image = tf.reduce_sum(cell_terms[name], axis=[1, 2]) / normaliser
         out[name] = tf.reduce_mean(per_image)
     return out
 
 
 def total_from_terms(terms):
-    return tf.add_n([TERM_WEIGHTS[name] * terms[name] for name in TERM_NAMES])
+    return tf.add_n([TERM_WEIGHTS[name] * terms[name] for name in JOL_TERM_NAMES])
+
+
+def jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight=None):
+    """GGHL JOL over all levels, with the per-cell maps it was summed from.
+
+    Arguments as ``jol_loss``. Returns (terms, cells): terms as ``jol_loss``; cells the list
+    (one per level) of ``per_cell_terms`` dicts (reused by prediction distillation).
+    """
+    head_outputs, encoded, strides = list(head_outputs), list(encoded), list(strides)
+    if not (len(head_outputs) == len(encoded) == len(strides)):
+        raise ValueError(
+            f"jol.jol_loss: got {len(head_outputs)} head levels, {len(encoded)} target levels "
+            f"and {len(strides)} strides; they must match")
+    terms = {name: tf.constant(0.0) for name in JOL_TERM_NAMES}
+    cells = []
+    for head_level, encoded_level, stride in zip(head_outputs, encoded, strides):
+        head_grid, target_grid = head_level.shape[1:3], encoded_level.shape[1:3]
+        if None not in head_grid and None not in target_grid and head_grid != target_grid:
+            raise ValueError(
+                f"jol.jol_loss: stride {stride}: head grid {tuple(head_grid)} != target grid "
+                f"{tuple(target_grid)} (image_size {image_size} must match the model input)")
+        head_classes = _classes(head_level, HEAD_BOX_CHANNELS)
+        target_classes = _classes(encoded_level, TARGET_BOX_CHANNELS)
+        if head_classes is not None and target_classes is not None and head_classes != target_classes:
+            raise ValueError(
+                f"jol.jol_loss: stride {stride}: head has {head_classes} classes, targets "
+                f"{target_classes}")
+        level_cells = per_cell_terms(head_level, encoded_level, stride, image_size,
+                                     plain_class_weight=plain_class_weight)
+        cells.append(level_cells)
+        level = reduce_level_terms(level_cells)
+        terms = {name: terms[name] + level[name] for name in JOL_TERM_NAMES}
+    terms[TOTAL] = total_from_terms(terms)
+    return terms, cells
+
+
+def _classes(tensor, box_channels):
+    channels = tensor.shape[-1]
+    return None if channels is None else channels - box_channels
 
 
 def jol_loss(head_outputs, encoded, strides, image_size, plain_class_weight=None):
@@ -232,25 +274,4 @@ def jol_loss(head_outputs, encoded, strides, image_size, plain_class_weight=None
     Returns dict of float32 scalars ``obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l,
     total``.
     """
-    head_outputs, encoded, strides = list(head_outputs), list(encoded), list(strides)
-    if not (len(head_outputs) == len(encoded) == len(strides)):
-        raise ValueError(
-            f"jol.jol_loss: got {len(head_outputs)} head levels, {len(encoded)} target levels "
-            f"and {len(strides)} strides; they must match")
-    terms = {name: tf.constant(0.0) for name in TERM_NAMES}
-    for head_level, encoded_level, stride in zip(head_outputs, encoded, strides):
-        head_grid, target_grid = head_level.shape[1:3], encoded_level.shape[1:3]
-        if None not in head_grid and None not in target_grid and head_grid != target_grid:
-            raise ValueError(
-                f"jol.jol_loss: stride {stride}: head grid {tuple(head_grid)} != target grid "
-                f"{tuple(target_grid)} (image_size {image_size} must match the model input)")
-        head_ch, target_ch = head_level.shape[-1], encoded_level.shape[-1]
-        if head_ch is not None and target_ch is not None and head_ch - 10 != target_ch - NUM_BOX_CHANNELS:
-            raise ValueError(
-                f"jol.jol_loss: stride {stride}: head has {head_ch - 10} classes, targets "
-                f"{target_ch - NUM_BOX_CHANNELS}")
-        level = reduce_level_terms(per_cell_terms(head_level, encoded_level, stride, image_size,
-                                                  plain_class_weight=plain_class_weight))
-        terms = {name: terms[name] + level[name] for name in TERM_NAMES}
-    terms["total"] = total_from_terms(terms)
-    return terms
+    return jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight)[0]

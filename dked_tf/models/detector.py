@@ -2,7 +2,7 @@
 
 `model(images)` returns `{"backbone": [C3, C4, C5], "neck": [P3, P4, P5], "head": [H3, H4, H5]}`
 (one pass, so a distiller gets every tap); `H_l` float32 raw logits `[B, S/s_l, S/s_l, 10+nC]`
-(channel semantics in docs/interfaces.md). `decode` / `predict_step` give polygons, rotated
+(channel layout and decode in `dked_tf.ops.head_contract`). `decode` / `predict_step` give polygons, rotated
 boxes, scores and classes after class-aware exact rotated NMS; `decode_cells` gives the
 per-cell decode without NMS using TFLite builtin ops only (for exported graphs).
 """
@@ -10,15 +10,24 @@ per-cell decode without NMS using TFLite builtin ops only (for exported graphs).
 import keras
 import tensorflow as tf
 
-from dked_tf.layers.head import HEADS, NUM_BOX_CHANNELS, OBJECTNESS_CHANNEL
+from dked_tf.layers.head import HEADS
+from dked_tf.losses import assign as assign_lib
+from dked_tf.losses.jol import jol_loss
 from dked_tf.models import backbones as backbones_lib
 from dked_tf.models import necks as necks_lib
+from dked_tf.ops.head_contract import (
+    HEAD_BOX_CHANNELS,
+    JOL_TERM_NAMES,
+    MIN_BOX_SIDE,
+    TOTAL,
+    decode_cell_polygons,
+    decode_head_level,
+)
+from dked_tf.ops.nms import rotated_nms_tf
+from dked_tf.ops.obb import poly_to_rbox_tf
 
 BACKBONES = {"darknet53": backbones_lib.build_darknet53,
              "mobilenetv2": backbones_lib.build_mobilenetv2}
-LOSS_TERMS = ("obj_pos", "obj_neg", "cls_pos", "cls_neg", "iou", "s", "r", "l")
-MIN_BOX_SIDE = 0.1        # px; narrower decoded boxes are dropped by `decode`
-MAX_LOG_DISTANCE = 12.0   # exp(12) * 32 px ~ 5e6 px: clamps the distance logits before exp
 
 
 @keras.saving.register_keras_serializable(package="dked_tf")
@@ -80,7 +89,7 @@ class OrientedDetector(keras.Model):
         for layer, channels in zip(self.heads, neck_channels):
             layer.build((None, None, None, channels))
         self.channels = {"backbone": backbone_channels, "neck": neck_channels}
-        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in LOSS_TERMS}
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in JOL_TERM_NAMES}
         self.built = True
 
     # ---------------------------------------------------------------- forward
@@ -102,34 +111,12 @@ class OrientedDetector(keras.Model):
         """
         polygons, objectness, class_probs = [], [], []
         for raw, stride in zip(head_outputs, self.strides):
-            raw = tf.cast(raw, tf.float32)
-            shape = tf.shape(raw)
-            batch, rows, cols = shape[0], shape[1], shape[2]
-            stride_f = float(stride)
-            xs = (tf.cast(tf.range(cols), tf.float32) + 0.5) * stride_f     # [W]
-            ys = (tf.cast(tf.range(rows), tf.float32) + 0.5) * stride_f     # [H]
-            cx = tf.reshape(xs, [1, 1, -1])
-            cy = tf.reshape(ys, [1, -1, 1])
-            dist = tf.exp(tf.minimum(raw[..., 0:4], MAX_LOG_DISTANCE)) * stride_f
-            width_px = tf.cast(cols, tf.float32) * stride_f
-            height_px = tf.cast(rows, tf.float32) * stride_f
-            xmin = tf.clip_by_value(cx - dist[..., 3], 0.0, width_px)
-            ymin = tf.clip_by_value(cy - dist[..., 0], 0.0, height_px)
-            xmax = tf.clip_by_value(cx + dist[..., 1], 0.0, width_px)
-            ymax = tf.clip_by_value(cy + dist[..., 2], 0.0, height_px)
-            glide = (tf.clip_by_value(tf.sigmoid(raw[..., 4:8]), 0.01, 1.0) - 0.01) / 0.99
-            ratio = tf.nn.relu6(raw[..., 8:9] + 3.0) / 6.0
-            glide = glide * tf.cast(ratio <= self.horizontal_threshold, tf.float32)
-            w = xmax - xmin
-            h = ymax - ymin
-            poly = tf.stack([xmin + glide[..., 0] * w, ymin,
-                             xmax, ymin + glide[..., 1] * h,
-                             xmax - glide[..., 2] * w, ymax,
-                             xmin, ymax - glide[..., 3] * h], axis=-1)
+            decoded = decode_head_level(raw, stride)
+            batch = tf.shape(decoded["obj_prob"])[0]
+            poly = decode_cell_polygons(decoded, stride, self.horizontal_threshold)
             polygons.append(tf.reshape(poly, [batch, -1, 8]))
-            objectness.append(tf.reshape(tf.sigmoid(raw[..., OBJECTNESS_CHANNEL]), [batch, -1]))
-            class_probs.append(tf.reshape(tf.sigmoid(raw[..., NUM_BOX_CHANNELS:]),
-                                          [batch, -1, self.num_classes]))
+            objectness.append(tf.reshape(decoded["obj_prob"], [batch, -1]))
+            class_probs.append(tf.reshape(decoded["class_prob"], [batch, -1, self.num_classes]))
         polygons = tf.concat(polygons, axis=1)
         objectness = tf.concat(objectness, axis=1)
         class_probs = tf.concat(class_probs, axis=1)
@@ -150,9 +137,6 @@ class OrientedDetector(keras.Model):
         `pre_nms_top_k` best cells with score > score_threshold whose HBB sides exceed
         MIN_BOX_SIDE (0.1 px).
         """
-        from dked_tf.ops.nms import rotated_nms_tf
-        from dked_tf.ops.obb import poly_to_rbox_tf
-
         score_threshold = self.score_threshold if score_threshold is None else float(score_threshold)
         iou_threshold = self.iou_threshold if iou_threshold is None else float(iou_threshold)
         k = self.max_detections if max_detections is None else int(max_detections)
@@ -247,8 +231,6 @@ class OrientedDetector(keras.Model):
         The individual terms are tracked as metrics (`obj_pos`, `obj_neg`, `cls_pos`,
         `cls_neg`, `iou`, `s`, `r`, `l`) and appear in the `fit`/`evaluate` logs.
         """
-        from dked_tf.losses.jol import jol_loss
-
         if y_pred is None:
             y_pred = self(x, training=training)
         head = y_pred["head"] if isinstance(y_pred, dict) else y_pred
@@ -259,7 +241,7 @@ class OrientedDetector(keras.Model):
         for name, tracker in self.loss_trackers.items():
             if name in terms:
                 tracker.update_state(terms[name])
-        total = terms["total"]
+        total = terms[TOTAL]
         if self.losses:
             total = total + tf.add_n([tf.cast(v, total.dtype) for v in self.losses])
         return total
@@ -267,9 +249,7 @@ class OrientedDetector(keras.Model):
     def encode_targets(self, targets, image_size):
         """OLA targets of the pipeline `targets` for this detector (its classes, strides and
         `level_reference_size`): the `assign.encode_targets` levels [B, H_l, W_l, 16 + nC]."""
-        from dked_tf.losses.assign import encode_targets
-
-        return encode_targets(targets, image_size, self.num_classes, strides=self.strides,
+        return assign_lib.encode_targets(targets, image_size, self.num_classes, strides=self.strides,
                               level_reference_size=self.level_reference_size)
 
     def _input_size(self, images, head):
@@ -329,7 +309,7 @@ class OrientedDetector(keras.Model):
                  f"{self.channels['backbone']}  params {counts['backbone']:,}")
         print_fn(f"  neck     {self.neck_name:<12} P3/P4/P5 channels "
                  f"{self.channels['neck']}  params {counts['neck']:,}")
-        print_fn(f"  heads    {self.head_name:<12} out channels {NUM_BOX_CHANNELS + self.num_classes}"
+        print_fn(f"  heads    {self.head_name:<12} out channels {HEAD_BOX_CHANNELS + self.num_classes}"
                  f" per level  params {counts['head']:,}")
         print_fn(f"  total params {counts['total']:,} (trainable {counts['trainable']:,})")
         super().summary(line_length=line_length, positions=positions, print_fn=print_fn,

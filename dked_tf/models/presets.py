@@ -65,6 +65,14 @@ def build_model(name, num_classes, /, **overrides):
     return OrientedDetector(num_classes=num_classes, preset=name, **config)
 
 
+def build_detector(name, num_classes, image_size, **overrides):
+    """`build_model(name, num_classes, **overrides)` with its weights created by one forward
+    pass on a zero image [1, image_size, image_size, 3]."""
+    model = build_model(name, num_classes, **overrides)
+    model(tf.zeros([1, image_size, image_size, 3], tf.float32), training=False)
+    return model
+
+
 def count_params(model, trainable_only=False):
     """Number of parameters (all weights, or trainable weights only)."""
     weights = model.trainable_weights if trainable_only else model.weights

@@ -1,7 +1,10 @@
-"""Pure oriented-box math: conversions (`obb`), polygon IoU (`iou`), rotated NMS (`nms`).
+"""Pure oriented-box math: conversions (`obb`), polygon IoU (`iou`), rotated NMS (`nms`), and the
+head contract (`head_contract`: head and target channel layouts, the decode of raw head
+outputs, clip constants, loss-term names).
 
 numpy functions compute in float64; `*_tf` twins are TensorFlow (float32) and are imported
-lazily, so `import dked_tf.ops` does not import TensorFlow.
+lazily, so `import dked_tf.ops` does not import TensorFlow. `dked_tf.ops.head_contract` is
+TensorFlow code and is imported by name (`from dked_tf.ops.head_contract import ...`).
 """
 
 from dked_tf.ops.iou import poly_iou, poly_iou_pairwise, poly_iou_pairwise_tf, poly_iou_tf

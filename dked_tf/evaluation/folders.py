@@ -1,0 +1,185 @@
+"""Scoring folders of files: DOTA Task1 result files against DOTA labelTxt or HRSC2016 XML
+ground truth with the DOTA devkit's semantics (`evaluate_folders`, what `dked-tf evaluate`
+runs), and the plots of such an evaluation (`write_plots`).
+
+Ground truth is read with the devkit's token rules (`dked_tf.data.dota.parse_dota_label(...,
+devkit=True)`) in float64; HRSC2016 polygons come from the float64 `mbox` fields. Bad input
+raises `InputError`/`AnnotationError` naming the file and line, or, with strict=False, is
+skipped and counted in a `Problems` object (`context["problems"]`).
+"""
+
+import glob
+import os
+
+import cv2
+import numpy as np
+
+from dked_tf import visualize
+from dked_tf.data.dota import IMAGE_EXTENSIONS, TASK1_PREFIX, parse_dota_label, read_task1_file, resolve_classes
+from dked_tf.data.hrsc import class_names_for, read_hrsc_xml
+from dked_tf.data.records import AnnotationError, InputError, Problems, read_imageset
+from dked_tf.evaluation.metrics import evaluate_detections
+from dked_tf.ops.obb import mbox_to_poly
+
+
+def load_dota_ground_truth(gt_dir, image_ids, problems):
+    """dict image_id -> (polygons float64 [N, 8] pixels, class names [N], difficult bool [N])
+    from `gt_dir/<image_id>.txt` (DOTA labelTxt, devkit rules). A missing file is a problem
+    ("missing ground-truth files"; not strict: the image is left out)."""
+    truths = {}
+    for image_id in image_ids:
+        path = os.path.join(gt_dir, image_id + ".txt")
+        if not os.path.isfile(path):
+            problems.report("missing ground-truth files", f"{path}: ground truth of image "
+                            f"{image_id!r} is missing")
+            continue
+        parsed = parse_dota_label(path, devkit=True, problems=problems)
+        truths[image_id] = (parsed["polygons"], parsed["names"], parsed["difficult_value"] != 0)
+    return truths
+
+
+def load_hrsc_ground_truth(gt_dir, image_ids, problems):
+    """(dict image_id -> (polygons float64 [N, 8] pixels, ["ship"] * N, difficult bool [N]),
+    dict image_id -> image path) from `gt_dir/<image_id>.xml` (HRSC2016; polygons from the
+    float64 mbox fields, single class ship). Missing or bad files are problems."""
+    truths, paths = {}, {}
+    for image_id in image_ids:
+        path = os.path.join(gt_dir, image_id + ".xml")
+        if not os.path.isfile(path):
+            problems.report("missing ground-truth files", f"{path}: ground truth of image "
+                            f"{image_id!r} is missing")
+            continue
+        try:
+            record = read_hrsc_xml(path, class_mode="ship", check_images=False)
+        except AnnotationError as error:
+            problems.report("bad ground-truth files", str(error))
+            continue
+        mbox = np.asarray(record.extra.get("mbox", np.zeros((0, 5))), np.float64).reshape(-1, 5)
+        polygons = (np.asarray(mbox_to_poly(mbox), np.float64).reshape(-1, 8) if len(mbox)
+                    else np.asarray(record.polygons, np.float64))
+        truths[image_id] = (polygons, ["ship"] * len(polygons), np.asarray(record.difficult, bool))
+        paths[image_id] = record.image_path
+    return truths, paths
+
+
+def load_detections(det_dir, class_names, image_ids, problems):
+    """(dict class -> columnar detections {"image_ids", "scores" float64 [D], "polygons"
+    float64 [D, 8]} from `det_dir/Task1_<class>.txt`, classes without a file). Task1 files of
+    classes outside `class_names` are problems; a missing class file means no detections."""
+    if not os.path.isdir(det_dir):
+        raise InputError(f"{det_dir}: detection folder does not exist")
+    image_ids = set(image_ids)
+    known = set(class_names)
+    for path in sorted(glob.glob(os.path.join(det_dir, TASK1_PREFIX + "*.txt"))):
+        name = os.path.basename(path)[len(TASK1_PREFIX):-len(".txt")]
+        if name not in known:
+            problems.report("result files of classes outside the class list",
+                            f"{path}: class {name!r} is not in the class list "
+                            f"({', '.join(class_names)})")
+    detections, missing = {}, []
+    for name in class_names:
+        path = os.path.join(det_dir, f"{TASK1_PREFIX}{name}.txt")
+        if not os.path.isfile(path):
+            missing.append(name)
+            detections[name] = {"image_ids": [], "scores": np.zeros(0), "polygons": np.zeros((0, 8))}
+            continue
+        detections[name] = read_task1_file(path, image_ids, problems, devkit=True)
+    return detections, missing
+
+
+def _list_ids(gt_dir, extension):
+    if not os.path.isdir(gt_dir):
+        raise InputError(f"{gt_dir}: ground-truth folder does not exist")
+    return sorted(os.path.splitext(f)[0] for f in os.listdir(gt_dir)
+                  if f.lower().endswith(extension))
+
+
+def evaluate_folders(fmt, gt_dir, det_dir, imageset=None, metric="voc07", classes=None,
+                     strict=True, iou_threshold=0.5, comparison=">", difficult=None):
+    """Reads the folders and evaluates.
+
+    fmt: "dota" (gt_dir holds labelTxt files) or "hrsc" (HRSC2016 XML files).
+    det_dir: Task1_<class>.txt files. imageset: a file of image ids (default: every ground-truth
+    file). classes: None (dota1.0 for DOTA, ship for HRSC2016), a DOTA list name or
+    comma-separated names. difficult: "ignore" | "count" | None (count for classes="dota1.5").
+    Returns (EvalResult, context dict with problems, missing, truths, detections, class_names,
+    image_paths, other_classes) or raises InputError (ValueError) naming the bad input.
+    """
+    class_names = resolve_classes(classes, default="dota1.0" if fmt == "dota" else class_names_for("ship"),
+                                  comma_list=True)
+    if difficult is None:
+        difficult = "count" if classes == "dota1.5" else "ignore"
+    problems = Problems(strict)
+    extension = ".txt" if fmt == "dota" else ".xml"
+    if imageset:
+        if not os.path.isfile(imageset):
+            raise InputError(f"{imageset}: image set file does not exist")
+        image_ids = read_imageset(imageset)
+        if not os.path.isdir(gt_dir):
+            raise InputError(f"{gt_dir}: ground-truth folder does not exist")
+    else:
+        image_ids = _list_ids(gt_dir, extension)
+    if not image_ids:
+        raise InputError(f"no images to evaluate (no {extension} files in {gt_dir}"
+                         + (f" / no ids in {imageset}" if imageset else "") + ")")
+    image_paths = {}
+    if fmt == "dota":
+        truths = load_dota_ground_truth(gt_dir, image_ids, problems)
+    else:
+        truths, image_paths = load_hrsc_ground_truth(gt_dir, image_ids, problems)
+    detections, missing = load_detections(det_dir, class_names, set(truths), problems)
+    result = evaluate_detections(detections, truths, class_names, metric=metric,
+                                 iou_threshold=iou_threshold, comparison=comparison,
+                                 difficult=difficult)
+    other = sorted({n for _, names, _ in truths.values() for n in names} - set(class_names))
+    context = {"problems": problems, "missing": missing, "truths": truths,
+               "detections": detections, "class_names": class_names,
+               "image_paths": image_paths, "other_classes": other}
+    return result, context
+
+
+# ----------------------------------------------------------------------------------------------
+# Plots
+
+
+def _find_image(gt_dir, image_id):
+    parent = os.path.dirname(os.path.abspath(gt_dir))
+    for folder in (os.path.join(parent, "images"), os.path.join(parent, "AllImages"), gt_dir):
+        for extension in IMAGE_EXTENSIONS:
+            path = os.path.join(folder, image_id + extension)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def write_plots(out_dir, result, truths, detections, class_names, gt_dir, image_paths,
+                max_overlays, overlay_score):
+    """pr_curves.png and overlays/<image_id>.png (ground truth green, detections with score >=
+    overlay_score orange) of the first `max_overlays` images found next to the ground truth
+    (`<gt_dir>/../images`, `../AllImages`, gt_dir) or in image_paths. Returns the written paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = [visualize.plot_pr_curves(result.pr_curves, os.path.join(out_dir, "pr_curves.png"),
+                                        ap=result.per_class,
+                                        title=f"{result.metric} mAP = {result.map:.4f}")]
+    per_image = {}
+    for name in class_names:
+        columns = detections.get(name) or {"image_ids": [], "scores": [], "polygons": []}
+        for image_id, score, poly in zip(columns["image_ids"], columns["scores"],
+                                         columns["polygons"]):
+            if score >= overlay_score:
+                per_image.setdefault(image_id, []).append((score, poly, name))
+    for image_id in list(truths)[:max(0, max_overlays)]:
+        path = image_paths.get(image_id) or _find_image(gt_dir, image_id)
+        image = cv2.imread(path, cv2.IMREAD_COLOR) if path and os.path.isfile(path) else None
+        if image is None:
+            continue
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        gt_polys, gt_names, _ = truths[image_id]
+        dets = per_image.get(image_id, [])
+        det_polys = np.asarray([d[1] for d in dets], np.float64).reshape(-1, 8)
+        canvas = visualize.draw_detections_vs_gt(
+            image, gt_polys, det_polys, [d[0] for d in dets],
+            labels=[d[2] for d in dets] if len(class_names) > 1 else None)
+        written.append(visualize.save_image(os.path.join(out_dir, "overlays", image_id + ".png"),
+                                            canvas))
+    return written

@@ -1,0 +1,12 @@
+"""The application layer: one training path (`train`), saved detectors, the recipe stages and
+their report, used by the CLI commands, the recipes and the benchmarks.
+
+    from dked_tf.experiment import train
+    teacher = train(cfg, "teacher", out="runs/teacher")
+    dked = train(cfg, "student", seed=0, out="runs/dked", teacher="runs/teacher")
+"""
+
+from dked_tf.experiment.saving import is_saved_detector, load_detector, save_detector
+from dked_tf.experiment.train_lib import TrainOutcome, TrainResult, train
+
+__all__ = ["TrainOutcome", "TrainResult", "is_saved_detector", "load_detector", "save_detector", "train"]

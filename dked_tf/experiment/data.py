@@ -1,0 +1,122 @@
+"""The records and datasets of a run, from its `DataConfig`.
+
+- `load_records(data_cfg, split)`: the real HRSC2016 / DOTA tree at data.root, or the built-in
+  synthetic set (generated once under data.cache_dir).
+- `prepare_records(cfg, split)`: what the models train on or are scored on (DOTA scenes cut into
+  cached patches).
+- `make_train_dataset(records, data_cfg, seed)`: the augmented, shuffled tf.data pipeline.
+"""
+
+import hashlib
+import os
+
+import tensorflow as tf
+
+from dked_tf.data import synthetic
+from dked_tf.data.augment import AugmentConfig
+from dked_tf.data.dota import read_dota
+from dked_tf.data.hrsc import read_hrsc
+from dked_tf.data.pipeline import build_dataset
+from dked_tf.data.split import split_dota
+
+TRAIN_SPLITS = {"hrsc": ("trainval",), "dota": ("train", "trainval")}
+TEST_SPLITS = {"hrsc": ("test",), "dota": ("val", "test")}
+
+
+def synthetic_root(data_cfg, verbose=1):
+    """Folder of the built-in synthetic dataset for data_cfg (generated on first use, then
+    reused): `<cache_dir>/synthetic_<format>_<train>x<test>_<size>px_seed<seed>[_minship…][_aspect…]`."""
+    cache = os.path.expanduser(data_cfg.cache_dir)
+    name = (f"synthetic_{data_cfg.format}_{data_cfg.synthetic_train_images}x{data_cfg.synthetic_test_images}"
+            f"_{data_cfg.synthetic_image_size}px_seed{data_cfg.synthetic_seed}")
+    common = dict(num_train=data_cfg.synthetic_train_images, num_test=data_cfg.synthetic_test_images,
+                  image_size=data_cfg.synthetic_image_size, seed=data_cfg.synthetic_seed, verbose=verbose)
+    if data_cfg.format == "hrsc":
+        min_length = float(data_cfg.synthetic_min_ship_length)
+        max_aspect = float(data_cfg.synthetic_max_ship_aspect)
+        if min_length != synthetic.DEFAULT_MIN_SHIP_LENGTH:
+            name += f"_minship{min_length:g}"
+        if max_aspect != synthetic.DEFAULT_MAX_SHIP_ASPECT:
+            name += f"_aspect{max_aspect:g}"
+        root = os.path.join(cache, name)
+        if verbose:
+            print(f"synthetic HRSC dataset: {root}", flush=True)
+        return os.fspath(synthetic.make_synthetic_hrsc(root, min_ship_length=min_length, max_ship_aspect=max_aspect,
+                                                       **common))
+    if data_cfg.format == "dota":
+        root = os.path.join(cache, name)
+        if verbose:
+            print(f"synthetic DOTA dataset: {root}", flush=True)
+        return os.fspath(synthetic.make_synthetic_dota(root, **common))
+    raise ValueError(f"unknown data format {data_cfg.format!r}; use 'hrsc' or 'dota'")
+
+
+def load_records(data_cfg, split, verbose=1):
+    """(records, class_names) of split "train" or "test" for data_cfg: the real dataset at
+    data_cfg.root, or the synthetic set (generated once under data_cfg.cache_dir)."""
+    root = os.path.expanduser(data_cfg.root) if data_cfg.root else synthetic_root(data_cfg, verbose=verbose)
+    if data_cfg.format == "hrsc":
+        records, info = read_hrsc(root, imageset="trainval" if split == "train" else "test", verbose=verbose)
+        return records, tuple(info.class_names)
+    if data_cfg.format == "dota":
+        records, info = read_dota(dota_split_folder(root, split), classes=data_cfg.classes or None, verbose=verbose)
+        return records, tuple(info.class_names)
+    raise ValueError(f"unknown data format {data_cfg.format!r}; use 'hrsc' or 'dota'")
+
+
+def dota_split_folder(root, split):
+    """The folder of a DOTA split under root: train/ or trainval/ for "train", val/ or test/
+    for "test"."""
+    names = TRAIN_SPLITS["dota"] if split == "train" else TEST_SPLITS["dota"]
+    for name in names:
+        if os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+    raise FileNotFoundError(f"DOTA root {root} has no {' or '.join(names)} folder")
+
+
+def prepare_records(cfg, split, verbose=1):
+    """(records, class_names) the model trains on (split="train") or is scored on
+    (split="test"). HRSC: whole images. DOTA: scenes cut into patches (cached under
+    data.cache_dir); `load_records` gives the test scenes themselves."""
+    records, class_names = load_records(cfg.data, split, verbose=verbose)
+    if cfg.data.format == "dota":
+        records = split_into_patches(records, cfg.data, split, class_names, verbose=verbose)
+    return records, class_names
+
+
+def split_into_patches(records, data_cfg, split, class_names, verbose=1):
+    """DOTA scenes -> patch records (`dked_tf.data.split.split_dota`), written once to
+    `<cache_dir>/patches/<hash of the scene list and settings>/<split>`."""
+    key = hashlib.sha1(repr((sorted(r.image_path for r in records), data_cfg.patch_size, data_cfg.patch_gap))
+                       .encode()).hexdigest()[:12]
+    out_dir = os.path.join(os.path.expanduser(data_cfg.cache_dir), "patches", key, split)
+    return split_dota(records, out_dir, patch_size=data_cfg.patch_size, gap=data_cfg.patch_gap,
+                      class_names=class_names, verbose=verbose)
+
+
+def tile_size_for(cfg):
+    """Tile side used by `dked-tf predict` for models of this config: DOTA models see patches
+    of data.patch_size; HRSC models see whole images (0 = no tiling)."""
+    return int(cfg.data.patch_size) if cfg.data.format == "dota" else 0
+
+
+def make_train_dataset(records, data_cfg, seed=0):
+    """`build_dataset(..., training=True)` configured from data_cfg: augmentation on/off,
+    mixup on/off, AugmentConfig overrides (data.augment_kwargs), multi-scale sizes; shuffled
+    and augmented deterministically under `seed`. Yields (images [B, S, S, 3], targets)."""
+    if data_cfg.augment:
+        fields = {"mixup_prob": AugmentConfig().mixup_prob if data_cfg.mixup else 0.0}
+        fields.update(data_cfg.augment_kwargs or {})
+        augment = AugmentConfig(**fields)
+    else:
+        augment = False
+    kwargs = dict(training=True, max_objects=data_cfg.max_objects, augment=augment, seed=seed)
+    if data_cfg.multiscale:
+        kwargs.update(multiscale_sizes=list(data_cfg.multiscale), multiscale_every=data_cfg.multiscale_every)
+    return build_dataset(records, data_cfg.image_size, data_cfg.batch_size, **kwargs)
+
+
+def steps_in(dataset):
+    """Number of batches of a finite tf.data.Dataset (None when unknown or infinite)."""
+    cardinality = int(tf.data.experimental.cardinality(dataset).numpy())
+    return cardinality if cardinality > 0 else None

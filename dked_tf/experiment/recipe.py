@@ -1,0 +1,479 @@
+"""The paper's experiment as stages over one output folder: teacher → student → DKED student →
+evaluate → export → report. `recipes/*.py` are thin scripts over `run_recipe`.
+
+Stages (each resumable: finished models are found in checkpoints/ and skipped, an interrupted
+training continues from its last backup):
+
+1. teacher   the GGHL teacher (model.teacher, teacher_train schedule)
+2. student   the student alone, the baseline (model.student, train schedule), once per seed
+3. dked      the same student with DKED from the teacher, same schedule and seed as 2
+4. evaluate  mAP(07), mAP(12), localisation quality, params, GFLOPs, CPU latency of all of them
+5. export    SavedModel and TFLite of the distilled student (first seed), TFLite mAP
+6. report    report.md: the paper-style table next to the paper's figures, seeds and spread
+
+Output: config.yaml/json, checkpoints/, logs/ (seeds trained side by side), results.json,
+report.md, pr_curves/, detections/, export/.
+"""
+
+import argparse
+import os
+import time
+import zipfile
+
+import cv2
+import numpy as np
+
+from dked_tf import visualize
+from dked_tf.config import apply_overrides, flag_overrides, load_config, preset_config, save_run_config
+from dked_tf.data.dota import write_task1
+from dked_tf.evaluation.diagnostics import localisation_diagnostics
+from dked_tf.experiment.data import load_records, prepare_records
+from dked_tf.experiment.evaluate import detect_scenes, evaluate_map, measure_latency_ms, score_detections
+from dked_tf.experiment.report import PAPER_DOTA, PAPER_HRSC, PAPER_SELF, render_report, seed_summary
+from dked_tf.experiment.saving import is_saved_detector, load_detector, read_json, write_json
+from dked_tf.experiment.train_lib import train
+from dked_tf.export.saved_model import export_saved_model
+from dked_tf.export.tflite import export_tflite, predict_tflite, representative_from_records
+from dked_tf.jobs import Job, run_jobs
+from dked_tf.models.presets import count_params, gflops
+
+STAGES = ("teacher", "student", "dked", "evaluate", "export", "report")
+# training stage -> the model key its checkpoint and results are filed under
+SEED_STAGES = (("student", "student"), ("dked", "student_dked"))
+# detections drawn on the test images need at least this score
+DRAWN_SCORE = 0.3
+
+
+class Recipe:
+    """The six stages over one output folder (HRSC2016: whole images)."""
+
+    title = "HRSC2016"
+    paper = PAPER_HRSC
+    labels = {"teacher": "GGHL-Darknet53 (teacher)", "student": "LO-Det-MobileNetV2 (student)",
+              "student_dked": "LO-Det-MobileNetV2 + DKED"}
+
+    def __init__(self, cfg, out, seeds, verbose=1, force=False, start=None):
+        self.cfg = cfg
+        self.out = out
+        self.seeds = list(seeds)
+        self.verbose = verbose
+        self.force = force
+        self.start = time.perf_counter() if start is None else start
+        self._data = {}
+        self.extra_results = {}  # merged into results.json by the evaluate stage
+        os.makedirs(out, exist_ok=True)
+        self.results_path = os.path.join(out, "results.json")
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def log(self, text):
+        if self.verbose:
+            elapsed = time.perf_counter() - self.start
+            print(f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {text}", flush=True)
+
+    def checkpoint(self, key, seed=None):
+        suffix = "" if seed is None or len(self.seeds) == 1 else f"_seed{seed}"
+        return os.path.join(self.out, "checkpoints", key + suffix)
+
+    def load_results(self):
+        return read_json(self.results_path, default={})
+
+    def save_results(self, results):
+        write_json(self.results_path, results)
+
+    # ------------------------------------------------------------------ data
+
+    def records(self, split):
+        if split not in self._data:
+            self._data[split] = prepare_records(self.cfg, split, verbose=self.verbose)
+        return self._data[split]
+
+    @property
+    def class_names(self):
+        return self.records("train")[1]
+
+    def eval_records(self):
+        """The records the models are scored on (HRSC: the test images)."""
+        return self.records("test")[0]
+
+    def dataset_description(self):
+        cfg = self.cfg.data
+        train_records, test = self.records("train")[0], self.eval_records()
+        if cfg.root:
+            return f"{self.title} at {cfg.root} ({len(train_records)} train / {len(test)} test images)"
+        return (f"synthetic {self.title}-format set ({len(train_records)} train / {len(test)} test images, "
+                f"{cfg.synthetic_image_size} px, seed {cfg.synthetic_seed})")
+
+    # ------------------------------------------------------------------ training stages
+
+    def require_teacher(self):
+        """Stops the run (SystemExit) when the dked stage has no trained teacher to load."""
+        teacher_dir = self.checkpoint("teacher")
+        if not is_saved_detector(teacher_dir):
+            raise SystemExit(f"the dked stage needs a trained teacher in {teacher_dir}: run the teacher stage")
+
+    def train_stage(self, key, seed):
+        """Train (or find) one of teacher / student / student_dked; returns its folder."""
+        folder = self.checkpoint(key, None if key == "teacher" else seed)
+        if is_saved_detector(folder) and not self.force:
+            self.log(f"{key}: found {folder}, skipping (use --force to retrain)")
+            return folder
+        teacher = None
+        if key == "student_dked":
+            self.require_teacher()
+            teacher = self.checkpoint("teacher")
+        role = "teacher" if key == "teacher" else "student"
+        architecture = self.cfg.model.teacher if role == "teacher" else self.cfg.model.student
+        schedule = self.cfg.teacher_train if role == "teacher" else self.cfg.train
+        seed = schedule.seed if role == "teacher" else seed
+        train_records = self.records("train")[0]
+        self.log(f"{key}: training {architecture} for {schedule.epochs} epochs at {self.cfg.data.image_size} px, "
+                 f"{len(train_records)} images, seed {seed}")
+        result = train(self.cfg, role, seed=seed, out=folder, teacher=teacher, records=self.records("train"),
+                       stage=key, backup_dir=os.path.join(self.out, "checkpoints", "backup", os.path.basename(folder)),
+                       resume=not self.force, verbose=self.verbose)
+        self.log(f"{key}: done in {result.outcome.train_seconds:.0f} s -> {folder}")
+        return folder
+
+    def train_seeds_side_by_side(self, keys, jobs):
+        """Training stages `keys` (student, student_dked) of every seed, `jobs` seeds at a time,
+        each seed in its own process (`dked_tf.jobs`) that runs them in order. The processes
+        write logs/seed<N>.log; their epoch lines are echoed here with the seed in front."""
+        if "student_dked" in keys:
+            self.require_teacher()
+        todo = [seed for seed in self.seeds
+                if self.force or not all(is_saved_detector(self.checkpoint(key, seed)) for key in keys)]
+        for seed in self.seeds:
+            if seed not in todo:
+                self.log(f"seed {seed}: found {', '.join(keys)} checkpoints, skipping (use --force to retrain)")
+        if not todo:
+            return
+        self.records("train")  # a synthetic set is generated here once, not by every process
+        origin = time.time() - (time.perf_counter() - self.start)
+        log_dir = os.path.join(self.out, "logs")
+        self.log(f"training seeds {', '.join(map(str, todo))}: {jobs} at a time, one process each "
+                 f"(progress below; full logs in {log_dir})")
+        run_jobs([Job(f"seed {seed}", train_seed_stages,
+                      (type(self), self.cfg, self.out, self.seeds, seed, tuple(keys), self.force, origin),
+                      os.path.join(log_dir, f"seed{seed}.log")) for seed in todo],
+                 parallel=jobs, echo=lambda line: print(line, flush=True) if self.verbose else None)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate_model(self, model):
+        """(metrics dict, {"voc07": EvalResult, ...}, detections) on the test split."""
+        return evaluate_map(model, self.eval_records(), self.class_names, self.cfg, verbose=self.verbose,
+                            return_results=True)
+
+    def evaluate_stage(self, keys_and_folders):
+        results = self.load_results()
+        results["dataset"] = self.dataset_description()
+        results["metric"] = {
+            "name": "rotated-box VOC AP (DOTA devkit semantics: polygon IoU > 0.5, difficult ignored)",
+            "map07": "VOC2007 11-point AP", "map12": "VOC2012 all-point AP",
+            "image_size": self.cfg.data.image_size, "score_threshold": self.cfg.model.score_threshold,
+            "nms_iou_threshold": self.cfg.model.iou_threshold, "classes": list(self.class_names),
+        }
+        results["preset"] = self.cfg.preset
+        models = results.setdefault("models", {})
+        seeds = results.setdefault("seeds", {})
+        size = self.cfg.data.image_size
+        for key, seed, folder in keys_and_folders:
+            if not is_saved_detector(folder):
+                self.log(f"evaluate: {key} has no checkpoint in {folder}, skipped")
+                continue
+            model, meta = load_detector(folder)
+            self.log(f"evaluate: {key}{'' if seed is None else f' (seed {seed})'}")
+            metrics, evals, detections = self.evaluate_model(model)
+            localisation = self.localisation(model)
+            entry = {
+                "map07": metrics["map07"], "map12": metrics["map12"],
+                "params": count_params(model),
+                "gflops": float(gflops(model, size)),
+                "latency_ms_cpu": measure_latency_ms(model, size, runs=10 if self.cfg.preset == "smoke" else 30),
+                "train_seconds": float(meta.get("train_seconds", 0.0)),
+                "architecture": meta["architecture"], "checkpoint": folder,
+                "per_class07": metrics["per_class07"], "num_gt": metrics["num_gt"], "num_det": metrics["num_det"],
+                "localisation": localisation,
+            }
+            if seed is not None:
+                seeds.setdefault(str(seed), {})[key] = {
+                    **{k: entry[k] for k in ("map07", "map12", "train_seconds")},
+                    "quality_median": localisation["quality_median"]}
+            if seed is None or seed == self.seeds[0]:
+                models[key] = entry
+                self.pictures(key, evals, detections)
+            self.log(f"evaluate: {key} mAP(07) {100 * entry['map07']:.2f}  mAP(12) {100 * entry['map12']:.2f}  "
+                     f"{entry['params'] / 1e6:.2f} M params  {entry['gflops']:.2f} GFLOPs  "
+                     f"{entry['latency_ms_cpu']:.1f} ms  localisation q {localisation['quality_median']:.3f}")
+        if len(self.seeds) > 1:
+            results["seed_summary"] = seed_summary(seeds)
+        results.update(self.extra_results)
+        self.save_results(results)
+        return results
+
+    def localisation(self, model):
+        """`dked_tf.evaluation.diagnostics` on the test images (patches for DOTA) at the model's size."""
+        cfg = self.cfg
+        return localisation_diagnostics(model, self.records("test")[0], cfg.data.image_size,
+                                        batch_size=cfg.eval_batch_size, max_objects=cfg.data.max_objects)
+
+    def pictures(self, key, evals, detections):
+        """PR curves and a few test images with ground truth and detections drawn."""
+        curves_dir = os.path.join(self.out, "pr_curves")
+        os.makedirs(curves_dir, exist_ok=True)
+        for metric, result in evals.items():
+            if result.pr_curves:
+                visualize.plot_pr_curves(result.pr_curves, os.path.join(curves_dir, f"{key}_{metric}.png"),
+                                         ap=result.per_class, title=f"{key} ({metric})")
+        self.draw(key, detections)
+
+    def draw(self, key, detections):
+        folder = os.path.join(self.out, "detections", key)
+        os.makedirs(folder, exist_ok=True)
+        for record in self.eval_records()[: self.cfg.num_drawn_images]:
+            image = cv2.imread(record.image_path, cv2.IMREAD_COLOR)
+            if image is None:
+                continue
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            polys, scores, labels = [], [], []
+            for name, entries in detections.items():
+                for image_id, score, poly in entries:
+                    if image_id == record.image_id and score >= DRAWN_SCORE:
+                        polys.append(np.asarray(poly, np.float32).reshape(8))
+                        scores.append(score)
+                        labels.append(name)
+            polys = np.stack(polys) if polys else np.zeros((0, 8), np.float32)
+            drawn = visualize.draw_detections_vs_gt(image, record.polygons, polys, np.asarray(scores, np.float32),
+                                                    labels=labels)
+            visualize.save_image(os.path.join(folder, f"{record.image_id}.png"), drawn)
+
+    # ------------------------------------------------------------------ export
+
+    def export_stage(self):
+        folder = self.checkpoint("student_dked", self.seeds[0])
+        if not is_saved_detector(folder):
+            self.log(f"export: no distilled student in {folder}, skipped")
+            return
+        model, meta = load_detector(folder)
+        export_dir = os.path.join(self.out, "export")
+        os.makedirs(export_dir, exist_ok=True)
+        results = self.load_results()
+        exported = results.setdefault("export", {})
+        cfg = self.cfg
+        decode = dict(score_threshold=cfg.model.score_threshold, iou_threshold=cfg.model.iou_threshold,
+                      max_detections=cfg.model.max_detections, class_names=list(meta["class_names"]))
+        if cfg.export.saved_model:
+            path = os.path.join(export_dir, "saved_model")
+            self.log(f"export: SavedModel -> {path}")
+            export_saved_model(model, path, image_size=cfg.data.image_size, **decode)
+            exported["saved_model"] = {"path": path, "megabytes": _folder_mb(path)}
+        if cfg.export.tflite:
+            path = os.path.join(export_dir, f"student_dked_{cfg.export.quantize}.tflite")
+            self.log(f"export: TFLite ({cfg.export.quantize}) -> {path}")
+            representative = None
+            if cfg.export.quantize == "int8":
+                representative = representative_from_records(self.records("train")[0], cfg.data.image_size,
+                                                             limit=cfg.export.representative_images)
+            export_tflite(model, path, image_size=cfg.data.image_size, quantize=cfg.export.quantize,
+                          representative_images=representative, verbose=self.verbose, **decode)
+            exported["tflite"] = {"path": path, "megabytes": os.path.getsize(path) / 2**20,
+                                  "quantize": cfg.export.quantize, **self.tflite_map(path)}
+        self.save_results(results)
+
+    def tflite_map(self, path):
+        """mAP(07)/mAP(12) of the exported .tflite on the test split (LiteRT interpreter, host NMS)."""
+        cfg = self.cfg
+        try:
+            detections = predict_tflite(path, self.eval_records(), class_names=list(self.class_names),
+                                        score_threshold=cfg.model.score_threshold,
+                                        iou_threshold=cfg.model.iou_threshold,
+                                        max_detections=cfg.model.max_detections, verbose=self.verbose)
+            metrics = score_detections(detections, self.eval_records(), self.class_names)
+        except Exception as error:  # noqa: BLE001 - a report line, not a crash of the whole recipe
+            self.log(f"export: TFLite evaluation failed: {error}")
+            return {"evaluation_error": str(error)}
+        self.log(f"export: TFLite mAP(07) {100 * metrics['map07']:.2f}  mAP(12) {100 * metrics['map12']:.2f}")
+        return {"tflite_map07": metrics["map07"], "tflite_map12": metrics["map12"]}
+
+    # ------------------------------------------------------------------ report
+
+    def report_stage(self):
+        results = self.load_results()
+        if len(results.get("seeds", {})) > 1:
+            # recomputed from the per-seed figures, so a report of older results has every field
+            results["seed_summary"] = seed_summary(results["seeds"])
+            self.save_results(results)
+        text = render_report(results, self.cfg, title=self.title, paper=self.paper, labels=self.labels)
+        path = os.path.join(self.out, "report.md")
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(path + ".tmp", path)
+        self.log(f"report: {path}")
+        if self.verbose:
+            print(text)
+
+    # ------------------------------------------------------------------ all
+
+    def run(self, stages):
+        save_run_config(self.cfg, self.out)
+        key_folders = []
+        if "teacher" in stages:
+            self.train_stage("teacher", self.cfg.teacher_train.seed)
+        key_folders.append(("teacher", None, self.checkpoint("teacher")))
+        seed_keys = [key for stage, key in SEED_STAGES if stage in stages]
+        jobs = min(int(self.cfg.seed_jobs), len(self.seeds))
+        if seed_keys and jobs > 1:
+            self.train_seeds_side_by_side(seed_keys, jobs)
+        for seed in self.seeds:
+            if jobs <= 1:
+                for key in seed_keys:
+                    self.train_stage(key, seed)
+            tag = None if len(self.seeds) == 1 else seed
+            key_folders.append(("student", tag, self.checkpoint("student", seed)))
+            key_folders.append(("student_dked", tag, self.checkpoint("student_dked", seed)))
+        if "evaluate" in stages:
+            self.evaluate_stage(key_folders)
+        if "export" in stages:
+            self.export_stage()
+        if "report" in stages:
+            self.report_stage()
+        results = self.load_results()
+        results["wall_seconds_last_run"] = time.perf_counter() - self.start
+        self.save_results(results)
+        self.log(f"finished in {time.perf_counter() - self.start:.0f} s; results in {self.results_path}")
+        return 0
+
+
+class SelfDistillRecipe(Recipe):
+    """GGHL → GGHL self-distillation on HRSC2016 (the paper's 87.30 → 93.45)."""
+
+    paper = PAPER_SELF
+    labels = {"teacher": "GGHL-Darknet53 (teacher)", "student": "GGHL-Darknet53 (student alone)",
+              "student_dked": "GGHL-Darknet53 + DKED (self-distillation)"}
+
+
+class DotaRecipe(Recipe):
+    """DOTA: models train on patches of the train scenes; the test scenes are cut the same way,
+    predicted patch by patch, merged back to scenes (class-wise polygon NMS, IoU 0.1, as the
+    devkit) and scored on the scenes. The distilled student's merged detections are written as
+    a server-ready Task1 zip."""
+
+    title = "DOTA"
+    paper = PAPER_DOTA
+
+    def eval_records(self):
+        """The test scenes (merged detections are scored on these)."""
+        if "scenes" not in self._data:
+            self._data["scenes"] = load_records(self.cfg.data, "test", verbose=self.verbose)
+        return self._data["scenes"][0]
+
+    def evaluate_model(self, model):
+        detections = detect_scenes(model, self.records("test")[0], self.class_names, self.cfg, verbose=self.verbose)
+        return score_detections(detections, self.eval_records(), self.class_names, return_results=True)
+
+    def pictures(self, key, evals, detections):
+        super().pictures(key, evals, detections)
+        if key == "student_dked":
+            self.write_task1_zip(key, detections)
+
+    def write_task1_zip(self, key, detections):
+        paths = write_task1(detections, os.path.join(self.out, f"task1_{key}"), list(self.class_names))
+        archive = os.path.join(self.out, f"task1_{key}.zip")
+        with zipfile.ZipFile(archive + ".tmp", "w", zipfile.ZIP_DEFLATED) as handle:
+            for path in paths:
+                handle.write(path, arcname=os.path.basename(path))
+        os.replace(archive + ".tmp", archive)
+        self.extra_results.setdefault("task1", {})[key] = archive
+        self.log(f"evaluate: Task1 results of {key} -> {archive}")
+
+
+def train_seed_stages(recipe_class, cfg, out, seeds, seed, keys, force, origin):
+    """One seed's training stages in a `dked_tf.jobs` child process. origin: the parent's start
+    time (time.time()), so the [mm:ss] stamps of both processes agree."""
+    recipe = recipe_class(cfg, out, seeds, verbose=2, force=force,
+                          start=time.perf_counter() - (time.time() - origin))
+    for key in keys:
+        recipe.train_stage(key, seed)
+
+
+def _folder_mb(path):
+    total = 0
+    for base, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(base, f)) for f in files)
+    return total / 2**20
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def build_parser(description, default_out):
+    """The options every recipe script takes."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help="a real dataset tree (HRSC2016: FullDataSet/ + ImageSets/, or Train/ + Test/; DOTA: "
+                             "train/ and val/). Default: the built-in synthetic set in that format, generated once "
+                             "and cached")
+    parser.add_argument("--data-cache", default=None, metavar="DIR",
+                        help="cache folder of the synthetic set and DOTA patches (default ~/.cache/dked_tf)")
+    parser.add_argument("--out", default=default_out, metavar="DIR", help="output folder (default %(default)s)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="real but minimal run (< 4 minutes on 2 CPU cores)")
+    size.add_argument("--paper", action="store_true",
+                      help="paper-scale models at 800 px with the reference hyper-parameters (GPU machines)")
+    size.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny everything, for tests
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the student and DKED student runs (and the teacher); default from the config")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                        help="train the student and the DKED student once per seed (the teacher once) and report "
+                             "each, the mean and the seed-to-seed spread; results.json 'models' holds the first seed")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="train N seeds at the same time, each in its own process with cores / N threads "
+                             "(config seed_jobs; the default preset uses 2; 1: one after the other)")
+    parser.add_argument("--stages", default=",".join(STAGES), metavar="LIST",
+                        help="comma-separated stages to run, from: " + ", ".join(STAGES) + " (default: all)")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain the selected training stages even if their checkpoints exist")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="YAML/JSON config file applied on top of the preset (keys as in config.yaml of a run)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=20 --set distill.delta=0.1")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="1: progress bars and ETA")
+    return parser
+
+
+def parse_stages(text):
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    return stages
+
+
+def resolve_recipe_config(args, task="hrsc", name="hrsc_lodet", student_is_teacher=False):
+    """The ExperimentConfig of a recipe invocation: preset (--quick/--paper/--smoke, else default)
+    -> --config -> the flags -> --set. student_is_teacher: the student architecture is the
+    teacher's (self-distillation) unless --set model.student=... says otherwise."""
+    if args.jobs is not None and args.jobs < 1:
+        raise SystemExit(f"--jobs {args.jobs}: needs at least 1")
+    preset = "smoke" if args.smoke else "quick" if args.quick else "paper" if args.paper else "default"
+    cfg = preset_config(preset, task=task)
+    cfg.name = name
+    if args.config:
+        cfg = load_config(args.config, base=cfg)
+    flags = flag_overrides({"data.root": args.data_root, "data.cache_dir": args.data_cache,
+                            "train.seed": args.seed, "teacher_train.seed": args.seed, "seed_jobs": args.jobs})
+    cfg = apply_overrides(cfg, flags + list(args.overrides))
+    if student_is_teacher and not any(o.strip().startswith("model.student=") for o in args.overrides):
+        cfg.model.student = cfg.model.teacher
+    return cfg
+
+
+def run_recipe(argv=None, *, recipe_class=Recipe, task="hrsc", name="hrsc_lodet", default_out="runs/hrsc_lodet",
+               description=__doc__, student_is_teacher=False):
+    """Parse a recipe script's command line and run its stages. Returns the exit code."""
+    args = build_parser(description, default_out).parse_args(argv)
+    stages = parse_stages(args.stages)
+    cfg = resolve_recipe_config(args, task=task, name=name, student_is_teacher=student_is_teacher)
+    seeds = args.seeds or ([args.seed] if args.seed is not None else None) or list(cfg.seeds) or [cfg.train.seed]
+    return recipe_class(cfg, args.out, seeds, verbose=args.verbose, force=args.force).run(stages)

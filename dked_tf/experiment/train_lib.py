@@ -1,0 +1,188 @@
+"""One training path for every face: `train(cfg, role, seed, out, teacher=None)`.
+
+The `train` and `distill` commands, the recipes, the seed jobs and the benchmarks train models
+through this module (TF Model Garden's `train_lib`):
+
+    result = train(cfg, "teacher", out="runs/teacher")
+    result = train(cfg, "student", seed=1, out="runs/dked", teacher="runs/teacher")   # DKED
+
+A run folder receives `model.json` + `model.weights.h5` (`experiment.saving`), `history.json`
+and, while training, `backup/` (resumable every train.checkpoint_every epochs) and `clock.json`
+(training seconds so far, summed over interrupted and resumed runs).
+"""
+
+import dataclasses
+import os
+import shutil
+
+import keras
+import numpy as np
+
+from dked_tf.distiller import Distiller
+from dked_tf.experiment.callbacks import EpochBackup, RunProgress
+from dked_tf.experiment.data import make_train_dataset, prepare_records, steps_in, tile_size_for
+from dked_tf.experiment.optimizer import make_optimizer, prebuild_optimizer
+from dked_tf.experiment.saving import HISTORY_FILE, load_detector, read_json, save_detector, write_json
+from dked_tf.losses import distill as distill_losses
+from dked_tf.models.presets import build_detector
+
+ROLES = ("teacher", "student")
+
+
+def set_seed(seed):
+    """Seed Python's `random`, NumPy and TensorFlow (through keras.utils.set_random_seed)."""
+    keras.utils.set_random_seed(int(seed))
+
+
+@dataclasses.dataclass
+class TrainOutcome:
+    """history: Keras' per-epoch logs; train_seconds: wall time of the training (all parts of a
+    resumed run); epochs: the schedule's length."""
+
+    history: dict
+    train_seconds: float
+    epochs: int
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train` returns: the trained model, its outcome, the folder it was saved to (or
+    None), and the architecture, schedule and class names it was trained with."""
+
+    model: keras.Model
+    outcome: TrainOutcome
+    folder: str
+    architecture: str
+    schedule: object
+    class_names: tuple
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+def fit(model, train_ds, *, epochs, stage, callbacks=(), checkpoint_dir=None, resume=True, verbose=1,
+        steps_per_epoch=None, validation_data=None, checkpoint_every=1):
+    """`model.fit` (model compiled) with one progress line per epoch, resumable backups in
+    `checkpoint_dir/backup` every `checkpoint_every` epochs (0: none) and the wall time spent
+    training in `checkpoint_dir/clock.json`. verbose: 0 silent, 1 Keras progress bar, 2 one
+    Keras line per epoch (for log files). Raises FloatingPointError when a loss ends non-finite.
+    """
+    callbacks = list(callbacks)
+    previous_seconds = 0.0
+    clock_path = None
+    if checkpoint_dir:
+        backup_dir = os.path.join(checkpoint_dir, "backup")
+        clock_path = os.path.join(checkpoint_dir, "clock.json")
+        if not resume:
+            shutil.rmtree(backup_dir, ignore_errors=True)
+            if os.path.exists(clock_path):
+                os.remove(clock_path)
+        elif os.path.exists(clock_path) and os.path.isdir(backup_dir):
+            previous_seconds = float(read_json(clock_path).get("train_seconds", 0.0))
+            if verbose:
+                print(f"[{stage}] resuming from the backup in {backup_dir}", flush=True)
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        if checkpoint_every > 0:
+            callbacks.append(EpochBackup(backup_dir, every=checkpoint_every))
+    progress = RunProgress(stage, epochs, verbose=verbose, clock_path=clock_path, previous_seconds=previous_seconds)
+    callbacks.append(progress)
+    prebuild_optimizer(model)
+    fit_verbose = 2 if verbose == 2 else 1 if verbose else 0
+    history = model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=fit_verbose, shuffle=False,
+                        steps_per_epoch=steps_per_epoch, validation_data=validation_data)
+    logs = {k: [float(x) for x in v] for k, v in history.history.items()}
+    for key, values in logs.items():
+        if values and not np.isfinite(values[-1]):
+            raise FloatingPointError(f"[{stage}] training diverged: {key} = {values[-1]} at the last epoch")
+    return TrainOutcome(history=logs, train_seconds=float(progress.seconds), epochs=int(epochs))
+
+
+def make_distillation_losses(distill_cfg):
+    """The three DKED losses [correlation, response, prediction] of a DistillConfig: each loss's
+    weight = scale × its default weight (a scale of 0 switches the loss off); `distill.extra`
+    holds constructor keyword arguments per loss (`correlation`, `response`, `prediction`)."""
+    extra = distill_cfg.extra or {}
+    return distill_losses.distillation_losses(
+        scales=(distill_cfg.correlation_scale, distill_cfg.response_scale, distill_cfg.prediction_scale),
+        correlation=extra.get("correlation"), response=extra.get("response"),
+        prediction={"lam": distill_cfg.lam, "margin": distill_cfg.delta, **extra.get("prediction", {})})
+
+
+def make_distiller(teacher, student, distill_cfg, image_size):
+    """A `Distiller` of the frozen `teacher` and `student` configured from a DistillConfig
+    (`distill.extra["distiller"]` holds further Distiller keyword arguments)."""
+    teacher.trainable = False
+    return Distiller(teacher, student, distillation_losses=make_distillation_losses(distill_cfg),
+                     student_loss_weight=distill_cfg.student_loss_weight, image_size=int(image_size),
+                     **dict((distill_cfg.extra or {}).get("distiller", {})))
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def role_settings(cfg, role):
+    """(architecture, overrides, schedule) of `role` ("teacher" or "student") in cfg."""
+    if role == "teacher":
+        return cfg.model.teacher, cfg.model.teacher_overrides, cfg.teacher_train
+    if role == "student":
+        return cfg.model.student, cfg.model.student_overrides, cfg.train
+    raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+
+
+def train(cfg, role, seed=None, out=None, teacher=None, *, records=None, stage=None, architecture=None,
+          init_from=None, backup_dir=None, resume=True, verbose=1, callbacks=()):
+    """Train one detector of `cfg` (an ExperimentConfig) and save it to `out`.
+
+    role: "teacher" (model.teacher, teacher_train schedule) or "student" (model.student, train
+    schedule). seed: the schedule's seed (default: the config's); the same seed gives the same
+    initial weights, batch order and augmentation, so a student and a DKED student of one seed
+    differ only by distillation. teacher: a trained teacher (model or saved-detector folder):
+    the student then trains with DKED (`Distiller`, distill section of cfg).
+    records: (train_records, class_names), loaded from cfg.data when None. architecture: a
+    preset name instead of the role's. init_from: a saved-detector folder to start from.
+    out: the run folder (model.json, weights, history.json; None: nothing saved).
+    backup_dir: where the resumable backup lives (default out/backup); resume=False starts over.
+    Returns a TrainResult.
+    """
+    default_arch, overrides, schedule = role_settings(cfg, role)
+    architecture = architecture or default_arch
+    if seed is not None:
+        schedule = dataclasses.replace(schedule, seed=int(seed))
+    stage = stage or ("dked" if teacher is not None else role)
+    train_records, class_names = records or prepare_records(cfg, "train", verbose=verbose)
+    if backup_dir is None and out:
+        backup_dir = os.path.join(out, "backup")
+    set_seed(schedule.seed)
+    dataset = make_train_dataset(train_records, cfg.data, seed=schedule.seed)
+    steps = steps_in(dataset) or max(1, len(train_records) // cfg.data.batch_size)
+    if init_from:
+        model, _ = load_detector(init_from)
+    else:
+        model = build_detector(architecture, len(class_names), cfg.data.image_size, **overrides)
+    optimizer = make_optimizer(schedule, steps)
+    meta = {"role": role, "seed": schedule.seed, "epochs": schedule.epochs}
+    if teacher is not None:
+        if isinstance(teacher, (str, os.PathLike)):
+            meta["teacher"] = os.path.abspath(teacher)
+            teacher, teacher_meta = load_detector(teacher)
+            if list(teacher_meta["class_names"]) != list(class_names):
+                raise ValueError(f"the teacher in {meta['teacher']} was trained on classes "
+                                 f"{teacher_meta['class_names']}, the data has {list(class_names)}")
+            if teacher_meta["image_size"] != cfg.data.image_size and verbose:
+                print(f"note: teacher trained at {teacher_meta['image_size']} px, distilling at "
+                      f"{cfg.data.image_size} px")
+        trained = make_distiller(teacher, model, cfg.distill, cfg.data.image_size)
+        trained.compile(optimizer=optimizer)
+    else:
+        trained = model
+        trained.compile(optimizer=optimizer, jit_compile=False)
+    outcome = fit(trained, dataset, epochs=schedule.epochs, stage=stage, callbacks=callbacks,
+                  checkpoint_dir=backup_dir, resume=resume, verbose=verbose,
+                  checkpoint_every=schedule.checkpoint_every)
+    if out:
+        save_detector(model, out, architecture=architecture, class_names=class_names, image_size=cfg.data.image_size,
+                      overrides=overrides, tile_size=tile_size_for(cfg), train_seconds=outcome.train_seconds, **meta)
+        write_json(os.path.join(out, HISTORY_FILE), {"history": outcome.history,
+                                                      "train_seconds": outcome.train_seconds})
+    return TrainResult(model=model, outcome=outcome, folder=out, architecture=architecture, schedule=schedule,
+                       class_names=tuple(class_names))
