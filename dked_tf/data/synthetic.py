@@ -502,6 +502,31 @@ def _image_size(rng, image_size):
     return (long_side, short) if rng.random() < 0.5 else (short, long_side)
 
 
+def _atomic_path(path):
+    """A temporary name next to `path` (same folder, so `os.replace` onto `path` is atomic)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+
+
+def _write_atomic(path, data):
+    """Writes bytes or text to `path` through a temporary file and `os.replace`."""
+    tmp = _atomic_path(path)
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def _replace_from(path, write):
+    """Calls `write(tmp_path)` and moves the result onto `path` atomically."""
+    tmp = _atomic_path(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def _manifest_matches(out_dir, params):
     path = os.path.join(out_dir, "manifest.json")
     if not os.path.isfile(path):
@@ -516,9 +541,11 @@ def _manifest_matches(out_dir, params):
     return all(os.path.isfile(os.path.join(out_dir, p)) for p in manifest.get("files", []))
 
 
-def _write_manifest(out_dir, params, files):
-    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump({"params": params, "complete": True, "files": files}, f, indent=1)
+def _write_manifest(out_dir, params, files, stats=None):
+    manifest = {"params": params, "complete": True, "files": files}
+    if stats is not None:
+        manifest["stats"] = stats
+    _write_atomic(os.path.join(out_dir, "manifest.json"), json.dumps(manifest, indent=1))
 
 
 def _progress(iterable, total, verbose, desc):
@@ -533,29 +560,107 @@ def _progress(iterable, total, verbose, desc):
 
 
 def _save_image(path, image_rgb, image_format):
+    """Encodes an RGB uint8 [H, W, 3] image (JPEG quality 92, or lossless) and writes it atomically."""
     bgr = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if image_format in ("jpg", "jpeg") else []
-    if not cv2.imwrite(path, bgr, params):
-        raise OSError(f"could not write {path}")
+    ok, data = cv2.imencode("." + image_format, bgr, params)
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    _write_atomic(path, data.tobytes())
+
+
+def _hrsc_record(image_dir, image_id, image_format, width, height, objects):
+    """ImageRecord of one generated image: HRSC raw fields (`mbox`, `hbb`, `header`, `Class_ID`,
+    `truncated`) from the object dicts of a scene renderer."""
+    from dked_tf.data.hrsc import SHIP_CLASS_ID, _mbox_to_poly, poly_hbb
+    from dked_tf.data.records import ImageRecord
+
+    mbox = np.array([o["mbox"] for o in objects], np.float64).reshape(-1, 5)
+    hbb = np.round(poly_hbb(_mbox_to_poly(mbox))).astype(np.float64)
+    mbox = np.round(mbox, 4)
+    return ImageRecord(
+        image_path=os.path.join(image_dir, f"{image_id}.{image_format}"), image_id=image_id, width=width,
+        height=height, polygons=_mbox_to_poly(mbox).astype(np.float32), classes=np.zeros(len(objects), np.int32),
+        difficult=np.array([o["difficult"] for o in objects], bool),
+        extra={"mbox": mbox, "hbb": hbb,
+               "header": np.round(np.array([o["header"] for o in objects], np.float64).reshape(-1, 2), 2),
+               "class_id": np.array([o.get("class_id", SHIP_CLASS_ID) for o in objects], dtype=object),
+               "object_id": np.array([f"{image_id}{k:03d}" for k in range(len(objects))], dtype=object),
+               "truncated": np.array([o["truncated"] for o in objects], bool),
+               "file_name": image_id, "file_fmt": image_format, "depth": 3},
+    )
+
+
+def write_hrsc_dataset(out_dir, params, render, num_train, num_test, seed, image_size, image_format="jpg",
+                       overwrite=False, verbose=1, stream=0, desc="synthetic HRSC2016", summarize=None):
+    """Renders scenes and writes them in the HRSC2016 layout; returns the absolute `out_dir`.
+
+    Layout: out_dir/FullDataSet/AllImages/<id>.<image_format>, out_dir/FullDataSet/Annotations/<id>.xml,
+    out_dir/ImageSets/{trainval,test}.txt, out_dir/manifest.json (`params`, `complete`, `files`,
+    optional `stats`). Ids are 9-digit like the real ones: 1000xxxxx (trainval), 2000xxxxx (test).
+
+    params: the dict that identifies the set in the manifest; a complete set with the same
+        params is reused unless `overwrite`.
+    render: `render(rng, width, height) -> (image uint8 [H, W, 3] RGB, objects)`; each object is a
+        dict with `mbox` (cx, cy, w = length, h, ang radians; pixels), `header` (bow x, y),
+        `difficult`, `truncated` and optionally `class_id` (9-digit HRSC Class_ID, default 100000001).
+    image_size: long side in pixels (short side drawn in [0.75, 1] of it) or a (min, max) range.
+    stream: salt of the per-image generators, `default_rng([seed, stream + split_code, index])`.
+    summarize: optional `summarize(list of object lists) -> dict` stored as the manifest's `stats`.
+    Every file is written to a temporary name and moved into place; the manifest comes last.
+    """
+    from dked_tf.data.hrsc import write_hrsc_xml, write_imageset
+
+    out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
+    if not overwrite and _manifest_matches(out_dir, params):
+        if verbose:
+            print(f"{desc} dataset up to date in {out_dir}")
+        return out_dir
+    image_dir = os.path.join(out_dir, "FullDataSet", "AllImages")
+    ann_dir = os.path.join(out_dir, "FullDataSet", "Annotations")
+    os.makedirs(image_dir, exist_ok=True)
+    os.makedirs(ann_dir, exist_ok=True)
+    os.makedirs(os.path.join(out_dir, "ImageSets"), exist_ok=True)
+    stale = os.path.join(out_dir, "manifest.json")
+    if os.path.exists(stale):
+        os.remove(stale)
+    files, all_objects = [], []
+    jobs = [("trainval", 1, i) for i in range(num_train)] + [("test", 2, i) for i in range(num_test)]
+    split_ids = {"trainval": [], "test": []}
+    for split, code, index in _progress(jobs, len(jobs), verbose, desc):
+        rng = np.random.default_rng([int(seed), int(stream) + code, index])
+        w, h = _image_size(rng, image_size)
+        image, objects = render(rng, w, h)
+        image_id = f"{code}000{index + 1:05d}"
+        image_name = f"{image_id}.{image_format}"
+        _save_image(os.path.join(image_dir, image_name), image, image_format)
+        record = _hrsc_record(image_dir, image_id, image_format, w, h, objects)
+        xml_path = os.path.join(ann_dir, f"{image_id}.xml")
+        _replace_from(xml_path, lambda tmp: write_hrsc_xml(record, tmp))
+        split_ids[split].append(image_id)
+        all_objects.append(objects)
+        files += [f"FullDataSet/AllImages/{image_name}", f"FullDataSet/Annotations/{image_id}.xml"]
+    for split, ids in split_ids.items():
+        path = os.path.join(out_dir, "ImageSets", f"{split}.txt")
+        _replace_from(path, lambda tmp: write_imageset(ids, tmp))
+        files.append(f"ImageSets/{split}.txt")
+    _write_manifest(out_dir, params, files, summarize(all_objects) if summarize else None)
+    if verbose:
+        print(f"wrote {desc} dataset ({num_train} trainval + {num_test} test) to {out_dir}")
+    return out_dir
 
 
 def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, seed=0, image_format="jpg",
                         overwrite=False, verbose=1, min_ship_length=DEFAULT_MIN_SHIP_LENGTH,
                         max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT):
-    """Writes a synthetic ship dataset in the HRSC2016 layout; returns `out_dir`.
+    """Writes the easy synthetic ship dataset in the HRSC2016 layout; returns `out_dir`.
 
-    out_dir/FullDataSet/AllImages/<id>.<image_format>, out_dir/FullDataSet/Annotations/<id>.xml,
-    out_dir/ImageSets/{trainval,test}.txt, out_dir/manifest.json.
-    Ids are 9-digit like the real ones: 1000xxxxx (trainval) and 2000xxxxx (test).
+    Layout and caching: see `write_hrsc_dataset` (one class, Class_ID 100000001).
     image_size: long side in pixels (short side drawn in [0.75, 1] of it) or (min, max) range.
-    Skips the work when the manifest shows a complete dataset with the same parameters.
     min_ship_length: shortest ship as a fraction of the image's long side (lengths are
     log-uniform from it to 70 %). max_ship_aspect: most slender ship, length / width (the
     aspect ratios are drawn from 3..10, capped at it).
     """
-    from dked_tf.data.hrsc import _mbox_to_poly, poly_hbb, write_hrsc_xml, write_imageset
-    from dked_tf.data.records import ImageRecord
-
     params = {"kind": "hrsc", "num_train": int(num_train), "num_test": int(num_test),
               "image_size": image_size if isinstance(image_size, int) else list(image_size),
               "seed": int(seed), "image_format": image_format, "version": GENERATOR_VERSION}
@@ -563,54 +668,12 @@ def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, se
         params["min_ship_length"] = float(min_ship_length)
     if float(max_ship_aspect) != DEFAULT_MAX_SHIP_ASPECT:
         params["max_ship_aspect"] = float(max_ship_aspect)
-    out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
-    if not overwrite and _manifest_matches(out_dir, params):
-        if verbose:
-            print(f"synthetic HRSC2016 dataset up to date in {out_dir}")
-        return out_dir
-    image_dir = os.path.join(out_dir, "FullDataSet", "AllImages")
-    ann_dir = os.path.join(out_dir, "FullDataSet", "Annotations")
-    os.makedirs(image_dir, exist_ok=True)
-    os.makedirs(ann_dir, exist_ok=True)
-    stale = os.path.join(out_dir, "manifest.json")
-    if os.path.exists(stale):
-        os.remove(stale)
-    files = []
-    jobs = [("trainval", 1, i) for i in range(num_train)] + [("test", 2, i) for i in range(num_test)]
-    split_ids = {"trainval": [], "test": []}
-    for split, code, index in _progress(jobs, len(jobs), verbose, "synthetic HRSC2016"):
-        rng = np.random.default_rng([int(seed), code, index])
-        w, h = _image_size(rng, image_size)
-        image, objects = render_hrsc_scene(rng, w, h, min_ship_length=min_ship_length,
-                                           max_ship_aspect=max_ship_aspect)
-        image_id = f"{code}000{index + 1:05d}"
-        image_name = f"{image_id}.{image_format}"
-        _save_image(os.path.join(image_dir, image_name), image, image_format)
-        mbox = np.array([o["mbox"] for o in objects], np.float64).reshape(-1, 5)
-        polys = _mbox_to_poly(mbox)
-        hbb = poly_hbb(polys)
-        record = ImageRecord(
-            image_path=os.path.join(image_dir, image_name), image_id=image_id, width=w, height=h,
-            polygons=polys, classes=np.zeros(len(objects), np.int32),
-            difficult=np.array([o["difficult"] for o in objects], bool),
-            extra={"mbox": np.round(mbox, 4), "hbb": np.round(hbb).astype(np.float64),
-                   "header": np.round(np.array([o["header"] for o in objects], np.float64).reshape(-1, 2), 2),
-                   "class_id": np.array(["100000001"] * len(objects), dtype=object),
-                   "object_id": np.array([f"{image_id}{k:03d}" for k in range(len(objects))], dtype=object),
-                   "truncated": np.array([o["truncated"] for o in objects], bool),
-                   "file_name": image_id, "file_fmt": image_format, "depth": 3},
-        )
-        record.polygons = _mbox_to_poly(record.extra["mbox"]).astype(np.float32)
-        write_hrsc_xml(record, os.path.join(ann_dir, f"{image_id}.xml"))
-        split_ids[split].append(image_id)
-        files += [f"FullDataSet/AllImages/{image_name}", f"FullDataSet/Annotations/{image_id}.xml"]
-    for split, ids in split_ids.items():
-        write_imageset(ids, os.path.join(out_dir, "ImageSets", f"{split}.txt"))
-        files.append(f"ImageSets/{split}.txt")
-    _write_manifest(out_dir, params, files)
-    if verbose:
-        print(f"wrote synthetic HRSC2016 dataset ({num_train} trainval + {num_test} test) to {out_dir}")
-    return out_dir
+
+    def render(rng, w, h):
+        return render_hrsc_scene(rng, w, h, min_ship_length=min_ship_length, max_ship_aspect=max_ship_aspect)
+
+    return write_hrsc_dataset(out_dir, params, render, num_train, num_test, seed, image_size, image_format,
+                              overwrite=overwrite, verbose=verbose, desc="synthetic HRSC2016")
 
 
 def make_synthetic_dota(out_dir, num_train=100, num_test=30, image_size=512, seed=0, image_format="png",
@@ -653,10 +716,10 @@ def make_synthetic_dota(out_dir, num_train=100, num_test=30, image_size=512, see
             difficult=np.array([o["difficult"] for o in objects], bool),
             extra={"imagesource": "synthetic", "gsd": "0.5"},
         )
-        write_dota_label(record, os.path.join(out_dir, split, "labelTxt", f"{image_id}.txt"), SYNTHETIC_DOTA_CLASSES)
+        _replace_from(os.path.join(out_dir, split, "labelTxt", f"{image_id}.txt"),
+                      lambda tmp: write_dota_label(record, tmp, SYNTHETIC_DOTA_CLASSES))
         files += [f"{split}/images/{image_name}", f"{split}/labelTxt/{image_id}.txt"]
-    with open(os.path.join(out_dir, "classes.txt"), "w") as f:
-        f.write("".join(c + "\n" for c in SYNTHETIC_DOTA_CLASSES))
+    _write_atomic(os.path.join(out_dir, "classes.txt"), "".join(c + "\n" for c in SYNTHETIC_DOTA_CLASSES))
     _write_manifest(out_dir, params, files + ["classes.txt"])
     if verbose:
         print(f"wrote synthetic DOTA dataset ({num_train} train + {num_test} val) to {out_dir}")
