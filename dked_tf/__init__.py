@@ -1,7 +1,12 @@
 """dked_tf: lightweight oriented object detection with DKED knowledge distillation.
 
-Heavy submodules (TensorFlow, Keras) are imported lazily so that `dked-tf --help` and the
-pure-numpy parts (`dked_tf.ops`, the readers) stay fast to import.
+    from dked_tf import Distiller, build_dataset, build_model
+
+The package's environment settings for TensorFlow live here, the one place that sets them:
+every import of a dked_tf module runs this file first.
+
+The names below are loaded on first use (PEP 562): `dked-tf --help` and `dked-tf evaluate`
+import this package and must start without loading TensorFlow (docs/architecture.md).
 """
 
 import importlib
@@ -12,21 +17,24 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "Distiller": ("dked_tf.distiller", "Distiller"),
-    "OrientedDetector": ("dked_tf.models.detector", "OrientedDetector"),
-    "build_model": ("dked_tf.models.presets", "build_model"),
-    "build_dataset": ("dked_tf.data.pipeline", "build_dataset"),
-    "evaluate_detections": ("dked_tf.evaluation.metrics", "evaluate_detections"),
+# public name -> the module that defines it
+PUBLIC_NAMES = {
+    "Distiller": "dked_tf.distiller",
+    "OrientedDetector": "dked_tf.models.detector",
+    "build_model": "dked_tf.models.presets",
+    "build_dataset": "dked_tf.data.pipeline",
+    "evaluate_detections": "dked_tf.evaluation.metrics",
+    "train": "dked_tf.experiment.train_lib",
 }
+
+__all__ = sorted(PUBLIC_NAMES)
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
+    if name in PUBLIC_NAMES:
+        return getattr(importlib.import_module(PUBLIC_NAMES[name]), name)
     raise AttributeError(f"module 'dked_tf' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(list(globals()) + list(PUBLIC_NAMES))

@@ -6,10 +6,7 @@ Modules are imported only when their command runs, so `dked-tf --help` needs no 
 
 import argparse
 import importlib
-import os
 import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 COMMANDS = {
     "train": "train a detector (teacher or student) on HRSC2016, DOTA or the synthetic set",
@@ -38,7 +35,7 @@ def _command_parser(name):
     module = importlib.import_module(f"dked_tf.commands.{name}")
     parser = argparse.ArgumentParser(
         prog=f"dked-tf {name}",
-        description=getattr(module, "DESCRIPTION", COMMANDS[name]),
+        description=module.DESCRIPTION,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     module.add_arguments(parser)
@@ -54,13 +51,7 @@ def main(argv=None):
     name = argv[0]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
-    try:
-        module, command_parser = _command_parser(name)
-    except ModuleNotFoundError as error:
-        if error.name == f"dked_tf.commands.{name}":
-            print(f"dked-tf: the '{name}' command is not available in this build", file=sys.stderr)
-            return 2
-        raise
+    module, command_parser = _command_parser(name)
     args = command_parser.parse_args(argv[1:])
     return int(module.run(args) or 0)
 

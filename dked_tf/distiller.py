@@ -147,8 +147,7 @@ class Distiller(keras.Model):
         flags = [bool(s) for s in switches]
         if len(flags) != len(self.distillation_losses):
             raise ValueError(
-                f"distiller.py: {len(flags)} switches for "
-                f"{len(self.distillation_losses)} distillation_losses"
+                f"distiller.py: {len(flags)} switches for {len(self.distillation_losses)} distillation_losses"
             )
         for loss, flag in zip(self.distillation_losses, flags):
             loss.enabled = flag
@@ -174,8 +173,13 @@ class Distiller(keras.Model):
 
     def _student_jol(self, student_outputs, encoded, image_size):
         """Raw JOL terms of the student + the per-level per-cell maps (reused)."""
-        return jol_terms_and_cells(student_outputs["head"], encoded, self.strides, image_size,
-                                   plain_class_weight=self.student.plain_class_weight)
+        return jol_terms_and_cells(
+            student_outputs["head"],
+            encoded,
+            self.strides,
+            image_size,
+            plain_class_weight=self.student.plain_class_weight,
+        )
 
     def compute_terms(self, images, targets, teacher_outputs, student_outputs):
         """All loss terms (float32 scalars, local-batch means) and the total to optimise."""
@@ -192,8 +196,9 @@ class Distiller(keras.Model):
             switch = switches[index]
 
             def run(loss=loss):
-                return loss.compute(teacher_outputs, student_outputs, encoded, self.strides, image_size,
-                                    student_cells=cells)
+                return loss.compute(
+                    teacher_outputs, student_outputs, encoded, self.strides, image_size, student_cells=cells
+                )
 
             out = tf.cond(switch > 0.0, run, loss.zeros)
             for name, value in out.items():
@@ -252,9 +257,7 @@ class Distiller(keras.Model):
             "name": self.name,
             "teacher": keras.saving.serialize_keras_object(self.teacher),
             "student": keras.saving.serialize_keras_object(self.student),
-            "distillation_losses": [
-                keras.saving.serialize_keras_object(loss) for loss in self.distillation_losses
-            ],
+            "distillation_losses": [keras.saving.serialize_keras_object(loss) for loss in self.distillation_losses],
             "distillation_loss_weights": self.distillation_loss_weights,
             "student_loss_weight": self.student_loss_weight,
             "image_size": self.image_size,

@@ -75,7 +75,7 @@ def _child(function, args, threads, log_path):
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
-        raise SystemExit(1)
+        raise SystemExit(1) from None
 
 
 class _Tail:
@@ -128,8 +128,12 @@ def run_jobs(jobs, *, parallel, echo=print, poll_seconds=1.0, cores=None):
             while pending and len(running) < max(1, int(parallel)):
                 job = pending.pop(0)
                 tail = _Tail(job.log_path)
-                process = context.Process(target=_child, args=(job.function, tuple(job.args), threads, job.log_path),
-                                          name=job.label, daemon=False)
+                process = context.Process(
+                    target=_child,
+                    args=(job.function, tuple(job.args), threads, job.log_path),
+                    name=job.label,
+                    daemon=False,
+                )
                 process.start()
                 echo(f"{job.label} | started (pid {process.pid}, {threads} thread(s)); log: {job.log_path}")
                 running.append((job, process, tail))
@@ -145,8 +149,10 @@ def run_jobs(jobs, *, parallel, echo=print, poll_seconds=1.0, cores=None):
                 process.join()
                 running.remove(entry)
                 if process.exitcode != 0:
-                    raise JobError(f"{job.label} failed (exit code {process.exitcode}); log {job.log_path}; "
-                                   f"its last lines:\n{_last_lines(job.log_path)}")
+                    raise JobError(
+                        f"{job.label} failed (exit code {process.exitcode}); log {job.log_path}; "
+                        f"its last lines:\n{_last_lines(job.log_path)}"
+                    )
                 echo(f"{job.label} | finished")
     finally:
         for _, process, _ in running:

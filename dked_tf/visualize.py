@@ -8,6 +8,7 @@ only when a plot is made.
 import math
 import os
 
+import cv2
 import numpy as np
 
 GT_COLOR = (0, 200, 0)  # RGB
@@ -17,9 +18,7 @@ DET_COLOR = (255, 60, 0)
 def _check_image(image):
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(
-            f"image must be uint8 [H, W, 3] RGB, got {image.dtype} {list(image.shape)}"
-        )
+        raise ValueError(f"image must be uint8 [H, W, 3] RGB, got {image.dtype} {list(image.shape)}")
     return image
 
 
@@ -55,8 +54,6 @@ def draw_polygons(image, polygons, labels=None, scores=None, color=(0, 255, 0), 
     vertex order is visible.
     Returns: uint8 [H, W, 3], a new array.
     """
-    import cv2
-
     canvas = np.ascontiguousarray(_check_image(image).copy())
     polygons = _check_polygons(polygons)
     n = len(polygons)
@@ -73,8 +70,9 @@ def draw_polygons(image, polygons, labels=None, scores=None, color=(0, 255, 0), 
     for i in range(n):
         points = np.round(polygons[i].reshape(4, 2) * (1 << shift)).astype(np.int32)
         cv2.polylines(canvas, [points], True, colors[i], thickness, cv2.LINE_AA, shift)
-        cv2.circle(canvas, tuple(int(v) for v in points[0]), (thickness + 1) << shift, colors[i], -1,
-                   cv2.LINE_AA, shift)
+        cv2.circle(
+            canvas, tuple(int(v) for v in points[0]), (thickness + 1) << shift, colors[i], -1, cv2.LINE_AA, shift
+        )
         text = []
         if labels is not None:
             text.append(str(labels[i]))
@@ -85,15 +83,12 @@ def draw_polygons(image, polygons, labels=None, scores=None, color=(0, 255, 0), 
             y = int(np.floor(polygons[i, 1::2].min())) - 3
             x = min(max(x, 0), canvas.shape[1] - 1)
             y = min(max(y, 10), canvas.shape[0] - 1)
-            cv2.putText(canvas, " ".join(text), (x, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                        colors[i], 1, cv2.LINE_AA)
+            cv2.putText(canvas, " ".join(text), (x, y), cv2.FONT_HERSHEY_SIMPLEX, font_scale, colors[i], 1, cv2.LINE_AA)
     return canvas
 
 
 def save_image(path, image_rgb):
     """Writes an RGB uint8 [H, W, 3] image (PNG/JPEG by extension); creates the folder."""
-    import cv2
-
     image_rgb = _check_image(image_rgb)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -102,16 +97,27 @@ def save_image(path, image_rgb):
     return path
 
 
-def draw_detections_vs_gt(image, gt_polys, det_polys, det_scores=None, labels=None, *,
-                          gt_labels=None, gt_color=GT_COLOR, det_color=DET_COLOR, thickness=2):
+def draw_detections_vs_gt(
+    image,
+    gt_polys,
+    det_polys,
+    det_scores=None,
+    labels=None,
+    *,
+    gt_labels=None,
+    gt_color=GT_COLOR,
+    det_color=DET_COLOR,
+    thickness=2,
+):
     """Overlay of ground truth (green) and detections (orange, with scores) on a copy of `image`.
 
     image: uint8 [H, W, 3] RGB; gt_polys [G, 8], det_polys [D, 8], pixels;
     det_scores: optional [D]; labels: optional D detection labels; gt_labels: optional G labels.
     """
     canvas = draw_polygons(image, gt_polys, labels=gt_labels, color=gt_color, thickness=thickness)
-    return draw_polygons(canvas, det_polys, labels=labels, scores=det_scores, color=det_color,
-                         thickness=max(1, thickness - 1))
+    return draw_polygons(
+        canvas, det_polys, labels=labels, scores=det_scores, color=det_color, thickness=max(1, thickness - 1)
+    )
 
 
 def _pyplot():
@@ -173,10 +179,18 @@ def _image_axes(axis, width, height, title):
     axis.set_ylim(height, 0)  # image coordinates: y grows downwards
     axis.set_aspect("equal")
     axis.set_title(title, fontsize=10)
-    axis.annotate("", xy=(width * 0.22, height * 0.05), xytext=(width * 0.03, height * 0.05),
-                  arrowprops=dict(arrowstyle="->", color="gray"))
-    axis.annotate("", xy=(width * 0.03, height * 0.24), xytext=(width * 0.03, height * 0.05),
-                  arrowprops=dict(arrowstyle="->", color="gray"))
+    axis.annotate(
+        "",
+        xy=(width * 0.22, height * 0.05),
+        xytext=(width * 0.03, height * 0.05),
+        arrowprops=dict(arrowstyle="->", color="gray"),
+    )
+    axis.annotate(
+        "",
+        xy=(width * 0.03, height * 0.24),
+        xytext=(width * 0.03, height * 0.05),
+        arrowprops=dict(arrowstyle="->", color="gray"),
+    )
     axis.text(width * 0.23, height * 0.06, "+x", color="gray", va="center", fontsize=8)
     axis.text(width * 0.04, height * 0.28, "+y", color="gray", fontsize=8)
     axis.set_xticks([])
@@ -188,8 +202,9 @@ def _rectangle_corners(cx, cy, w, h, theta):
     u = np.array([math.cos(theta), math.sin(theta)])
     v = np.array([-math.sin(theta), math.cos(theta)])
     c = np.array([cx, cy])
-    return np.array([c - u * w / 2 - v * h / 2, c + u * w / 2 - v * h / 2,
-                     c + u * w / 2 + v * h / 2, c - u * w / 2 + v * h / 2])
+    return np.array(
+        [c - u * w / 2 - v * h / 2, c + u * w / 2 - v * h / 2, c + u * w / 2 + v * h / 2, c - u * w / 2 + v * h / 2]
+    )
 
 
 def _closed(points):
@@ -218,8 +233,12 @@ def box_conventions_figure(path):
     for k, (x, y) in enumerate(quad):
         axis.plot(x, y, "o", color="tab:blue")
         axis.text(x + 3, y - 3, f"v{k + 1} (x{k + 1}, y{k + 1})", fontsize=8)
-    axis.text(5, 96, "pixels, image coordinates (x right, y down);\n"
-                     "files: usually clockwise on screen; IoU ignores order", fontsize=7.5)
+    axis.text(
+        5,
+        96,
+        "pixels, image coordinates (x right, y down);\nfiles: usually clockwise on screen; IoU ignores order",
+        fontsize=7.5,
+    )
 
     # rbox (le90)
     axis = axes[1]
@@ -240,8 +259,9 @@ def box_conventions_figure(path):
     mid_short = (corners[1] + corners[2]) / 2
     axis.text(*(mid_long + [-6, -4]), "w (long side)", fontsize=8, rotation=-math.degrees(theta))
     axis.text(*(mid_short + [3, 2]), "h", fontsize=8)
-    axis.text(5, 96, "w >= h; theta in [-pi/2, pi/2) radians, from +x\n"
-                     "towards +y (clockwise on screen, y down)", fontsize=7.5)
+    axis.text(
+        5, 96, "w >= h; theta in [-pi/2, pi/2) radians, from +x\ntowards +y (clockwise on screen, y down)", fontsize=7.5
+    )
 
     # HRSC2016 mbox
     axis = axes[2]
@@ -258,8 +278,9 @@ def box_conventions_figure(path):
     axis.text(cx + 12, cy + 8, "mbox_ang < 0", fontsize=8)
     axis.text(*((corners[2] + corners[3]) / 2 + [-4, 9]), "mbox_w", fontsize=8)
     axis.text(*((corners[1] + corners[2]) / 2 + [3, 6]), "mbox_h", fontsize=8)
-    axis.text(5, 96, "XML fields, angle in radians, same sense as theta;\n"
-                     "mbox_to_rbox normalises to w >= h", fontsize=7.5)
+    axis.text(
+        5, 96, "XML fields, angle in radians, same sense as theta;\nmbox_to_rbox normalises to w >= h", fontsize=7.5
+    )
 
     # ORC (GGHL)
     axis = axes[3]
@@ -267,10 +288,12 @@ def box_conventions_figure(path):
     xmin, ymin, xmax, ymax = 20.0, 22.0, 84.0, 80.0
     bw, bh = xmax - xmin, ymax - ymin
     s = (0.30, 0.40, 0.25, 0.35)
-    v = np.array([[xmin + s[0] * bw, ymin], [xmax, ymin + s[1] * bh],
-                  [xmax - s[2] * bw, ymax], [xmin, ymax - s[3] * bh]])
-    axis.plot(*_closed(np.array([[xmin, ymin], [xmax, ymin], [xmax, ymax], [xmin, ymax]])).T,
-              color="gray", lw=1, ls="--")
+    v = np.array(
+        [[xmin + s[0] * bw, ymin], [xmax, ymin + s[1] * bh], [xmax - s[2] * bw, ymax], [xmin, ymax - s[3] * bh]]
+    )
+    axis.plot(
+        *_closed(np.array([[xmin, ymin], [xmax, ymin], [xmax, ymax], [xmin, ymax]])).T, color="gray", lw=1, ls="--"
+    )
     axis.fill(*_closed(v).T, color="tab:green", alpha=0.15)
     axis.plot(*_closed(v).T, color="tab:green", lw=2)
     names = ("v1 (top)", "v2 (right)", "v3 (bottom)", "v4 (left)")
@@ -287,10 +310,10 @@ def box_conventions_figure(path):
     axis.text(v[2, 0] + 12, ymax - 2, "s3·w", fontsize=8, color="tab:red")
     axis.annotate("", xy=(xmin - 2, v[3, 1]), xytext=(xmin - 2, ymax), arrowprops=arrow)
     axis.text(xmin - 15, ymax - 3, "s4·h", fontsize=8, color="tab:red")
-    axis.text(xmin + 2, ymin + bh / 2, "(xmin, ymin, xmax, ymax)\nw = xmax-xmin, h = ymax-ymin",
-              fontsize=7)
-    axis.text(5, 96, "s1=(x1-xmin)/w  s2=(y2-ymin)/h  s3=(xmax-x3)/w\n"
-                     "s4=(ymax-y4)/h;  r = area(poly)/area(HBB)", fontsize=7.5)
+    axis.text(xmin + 2, ymin + bh / 2, "(xmin, ymin, xmax, ymax)\nw = xmax-xmin, h = ymax-ymin", fontsize=7)
+    axis.text(
+        5, 96, "s1=(x1-xmin)/w  s2=(y2-ymin)/h  s3=(xmax-x3)/w\ns4=(ymax-y4)/h;  r = area(poly)/area(HBB)", fontsize=7.5
+    )
 
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

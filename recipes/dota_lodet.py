@@ -22,8 +22,14 @@ from dked_tf.experiment.recipe import DotaRecipe, run_recipe
 
 
 def main(argv=None):
-    return run_recipe(argv, recipe_class=DotaRecipe, task="dota", name="dota_lodet", default_out="runs/dota_lodet",
-                      description=__doc__)
+    return run_recipe(
+        argv,
+        recipe_class=DotaRecipe,
+        task="dota",
+        name="dota_lodet",
+        default_out="runs/dota_lodet",
+        description=__doc__,
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,15 @@ from dked_tf.experiment.recipe import SelfDistillRecipe, run_recipe
 
 
 def main(argv=None):
-    return run_recipe(argv, recipe_class=SelfDistillRecipe, task="hrsc", name="hrsc_gghl_selfdistill",
-                      default_out="runs/hrsc_gghl_selfdistill", description=__doc__, student_is_teacher=True)
+    return run_recipe(
+        argv,
+        recipe_class=SelfDistillRecipe,
+        task="hrsc",
+        name="hrsc_gghl_selfdistill",
+        default_out="runs/hrsc_gghl_selfdistill",
+        description=__doc__,
+        student_is_teacher=True,
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from dked_tf.experiment.recipe import Recipe, run_recipe
 
 
 def main(argv=None):
-    return run_recipe(argv, recipe_class=Recipe, task="hrsc", name="hrsc_lodet", default_out="runs/hrsc_lodet",
-                      description=__doc__)
+    return run_recipe(
+        argv, recipe_class=Recipe, task="hrsc", name="hrsc_lodet", default_out="runs/hrsc_lodet", description=__doc__
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ def encode(polys, classes, weights=None, image_size=S, num_classes=NC):
     if weights is None:
         weights = np.ones_like(classes, np.float32)
     weights = np.asarray(weights, np.float32).reshape(1, -1)
-    out = encode_targets({"polygons": polys, "classes": classes, "weights": weights},
-                         image_size, num_classes)
+    out = encode_targets({"polygons": polys, "classes": classes, "weights": weights}, image_size, num_classes)
     return [o.numpy()[0] for o in out]
 
 
@@ -66,7 +65,7 @@ def test_axis_aligned_box_level_cells_and_distances():
     assert centre[16] == 0 and centre[17] == 0
     # Neighbour along x: a = 40 / (2*16) = 1.25 cells, sigma-like spread a^0.7,
     # G = exp(-1/2 (2 * 1 / 1.25^0.7)^2) = 0.2315.
-    expected = math.exp(-0.5 * (2.0 / 1.25 ** 0.7) ** 2)
+    expected = math.exp(-0.5 * (2.0 / 1.25**0.7) ** 2)
     assert expected == pytest.approx(0.2315, abs=1e-4)
     assert level[3, 4, 18] == pytest.approx(expected, rel=1e-5)
     assert level[3, 2, 18] == pytest.approx(expected, rel=1e-5)
@@ -127,7 +126,7 @@ def test_rotated_box_orc_and_oriented_gaussian():
     # Level 1 Gaussian: centre cell (4, 4); half-axes a = 24/16 = 1.5 cells along (1, 1),
     # b = 8/16 = 0.5 cells. Diagonal neighbour (5, 5): u = sqrt2, v = 0 -> G = 0.103.
     level = levels[1]
-    along = math.exp(-0.5 * (2 * math.sqrt(2) / 1.5 ** 0.7) ** 2)
+    along = math.exp(-0.5 * (2 * math.sqrt(2) / 1.5**0.7) ** 2)
     assert along == pytest.approx(0.1033, abs=1e-3)
     assert level[4, 4, 17] == pytest.approx(1.0)
     assert level[5, 5, 17] == pytest.approx(along, rel=1e-4)
@@ -156,15 +155,18 @@ def test_owner_rule_for_shared_cells():
 
 
 def test_empty_targets_dynamic_batch_and_tensor_size():
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None, 8], tf.float32), tf.TensorSpec([None, None], tf.int32),
-        tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([], tf.int32)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, 8], tf.float32),
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None, None], tf.float32),
+            tf.TensorSpec([], tf.int32),
+        ]
+    )
     def run(polys, classes, weights, size):
-        return encode_targets({"polygons": polys, "classes": classes, "weights": weights},
-                              size, NC)
+        return encode_targets({"polygons": polys, "classes": classes, "weights": weights}, size, NC)
 
-    empty = run(tf.zeros([2, 0, 8]), tf.zeros([2, 0], tf.int32), tf.zeros([2, 0]),
-                tf.constant(64))
+    empty = run(tf.zeros([2, 0, 8]), tf.zeros([2, 0], tf.int32), tf.zeros([2, 0]), tf.constant(64))
     assert [tuple(e.shape) for e in empty] == [(2, 8, 8, 19), (2, 4, 4, 19), (2, 2, 2, 19)]
     for e in empty:
         e = e.numpy()

@@ -17,7 +17,8 @@ from dked_tf.data.augment import (
 
 def rect(cx, cy, w, h, angle=0.0):
     c, s = np.cos(angle), np.sin(angle)
-    pts = [(cx + c * x - s * y, cy + s * x + c * y) for x, y in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))]
+    corners = ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))
+    pts = [(cx + c * x - s * y, cy + s * x + c * y) for x, y in corners]
     return np.ravel(pts).astype(np.float32)
 
 
@@ -38,7 +39,9 @@ def test_convex_clip_area_matches_shapely(rng):
     polys = np.stack([rect(*rng.uniform(0, 100, 2), *rng.uniform(5, 60, 2), rng.uniform(0, np.pi)) for _ in range(50)])
     region_a = rect(50, 50, 70, 40, 0.5).reshape(4, 2)
     region_b = np.array([[20, 10], [90, 10], [90, 80], [20, 80]], np.float32)
-    halfplanes = tf.concat([_rect_halfplanes(tf.constant(region_a)), _rect_halfplanes(tf.constant(region_b[::-1].copy()))], 0)
+    halfplanes = tf.concat(
+        [_rect_halfplanes(tf.constant(region_a)), _rect_halfplanes(tf.constant(region_b[::-1].copy()))], 0
+    )
     got = clip_convex_area_tf(tf.constant(polys), halfplanes).numpy()
     region = shapely.geometry.Polygon(region_a).intersection(shapely.geometry.Polygon(region_b))
     want = [shapely.geometry.Polygon(p.reshape(4, 2)).intersection(region).area for p in polys]
@@ -46,13 +49,15 @@ def test_convex_clip_area_matches_shapely(rng):
 
 
 def test_tiny_and_degenerate_objects_are_dropped():
-    polys = np.stack([
-        rect(20, 20, 30, 10),  # kept
-        rect(20, 20, 30, 1.5),  # short side 1.5 < 2 px
-        rect(20, 20, 1.9, 1.9),  # area 3.6 < 4 px², short side < 2
-        np.array([0, 0, 10, 0, 20, 0, 30, 0], np.float32),  # collinear: zero area
-        np.array([0, 0, np.nan, 0, 10, 10, 0, 10], np.float32),  # not finite
-    ])
+    polys = np.stack(
+        [
+            rect(20, 20, 30, 10),  # kept
+            rect(20, 20, 30, 1.5),  # short side 1.5 < 2 px
+            rect(20, 20, 1.9, 1.9),  # area 3.6 < 4 px², short side < 2
+            np.array([0, 0, 10, 0, 20, 0, 30, 0], np.float32),  # collinear: zero area
+            np.array([0, 0, np.nan, 0, 10, 10, 0, 10], np.float32),  # not finite
+        ]
+    )
     keep = object_filter_tf(tf.constant(polys), min_size=2.0, min_area=4.0).numpy()
     np.testing.assert_array_equal(keep, [True, False, False, False, False])
 
@@ -69,8 +74,15 @@ def draw_scene(rng, height=80, width=96):
 def test_polygons_stay_on_the_drawn_objects(seed, rotate):
     # rotate 0: the axis-aligned resampler (flips, scale, translate, crop); 1: the projective one
     image, polys = draw_scene(np.random.default_rng(seed))
-    config = AugmentConfig(flip_horizontal=0.5, flip_vertical=0.5, rotate_prob=rotate, scale_prob=1.0,
-                           crop_prob=1.0, translate_prob=1.0, hsv_prob=0.0)
+    config = AugmentConfig(
+        flip_horizontal=0.5,
+        flip_vertical=0.5,
+        rotate_prob=rotate,
+        scale_prob=1.0,
+        crop_prob=1.0,
+        translate_prob=1.0,
+        hsv_prob=0.0,
+    )
     size = 96
     out, out_polys, keep, scale, offset = augment_sample_tf(
         tf.constant(image), tf.constant(polys), tf.constant([seed, 7], tf.int64), size, config, training=True
@@ -110,8 +122,16 @@ def test_letterbox_without_augmentation_is_exact():
 def test_objects_mostly_outside_are_dropped():
     image, polys = draw_scene(None)
     polys = np.concatenate([polys, rect(92, 10, 20, 8, 0.2)[None]])  # near a corner
-    config = AugmentConfig(flip_horizontal=0, flip_vertical=0, rotate_prob=0, scale_prob=1.0,
-                           scale_range=(1.6, 1.6), crop_prob=0, translate_prob=0, hsv_prob=0)
+    config = AugmentConfig(
+        flip_horizontal=0,
+        flip_vertical=0,
+        rotate_prob=0,
+        scale_prob=1.0,
+        scale_range=(1.6, 1.6),
+        crop_prob=0,
+        translate_prob=0,
+        hsv_prob=0,
+    )
     _, out_polys, keep, _, _ = augment_sample_tf(
         tf.constant(image), tf.constant(polys), tf.constant([1, 2], tf.int64), 96, config, training=True
     )
@@ -137,10 +157,13 @@ def test_mixup_weights_and_pixels():
         "weights": tf.constant([[1.0, 0.0], [1.0, 1.0]]),
         "difficult": tf.constant([[False, False], [True, False]]),
     }
-    targets_m = dict(targets, polygons=tf.pad(targets["polygons"], [[0, 0], [0, 2], [0, 0]]),
-                     classes=tf.pad(targets["classes"], [[0, 0], [0, 2]]),
-                     weights=tf.pad(targets["weights"], [[0, 0], [0, 2]]),
-                     difficult=tf.pad(targets["difficult"], [[0, 0], [0, 2]]))
+    targets_m = dict(
+        targets,
+        polygons=tf.pad(targets["polygons"], [[0, 0], [0, 2], [0, 0]]),
+        classes=tf.pad(targets["classes"], [[0, 0], [0, 2]]),
+        weights=tf.pad(targets["weights"], [[0, 0], [0, 2]]),
+        difficult=tf.pad(targets["difficult"], [[0, 0], [0, 2]]),
+    )
     mixed, out = mixup_batch_tf(images, targets_m, tf.constant([5, 6], tf.int64), prob=1.0, alpha=1.5)
     w = out["weights"].numpy()
     lam = w[0, 0]

@@ -1,9 +1,8 @@
+import keras
 import numpy as np
 import pytest
 
-import keras
-from dked_tf.models.backbones import (build_darknet53, build_mobilenetv2, darknet_conv_layers,
-                                      load_darknet_weights)
+from dked_tf.models.backbones import build_darknet53, build_mobilenetv2, darknet_conv_layers, load_darknet_weights
 
 TINY = dict(width=0.125, depths=(1, 1, 1, 1, 1))
 
@@ -14,6 +13,7 @@ def _darknet_param_count(width_channels, depths, stem):
 
     def conv(k, cin, cout):
         return k * k * cin * cout + 4 * cout
+
     total += conv(3, cin, stem)
     cin = stem
     for c, d in zip(width_channels, depths):
@@ -60,8 +60,9 @@ def _write_darknet_file(path, convs, major=0, minor=2, seen_dtype=np.int64, extr
 @pytest.mark.parametrize("major, minor, seen_dtype", [(0, 2, np.int64), (0, 1, np.int32)])
 def test_darknet_weights_loader_places_every_array(tmp_path, major, minor, seen_dtype):
     model = build_darknet53(**TINY)
-    convs = [(l.conv.kernel.shape[2], l.conv.kernel.shape[3], l.conv.kernel.shape[0])
-             for l in darknet_conv_layers(model)]
+    convs = [
+        (l.conv.kernel.shape[2], l.conv.kernel.shape[3], l.conv.kernel.shape[0]) for l in darknet_conv_layers(model)
+    ]
     path = tmp_path / "darknet53.weights"
     written = _write_darknet_file(path, convs, major, minor, seen_dtype, extra=1000)
     assert load_darknet_weights(model, str(path), verbose=0) == len(convs)
@@ -80,7 +81,7 @@ def test_darknet_weights_loader_places_every_array(tmp_path, major, minor, seen_
     y = stem.conv(x).numpy()[0]
     kernel = written[0][4]
     xp = np.pad(x[0], ((1, 1), (1, 1), (0, 0)))
-    window = xp[3:6, 2:5, :]                    # output pixel (3, 2)
+    window = xp[3:6, 2:5, :]  # output pixel (3, 2)
     expected = np.einsum("rci,oirc->o", window, kernel)
     np.testing.assert_allclose(y[3, 2], expected, rtol=1e-4, atol=1e-4)
 
@@ -100,17 +101,15 @@ def test_darknet_weights_loader_reports_short_file(tmp_path):
 def test_mobilenetv2_taps(alpha, channels):
     model = build_mobilenetv2(alpha=alpha)
     taps = model(np.zeros((1, 64, 64, 3), np.float32))
-    assert [tuple(t.shape) for t in taps] == [(1, 8, 8, channels[0]), (1, 4, 4, channels[1]),
-                                             (1, 2, 2, channels[2])]
+    assert [tuple(t.shape) for t in taps] == [(1, 8, 8, channels[0]), (1, 4, 4, channels[1]), (1, 2, 2, channels[2])]
 
 
-def test_mobilenetv2_local_weights_file(tmp_path):
-    source = keras.applications.MobileNetV2(input_shape=(None, None, 3), alpha=0.35,
-                                            include_top=False, weights=None)
+def test_mobilenetv2_local_weights_file(tiny_images, tmp_path):
+    source = keras.applications.MobileNetV2(input_shape=(None, None, 3), alpha=0.35, include_top=False, weights=None)
     path = str(tmp_path / "mbv2.weights.h5")
     source.save_weights(path)
     model = build_mobilenetv2(alpha=0.35, weights=path)
-    x = np.random.default_rng(7).uniform(size=(1, 64, 64, 3)).astype(np.float32)
+    x = tiny_images(1, seed=7)
     expected = source(x * 2.0 - 1.0, training=False).numpy()
     np.testing.assert_allclose(model(x, training=False)[2].numpy(), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(FileNotFoundError):
@@ -123,6 +122,7 @@ def test_mobilenetv2_batchnorm_momentum_is_pytorch_like():
     from keras import layers
 
     model = build_mobilenetv2(alpha=0.35)
-    momenta = {l.momentum for l in model.get_layer("mobilenetv2_base").layers
-               if isinstance(l, layers.BatchNormalization)}
+    momenta = {
+        l.momentum for l in model.get_layer("mobilenetv2_base").layers if isinstance(l, layers.BatchNormalization)
+    }
     assert momenta == {0.9}

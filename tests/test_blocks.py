@@ -1,16 +1,14 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
-from dked_tf.layers.blocks import (CSA, DRF, SPP, ConvBNAct, CSAPart, DropBlock,
-                                   SeparableConvBlock, channel_shuffle)
+from dked_tf.layers.blocks import CSA, DRF, SPP, ConvBNAct, CSAPart, DropBlock, SeparableConvBlock, channel_shuffle
 
 
 def _set_identity_bn(bn):
     channels = bn.gamma.shape[0]
-    bn.set_weights([np.ones(channels), np.zeros(channels), np.zeros(channels),
-                    np.ones(channels) - bn.epsilon])
+    bn.set_weights([np.ones(channels), np.zeros(channels), np.zeros(channels), np.ones(channels) - bn.epsilon])
 
 
 def test_conv_bn_act_strided_padding_is_symmetric_like_darknet():
@@ -23,7 +21,7 @@ def test_conv_bn_act_strided_padding_is_symmetric_like_darknet():
     # pad 1 on every side: the top-left window sees 2x2 ones, an inner window 3x3 ones
     assert y[0, 0] == pytest.approx(4.0, abs=1e-4)
     assert y[1, 1] == pytest.approx(9.0, abs=1e-4)
-    assert y[3, 3] == pytest.approx(9.0, abs=1e-4)   # windows start at 0,2,4,6 of the padded 10
+    assert y[3, 3] == pytest.approx(9.0, abs=1e-4)  # windows start at 0,2,4,6 of the padded 10
 
 
 @pytest.mark.parametrize("activation, expected", [("leaky", -0.1), ("relu6", 0.0), ("linear", -1.0)])
@@ -69,9 +67,9 @@ def test_dropblock_identity_at_inference_and_blocks_in_training():
     assert scale[0] == pytest.approx(1.0 / (1.0 - frac), rel=1e-4)
     # every dropped pixel lies in a fully dropped 3x3 block
     mask = dropped[0, :, :, 0]
-    for r, c in zip(*np.nonzero(mask[2:30, 2:30])):   # away from the border
+    for r, c in zip(*np.nonzero(mask[2:30, 2:30])):  # away from the border
         r, c = r + 2, c + 2
-        windows = [mask[i:i + 3, j:j + 3] for i in range(r - 2, r + 1) for j in range(c - 2, c + 1)]
+        windows = [mask[i : i + 3, j : j + 3] for i in range(r - 2, r + 1) for j in range(c - 2, c + 1)]
         assert any(w.all() for w in windows)
 
 
@@ -115,24 +113,23 @@ def _dilated_depthwise_reference(x, kernel, bias, dilation):
     out = np.zeros_like(x)
     for i in range(3):
         for j in range(3):
-            out += xp[i * dilation:i * dilation + h, j * dilation:j * dilation + w] * kernel[i, j]
+            out += xp[i * dilation : i * dilation + h, j * dilation : j * dilation + w] * kernel[i, j]
     return out + bias
 
 
 def test_drf_per_sample_dynamic_scaling_matches_reference():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 10, 10, 8)).astype(np.float32)
-    x[1] += 2.0   # a different global mean -> a different per-sample kernel scale
+    x[1] += 2.0  # a different global mean -> a different per-sample kernel scale
     layer = DRF(4, dilations=(2, 3))
     y = layer(x, training=False).numpy()
     assert y.shape == (2, 10, 10, 4)
     expected = np.zeros_like(y)
     for branch, part, dilation in ((layer.branch_a, x[..., :4], 2), (layer.branch_b, x[..., 4:], 3)):
-        branch.routing.set_weights([rng.normal(size=(4, 1)).astype(np.float32),
-                                    np.array([0.3], np.float32)])
+        branch.routing.set_weights([rng.normal(size=(4, 1)).astype(np.float32), np.array([0.3], np.float32)])
         kernel, bias = [w for w in branch.dw.get_weights()]
         gamma, beta, mean, var = branch.bn.get_weights()
-        pw_kernel = branch.pw.conv.get_weights()[0][0, 0]            # [C, out]
+        pw_kernel = branch.pw.conv.get_weights()[0][0, 0]  # [C, out]
         pg, pb, pm, pv = branch.pw.bn.get_weights()
         routing_w, routing_b = branch.routing.get_weights()
         for n in range(2):
@@ -156,16 +153,19 @@ def _model_of(layer, shape):
     return keras.Model(inputs, layer(inputs))
 
 
-@pytest.mark.parametrize("make, shape", [
-    (lambda: ConvBNAct(8, 3, strides=2, activation="relu6"), (16, 16, 4)),
-    (lambda: ConvBNAct(4, 3, depthwise=True, activation="linear", dilation_rate=2), (16, 16, 4)),
-    (lambda: SPP(), (8, 8, 4)),
-    (lambda: DropBlock(3, 0.2, seed=3), (8, 8, 4)),
-    (lambda: CSA(4), (8, 8, 16)),
-    (lambda: CSAPart(8), (8, 8, 8)),
-    (lambda: DRF(4, (4, 6)), (8, 8, 8)),
-    (lambda: SeparableConvBlock(8, 2), (8, 8, 4)),
-])
+@pytest.mark.parametrize(
+    "make, shape",
+    [
+        (lambda: ConvBNAct(8, 3, strides=2, activation="relu6"), (16, 16, 4)),
+        (lambda: ConvBNAct(4, 3, depthwise=True, activation="linear", dilation_rate=2), (16, 16, 4)),
+        (lambda: SPP(), (8, 8, 4)),
+        (lambda: DropBlock(3, 0.2, seed=3), (8, 8, 4)),
+        (lambda: CSA(4), (8, 8, 16)),
+        (lambda: CSAPart(8), (8, 8, 8)),
+        (lambda: DRF(4, (4, 6)), (8, 8, 8)),
+        (lambda: SeparableConvBlock(8, 2), (8, 8, 4)),
+    ],
+)
 def test_layers_round_trip_through_keras_file(make, shape, tmp_path):
     layer = make()
     clone = layer.__class__.from_config(layer.get_config())
@@ -175,5 +175,6 @@ def test_layers_round_trip_through_keras_file(make, shape, tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(loaded(x, training=False).numpy(),
-                               model(x, training=False).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        loaded(x, training=False).numpy(), model(x, training=False).numpy(), rtol=1e-5, atol=1e-6
+    )

@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from dked_tf.data.records import ImageRecord
-from dked_tf.evaluation import MeanAPCallback, evaluate_model, predict_records
+from dked_tf.evaluation.callback import MeanAPCallback
+from dked_tf.evaluation.runner import evaluate_model, predict_records
 
 SIZE = 64
 CLASSES = ["ship", "plane"]
@@ -41,8 +42,11 @@ def records(tmp_path):
     for index, ((height, width), objs) in enumerate(zip(shapes, objects)):
         path = os.path.join(tmp_path, f"img{index}.png")
         cv2.imwrite(path, np.full((height, width, 3), 40 * (index + 1), np.uint8))
-        out.append(ImageRecord(path, f"img{index}", width, height, [o[0] for o in objs],
-                               [o[1] for o in objs], [False] * len(objs)))
+        out.append(
+            ImageRecord(
+                path, f"img{index}", width, height, [o[0] for o in objs], [o[1] for o in objs], [False] * len(objs)
+            )
+        )
     return out
 
 
@@ -57,8 +61,7 @@ class OracleDetector(keras.Model):
     def call(self, images, training=None):
         return {"head": images}
 
-    def decode(self, head_outputs, score_threshold=None, iou_threshold=None,
-               max_detections=None):
+    def decode(self, head_outputs, score_threshold=None, iou_threshold=None, max_detections=None):
         images = np.asarray(head_outputs)
         k = 4
         polygons = np.zeros((len(images), k, 8), np.float32)
@@ -69,30 +72,26 @@ class OracleDetector(keras.Model):
             grey = image[self.size // 2, self.size // 2, 0] * 255
             record = self.records[int(round(grey / 40)) - 1]
             scale = min(self.size / record.width, self.size / record.height)
-            offset = np.array([(self.size - record.width * scale) / 2,
-                               (self.size - record.height * scale) / 2])
+            offset = np.array([(self.size - record.width * scale) / 2, (self.size - record.height * scale) / 2])
             n = record.num_objects
             polygons[b, :n] = record.polygons * scale + np.tile(offset, 4)
             scores[b, :n] = np.linspace(0.9, 0.5, n)
             classes[b, :n] = record.classes
             counts[b] = n
-        return {"polygons": polygons, "scores": scores, "classes": classes,
-                "num_detections": counts}
+        return {"polygons": polygons, "scores": scores, "classes": classes, "num_detections": counts}
 
 
 def test_predict_records_returns_original_pixels(records):
     oracle = OracleDetector(records, SIZE)
-    detections = predict_records(oracle, records, SIZE, batch_size=2, class_names=CLASSES,
-                                 verbose=0)
+    detections = predict_records(oracle, records, SIZE, batch_size=2, class_names=CLASSES, verbose=0)
     assert set(detections) == set(CLASSES)
     assert sum(len(v) for v in detections.values()) == 5
-    for image_id, score, poly in detections["plane"]:
+    for image_id, _score, poly in detections["plane"]:
         record = next(r for r in records if r.image_id == image_id)
         expected = record.polygons[record.classes == 1]
         # float32 letterbox round trip: well below a pixel
         assert np.abs(expected - poly).max(axis=1).min() < 1e-3
-    result = evaluate_model(oracle, records, CLASSES, SIZE, metric=("voc07", "voc12"),
-                            batch_size=2, verbose=0)
+    result = evaluate_model(oracle, records, CLASSES, SIZE, metric=("voc07", "voc12"), batch_size=2, verbose=0)
     assert result["voc07"].map == pytest.approx(1.0)
     assert result["voc12"].map == pytest.approx(1.0)
 
@@ -139,21 +138,24 @@ def test_fit_logs_val_map_into_history_and_model_checkpoint(records, tmp_path):
     train = build_dataset(records, SIZE, 3, training=True, augment=False, seed=0)
     best = str(tmp_path / "best.weights.h5")
     history = model.fit(
-        train, epochs=2, verbose=0,
-        callbacks=[MeanAPCallback(records, CLASSES, SIZE, verbose=0, batch_size=3),
-                   keras.callbacks.ModelCheckpoint(best, monitor="val_map07", mode="max",
-                                                   save_best_only=True,
-                                                   save_weights_only=True)])
+        train,
+        epochs=2,
+        verbose=0,
+        callbacks=[
+            MeanAPCallback(records, CLASSES, SIZE, verbose=0, batch_size=3),
+            keras.callbacks.ModelCheckpoint(
+                best, monitor="val_map07", mode="max", save_best_only=True, save_weights_only=True
+            ),
+        ],
+    )
     assert history.history["val_map07"] == pytest.approx([1.0, 1.0])
     assert history.history["val_map12"] == pytest.approx([1.0, 1.0])
     assert os.path.isfile(best)
 
 
-def test_callback_with_the_real_tiny_preset(records):
-    presets = pytest.importorskip("dked_tf.models.presets")
-    keras.utils.set_random_seed(0)
-    model = presets.build_model("lodet_mobilenetv2_t", len(CLASSES),
-                                image_size=SIZE)
+def test_callback_with_the_real_tiny_preset(records, tiny_detector):
+    pytest.importorskip("dked_tf.models.presets")
+    model = tiny_detector("lodet_mobilenetv2_t", len(CLASSES), seed=0, image_size=SIZE)
     callback = MeanAPCallback(records, None, SIZE, verbose=0, batch_size=3, graph=False)
     callback.set_model(model)
     logs = {}

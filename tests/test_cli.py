@@ -16,8 +16,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_top_level_help_lists_every_command():
-    out = subprocess.run([sys.executable, "-m", "dked_tf", "--help"], capture_output=True, text=True, timeout=60,
-                         cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-m", "dked_tf", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert out.returncode == 0, out.stderr
     for name in ("train", "distill", "evaluate", "predict", "export", "bench"):
         assert name in out.stdout
@@ -47,12 +48,15 @@ def test_every_command_explains_every_option(name, capsys):
     assert f"dked-tf {name}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("length, tile, overlap, want", [
-    (100, 200, 50, [0]),
-    (200, 200, 50, [0]),
-    (500, 200, 50, [0, 150, 300]),
-    (450, 200, 50, [0, 150, 250]),
-])
+@pytest.mark.parametrize(
+    "length, tile, overlap, want",
+    [
+        (100, 200, 50, [0]),
+        (200, 200, 50, [0]),
+        (500, 200, 50, [0, 150, 300]),
+        (450, 200, 50, [0, 150, 250]),
+    ],
+)
 def test_tile_origins_cover_with_overlap(length, tile, overlap, want):
     columns = tile_windows(length, 1, tile, overlap)  # one row of tiles
     origins = [x for x, _, _, _ in columns]
@@ -60,7 +64,7 @@ def test_tile_origins_cover_with_overlap(length, tile, overlap, want):
     assert [w for _, _, w, _ in columns] == [min(tile, length - x) for x in origins]
     covered = np.zeros(length, bool)
     for start in origins:
-        covered[start:start + tile] = True
+        covered[start : start + tile] = True
     assert covered.all()
 
 
@@ -98,8 +102,23 @@ def test_train_then_predict_end_to_end(tmp_path):
     pytest.importorskip("dked_tf.data.pipeline")
     cv2 = pytest.importorskip("cv2")
     run_dir = tmp_path / "run"
-    code = cli.main(["train", "--preset", "smoke", "--role", "teacher", "--data-cache", str(tmp_path / "cache"),
-                     "--out", str(run_dir), "--verbose", "0", "--set", "model.score_threshold=0.0"])
+    code = cli.main(
+        [
+            "train",
+            "--preset",
+            "smoke",
+            "--role",
+            "teacher",
+            "--data-cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(run_dir),
+            "--verbose",
+            "0",
+            "--set",
+            "model.score_threshold=0.0",
+        ]
+    )
     assert code == 0
     for name in ("model.json", "model.weights.h5", "config.yaml", "config.json", "history.json"):
         assert (run_dir / name).exists(), name
@@ -110,8 +129,25 @@ def test_train_then_predict_end_to_end(tmp_path):
     big_path.parent.mkdir()
     cv2.imwrite(str(big_path), big)
     out = tmp_path / "pred"
-    code = cli.main(["predict", str(test_images), str(big_path), "--model", str(run_dir), "--out", str(out),
-                     "--score-threshold", "0.0", "--tile-size", "96", "--overlap", "32", "--verbose", "0"])
+    code = cli.main(
+        [
+            "predict",
+            str(test_images),
+            str(big_path),
+            "--model",
+            str(run_dir),
+            "--out",
+            str(out),
+            "--score-threshold",
+            "0.0",
+            "--tile-size",
+            "96",
+            "--overlap",
+            "32",
+            "--verbose",
+            "0",
+        ]
+    )
     assert code == 0
     rows = _read_task1(out / "Task1_ship.txt")
     drawn = sorted(os.listdir(out / "images"))

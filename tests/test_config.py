@@ -12,7 +12,8 @@ def test_presets_differ_where_they_should():
     assert quick.data.image_size < default.data.image_size < paper.data.image_size == 800
     assert paper.model.teacher == "gghl_darknet53" and paper.model.student == "lodet_mobilenetv2"
     # GGHL §1.8 schedule for the teacher, LO-Det §2.6 for the student.
-    assert (paper.teacher_train.optimizer, paper.teacher_train.learning_rate, paper.teacher_train.epochs) == ("sgd", 2e-4, 151)
+    teacher_train = paper.teacher_train
+    assert (teacher_train.optimizer, teacher_train.learning_rate, teacher_train.epochs) == ("sgd", 2e-4, 151)
     assert (paper.train.learning_rate, paper.train.epochs, paper.train.warmup_epochs) == (1.5e-4, 121, 5)
     smoke = C.preset_config("smoke")
     assert smoke.model.student.endswith("_t") and smoke.data.image_size == 64
@@ -21,11 +22,20 @@ def test_presets_differ_where_they_should():
 
 
 def test_overrides_are_typed():
-    cfg = C.apply_overrides(C.preset_config("default"), [
-        "train.epochs=12", "train.learning_rate=2e-4", "data.augment=false", "data.multiscale=[224, 256]",
-        "model.student=lodet_mobilenetv2_t", "model.student_overrides={width: 0.5}", "distill.delta=0.1",
-        "data.root=/data/HRSC2016", "train.warmup_epochs=2",
-    ])
+    cfg = C.apply_overrides(
+        C.preset_config("default"),
+        [
+            "train.epochs=12",
+            "train.learning_rate=2e-4",
+            "data.augment=false",
+            "data.multiscale=[224, 256]",
+            "model.student=lodet_mobilenetv2_t",
+            "model.student_overrides={width: 0.5}",
+            "distill.delta=0.1",
+            "data.root=/data/HRSC2016",
+            "train.warmup_epochs=2",
+        ],
+    )
     assert cfg.train.epochs == 12 and isinstance(cfg.train.epochs, int)
     assert cfg.train.learning_rate == pytest.approx(2e-4) and isinstance(cfg.train.learning_rate, float)
     assert cfg.data.augment is False
@@ -38,14 +48,17 @@ def test_overrides_are_typed():
     assert base.train.epochs != 99
 
 
-@pytest.mark.parametrize("text, message", [
-    ("train.epoch=3", "did you mean train.epochs"),
-    ("train.epochs=2.5", "expected an integer"),
-    ("data.augment=maybe", "true/false"),
-    ("train.epochs", "KEY=VALUE"),
-    ("nosuch.x=1", "unknown config key"),
-    ("train=3", "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train.epoch=3", "did you mean train.epochs"),
+        ("train.epochs=2.5", "expected an integer"),
+        ("data.augment=maybe", "true/false"),
+        ("train.epochs", "KEY=VALUE"),
+        ("nosuch.x=1", "unknown config key"),
+        ("train=3", "must be a mapping"),
+    ],
+)
 def test_bad_overrides_name_the_key(text, message):
     with pytest.raises(C.ConfigError, match=message):
         C.apply_overrides(C.preset_config("default"), [text])
@@ -53,8 +66,9 @@ def test_bad_overrides_name_the_key(text, message):
 
 @pytest.mark.parametrize("suffix", ["yaml", "json"])
 def test_file_round_trip(tmp_path, suffix):
-    cfg = C.apply_overrides(C.preset_config("quick"), ["train.epochs=7", "data.multiscale=[96,128]",
-                                                      "distill.extra={tau: 2.0}"])
+    cfg = C.apply_overrides(
+        C.preset_config("quick"), ["train.epochs=7", "data.multiscale=[96,128]", "distill.extra={tau: 2.0}"]
+    )
     path = C.save_config(cfg, tmp_path / f"config.{suffix}")
     text = open(path).read()
     data = json.loads(text) if suffix == "json" else yaml.safe_load(text)

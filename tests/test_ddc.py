@@ -216,10 +216,24 @@ def test_tflite_builtin_only_conversion_fp32_fp16_int8(tmp_path, rng):
         ops, interpreter = _tflite_ops(convert(mode))
         assert not any(op.startswith("Flex") or op == "CUSTOM" for op in ops), (mode, ops)
         assert "CONV_2D" in ops and "DEPTHWISE_CONV_2D" in ops, (mode, ops)
-        assert ops <= {
-            "CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED", "SOFTMAX",
-            "STRIDED_SLICE", "MUL", "ADD", "RESHAPE", "RELU", "DIV", "SUM",
-        } | allowed_extra, (mode, ops)
+        assert (
+            ops
+            <= {
+                "CONV_2D",
+                "DEPTHWISE_CONV_2D",
+                "MEAN",
+                "FULLY_CONNECTED",
+                "SOFTMAX",
+                "STRIDED_SLICE",
+                "MUL",
+                "ADD",
+                "RESHAPE",
+                "RELU",
+                "DIV",
+                "SUM",
+            }
+            | allowed_extra
+        ), (mode, ops)
         interpreter.allocate_tensors()
         inp = interpreter.get_input_details()[0]
         out = interpreter.get_output_details()[0]

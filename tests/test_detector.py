@@ -1,24 +1,23 @@
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import keras
 from dked_tf.models.detector import OrientedDetector
-from dked_tf.models.presets import build_model
 
 NC = 3
 
 
 @pytest.fixture(scope="module")
-def student():
-    return build_model("lodet_mobilenetv2_t", NC)
+def student(tiny_detector):
+    return tiny_detector("lodet_mobilenetv2_t", NC)
 
 
 @pytest.fixture(scope="module")
-def teacher():
-    return build_model("gghl_darknet53_t", NC)
+def teacher(tiny_detector):
+    return tiny_detector("gghl_darknet53_t", NC)
 
 
 def _logit(p):
@@ -29,7 +28,7 @@ def _empty_heads(size=64, batch=1):
     heads = []
     for stride in (8, 16, 32):
         h = np.zeros((batch, size // stride, size // stride, 10 + NC), np.float32)
-        h[..., 9] = -20.0   # objectness ~ 0 everywhere
+        h[..., 9] = -20.0  # objectness ~ 0 everywhere
         h[..., 10:] = -20.0
         heads.append(h)
     return heads
@@ -52,16 +51,15 @@ def _set_rectangle_cell(heads, row=1, col=2, cls=1, obj=0.9, prob=0.8):
     """Level s16, cell (row 1, col 2): centre (40, 24)."""
     cell = heads[1][0, row, col]
     cell[0:4] = [math.log(16 / 16), math.log(24 / 16), math.log(16 / 16), math.log(24 / 16)]
-    cell[4:8] = [_glide_logit(6 / 48), _glide_logit(14 / 32), _glide_logit(6 / 48),
-                 _glide_logit(14 / 32)]
+    cell[4:8] = [_glide_logit(6 / 48), _glide_logit(14 / 32), _glide_logit(6 / 48), _glide_logit(14 / 32)]
     area_ratio = math.sqrt(1960.0) * math.sqrt(360.0) / (48 * 32)
-    cell[8] = area_ratio * 6.0 - 3.0        # relu6(x + 3) / 6 = area_ratio
+    cell[8] = area_ratio * 6.0 - 3.0  # relu6(x + 3) / 6 = area_ratio
     cell[9] = _logit(obj)
     cell[10 + cls] = _logit(prob)
 
 
-def test_call_returns_backbone_neck_head_at_strides(teacher, student):
-    x = np.random.default_rng(0).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+def test_call_returns_backbone_neck_head_at_strides(teacher, student, tiny_images):
+    x = tiny_images(2, seed=0)
     for model in (teacher, student):
         out = model(x, training=False)
         assert set(out) == {"backbone", "neck", "head"}
@@ -78,7 +76,7 @@ def test_decode_cells_hand_made_rectangle(student):
     heads = _empty_heads()
     _set_rectangle_cell(heads)
     cells = student.decode_cells([tf.constant(h) for h in heads])
-    index = 64 + 1 * 4 + 2            # 8x8 cells of s8 first, then row-major on s16
+    index = 64 + 1 * 4 + 2  # 8x8 cells of s8 first, then row-major on s16
     assert cells["polygons"].shape == (1, 64 + 16 + 4, 8)
     np.testing.assert_allclose(cells["polygons"][0, index].numpy(), EXPECTED_POLY, atol=1e-3)
     assert cells["scores"][0, index].numpy() == pytest.approx(math.sqrt(0.9 * 0.8), rel=1e-5)
@@ -90,10 +88,9 @@ def test_decode_cells_hand_made_rectangle(student):
 def test_decode_zeroes_gliding_when_area_ratio_is_high(student):
     heads = _empty_heads()
     _set_rectangle_cell(heads)
-    heads[1][0, 1, 2, 8] = 3.0           # r = 1 > 0.9: horizontal box
+    heads[1][0, 1, 2, 8] = 3.0  # r = 1 > 0.9: horizontal box
     cells = student.decode_cells([tf.constant(h) for h in heads])
-    np.testing.assert_allclose(cells["polygons"][0, 70].numpy(),
-                               [16, 8, 64, 8, 64, 40, 16, 40], atol=1e-3)
+    np.testing.assert_allclose(cells["polygons"][0, 70].numpy(), [16, 8, 64, 8, 64, 40, 16, 40], atol=1e-3)
 
 
 def test_decode_after_nms_gives_the_known_rotated_box(student):
@@ -103,8 +100,7 @@ def test_decode_after_nms_gives_the_known_rotated_box(student):
     heads[0][1, 2, 2, 0:4] = -20.0
     heads[0][1, 2, 2, 9] = 5.0
     heads[0][1, 2, 2, 10] = 5.0
-    out = student.decode([tf.constant(h) for h in heads], score_threshold=0.05,
-                         iou_threshold=0.3, max_detections=10)
+    out = student.decode([tf.constant(h) for h in heads], score_threshold=0.05, iou_threshold=0.3, max_detections=10)
     assert out["polygons"].shape == (2, 10, 8) and out["rboxes"].shape == (2, 10, 5)
     assert out["classes"].dtype == tf.int32 and out["num_detections"].dtype == tf.int32
     np.testing.assert_array_equal(out["num_detections"].numpy(), [1, 0])
@@ -128,13 +124,12 @@ def test_decode_nms_is_class_aware(student, second_class, expected):
         cell[10 + cls] = _logit(0.9)
     out = student.decode([tf.constant(h) for h in heads], iou_threshold=0.3, max_detections=5)
     assert int(out["num_detections"][0]) == expected
-    np.testing.assert_allclose(out["polygons"][0, 0].numpy(), [12, 12, 52, 12, 52, 44, 12, 44],
-                               atol=1e-3)
+    np.testing.assert_allclose(out["polygons"][0, 0].numpy(), [12, 12, 52, 12, 52, 44, 12, 44], atol=1e-3)
     assert out["scores"][0, 0].numpy() == pytest.approx(math.sqrt(0.81), rel=1e-5)
 
 
-def test_predict_step_returns_padded_detections(student):
-    x = np.random.default_rng(1).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+def test_predict_step_returns_padded_detections(student, tiny_images):
+    x = tiny_images(2, seed=1)
     out = student.predict_step(tf.constant(x))
     assert set(out) == {"polygons", "rboxes", "scores", "classes", "num_detections"}
     k = student.max_detections
@@ -152,8 +147,8 @@ def _targets(batch=2):
     return {"polygons": polygons, "classes": classes, "weights": weights}
 
 
-def test_compute_loss_is_finite_tracks_terms_and_has_gradients(student):
-    x = np.random.default_rng(2).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+def test_compute_loss_is_finite_tracks_terms_and_has_gradients(student, tiny_images):
+    x = tiny_images(2, seed=2)
     y = _targets()
     with tf.GradientTape() as tape:
         y_pred = student(x, training=True)
@@ -167,22 +162,21 @@ def test_compute_loss_is_finite_tracks_terms_and_has_gradients(student):
     assert student.loss_trackers["iou"].result().numpy() > 0
 
 
-def test_fit_one_step_logs_the_loss_terms():
-    model = build_model("gghl_darknet53_t", NC)
+def test_fit_one_step_logs_the_loss_terms(tiny_detector, tiny_images, tiny_dataset):
+    model = tiny_detector("gghl_darknet53_t", NC)
     model.compile(optimizer=keras.optimizers.SGD(1e-3), run_eagerly=True)
-    x = np.random.default_rng(3).uniform(size=(2, 64, 64, 3)).astype(np.float32)
-    ds = tf.data.Dataset.from_tensors((x, _targets()))
+    ds = tiny_dataset((tiny_images(2, seed=3), _targets()))
     history = model.fit(ds, epochs=1, verbose=0)
     for name in ("loss", "obj_pos", "obj_neg", "cls_pos", "iou", "l"):
         assert name in history.history and np.isfinite(history.history[name][0])
 
 
-def test_config_round_trip_and_keras_file(student, tmp_path):
+def test_config_round_trip_and_keras_file(student, tiny_images, tmp_path):
     config = student.get_config()
     clone = OrientedDetector.from_config(config)
     assert clone.get_config() == config
     clone.set_weights(student.get_weights())
-    x = np.random.default_rng(4).uniform(size=(1, 64, 64, 3)).astype(np.float32)
+    x = tiny_images(1, seed=4)
     for a, b in zip(clone(x, training=False)["head"], student(x, training=False)["head"]):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     path = tmp_path / "student.keras"
@@ -200,12 +194,12 @@ def test_summary_names_the_parts(student):
     assert "mobilenetv2" in text and "csa_drf_fpn" in text and "total params" in text
 
 
-def test_mixed_precision_heads_are_float32_and_loss_is_finite():
+def test_mixed_precision_heads_are_float32_and_loss_is_finite(tiny_detector, tiny_images):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
     try:
-        model = build_model("gghl_darknet53_t", NC)
-        x = np.random.default_rng(5).uniform(size=(2, 64, 64, 3)).astype(np.float32)
+        model = tiny_detector("gghl_darknet53_t", NC)
+        x = tiny_images(2, seed=5)
         out = model(x, training=True)
         assert keras.backend.standardize_dtype(out["neck"][0].dtype) == "float16"
         assert all(h.dtype == tf.float32 for h in out["head"])

@@ -121,9 +121,7 @@ def test_response_loss_matches_masked_formula(rng):
 def test_response_loss_ignores_features_outside_the_gaussian(rng):
     polygons = np.zeros((1, 1, 8), np.float32)
     polygons[0, 0] = [40, 40, 50, 43, 49, 46, 39, 43]  # small object: stride-8 level at 128 px
-    encoded = encode_targets(
-        {"polygons": polygons, "classes": np.zeros((1, 1), np.int32)}, 128, 2, strides=STRIDES
-    )
+    encoded = encode_targets({"polygons": polygons, "classes": np.zeros((1, 1), np.int32)}, 128, 2, strides=STRIDES)
     g0 = np.asarray(encoded[0])[0, ..., 16:].max(-1)
     assert g0.sum() > 0
     loss = DirectionalResponseLoss(levels=(0,))
@@ -181,10 +179,7 @@ def test_response_teacher_side_is_fixed_and_student_module_learns(rng):
 
 # ------------------------------------------------------------------ prediction
 def _heads(rng, num_classes=2, scale=1.0):
-    return [
-        (scale * rng.normal(size=(1, 64 // s, 64 // s, 10 + num_classes))).astype("float32")
-        for s in STRIDES
-    ]
+    return [(scale * rng.normal(size=(1, 64 // s, 64 // s, 10 + num_classes))).astype("float32") for s in STRIDES]
 
 
 def _np_soft_bce(teacher_logits, student_logits):
@@ -255,8 +250,9 @@ def test_enabled_is_the_only_switch_and_weights_are_positive():
 
 
 def test_distillation_losses_scale_the_default_weights_and_switch_off_at_zero():
-    corr, resp, pred = distillation_losses((2.0, 0.0, 0.5), response={"num_directions": 8},
-                                           prediction={"lam": 0.3, "weight": 4.0})
+    corr, resp, pred = distillation_losses(
+        (2.0, 0.0, 0.5), response={"num_directions": 8}, prediction={"lam": 0.3, "weight": 4.0}
+    )
     assert (corr.weight, corr.enabled) == (10.0, True)
     assert (resp.weight, resp.enabled, resp.num_directions) == (1.0, False, 8)
     assert (pred.weight, pred.enabled, pred.lam) == (2.0, True, 0.3)

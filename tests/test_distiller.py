@@ -5,6 +5,7 @@ Tracing the full distillation step as a tf.function takes minutes on the shared 
 machine, so these tests run the (identical) train_step eagerly (`run_eagerly=True`).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import dked_tf
 from dked_tf.distiller import Distiller
 from dked_tf.layers.ddc import DynamicDirectionalConv
 from dked_tf.losses.distill import (
@@ -22,51 +24,29 @@ from dked_tf.losses.distill import (
     FeatureCorrelationLoss,
     PredictionDistillationLoss,
 )
-from dked_tf.models.presets import build_model
-from model_helpers import interrupt_before_epoch
 
 NUM_CLASSES = 2
 SIZE = 64
 NO_DROP = {"neck_kwargs": {"drop_prob": 0.0}}
 
 
-def _batch(batch=2, seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(size=(batch, SIZE, SIZE, 3)).astype("float32")
-    polygons = np.zeros((batch, 3, 8), np.float32)
-    classes = np.zeros((batch, 3), np.int32)
-    weights = np.zeros((batch, 3), np.float32)
-    for i in range(batch):
-        polygons[i, 0] = [8, 12, 40, 6, 44, 20, 12, 26]  # oriented, mid-size
-        polygons[i, 1] = [34, 36, 58, 36, 58, 60, 34, 60]  # axis aligned
-        polygons[i, 2] = [20, 40, 27, 41, 26, 45, 19, 44]  # small
-        classes[i] = [0, 1, 1]
-        weights[i] = [1, 1, 1 if i % 2 == 0 else 0]
-    targets = {"polygons": polygons, "classes": classes, "weights": weights}
-    return images, targets
-
-
-def _dataset(batch=2):
-    images, targets = _batch(batch)
-    return tf.data.Dataset.from_tensors((images, targets))
-
-
 @pytest.fixture(scope="module")
-def teacher():
-    keras.utils.set_random_seed(1)
-    return build_model("gghl_darknet53_t", NUM_CLASSES, **NO_DROP)
+def teacher(tiny_detector):
+    return tiny_detector("gghl_darknet53_t", NUM_CLASSES, seed=1, **NO_DROP)
 
 
-def _student():
-    return build_model("lodet_mobilenetv2_t", NUM_CLASSES, **NO_DROP)
+@pytest.fixture
+def make_student(tiny_detector):
+    """Factory of fresh (unseeded) tiny LoDet students without neck dropout."""
+    return lambda **overrides: tiny_detector("lodet_mobilenetv2_t", NUM_CLASSES, **NO_DROP, **overrides)
 
 
 def _values(variables):
     return [np.array(v) for v in variables]
 
 
-def test_train_step_trains_student_and_aux_only_and_logs_every_term(teacher):
-    student = _student()
+def test_train_step_trains_student_and_aux_only_and_logs_every_term(teacher, make_student, tiny_batch, tiny_dataset):
+    student = make_student()
     distiller = Distiller(teacher, student, image_size=SIZE)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=True)
     teacher_before = _values(teacher.weights)
@@ -76,9 +56,8 @@ def test_train_step_trains_student_and_aux_only_and_logs_every_term(teacher):
     # the Distiller trains exactly student + aux variables (teacher frozen)
     ids = {id(v) for v in distiller.trainable_variables}
     assert ids == {id(v) for v in student.trainable_variables + distiller.auxiliary_variables}
-    history = distiller.fit(_dataset(), epochs=1, verbose=0).history
-    expected = {f"jol_{t}" for t in ("obj_pos", "obj_neg", "cls_pos", "cls_neg", "iou", "s",
-                                     "r", "l", "total")}
+    history = distiller.fit(tiny_dataset(), epochs=1, verbose=0).history
+    expected = {f"jol_{t}" for t in ("obj_pos", "obj_neg", "cls_pos", "cls_neg", "iou", "s", "r", "l", "total")}
     expected |= {"corr", "resp", "pred_loc", "pred_cls", "total"}
     assert expected <= set(history)
     for name in expected:
@@ -87,27 +66,33 @@ def test_train_step_trains_student_and_aux_only_and_logs_every_term(teacher):
         assert history[name][0] > 0, name
     # total = JOL with λ-scaled class part + the distillation terms (λ = 0.5 by default)
     h = {k: v[0] for k, v in history.items()}
-    rebuilt = (h["jol_total"] - 0.5 * (h["jol_cls_pos"] + h["jol_cls_neg"]) + h["corr"]
-               + h["resp"] + h["pred_loc"] + h["pred_cls"])
+    rebuilt = (
+        h["jol_total"]
+        - 0.5 * (h["jol_cls_pos"] + h["jol_cls_neg"])
+        + h["corr"]
+        + h["resp"]
+        + h["pred_loc"]
+        + h["pred_cls"]
+    )
     assert h["total"] == pytest.approx(rebuilt, rel=1e-4)
     for before, after in zip(teacher_before, teacher.weights):
         np.testing.assert_array_equal(before, np.array(after))
     assert any(not np.allclose(b, np.array(a)) for b, a in zip(student_before, student.trainable_variables))
     assert any(not np.allclose(b, np.array(a)) for b, a in zip(aux_before, distiller.auxiliary_variables))
     # call / test_step use the student
-    images, targets = _batch()
+    images, targets = tiny_batch()
     out = distiller(images)
     np.testing.assert_allclose(np.array(out["head"][0]), np.array(student(images)["head"][0]), atol=1e-5)
     logs = distiller.evaluate(images, targets, verbose=0, return_dict=True)
     assert np.isfinite(logs["jol_total"]) and logs["corr"] == 0.0
 
 
-def test_student_jol_inside_the_distiller_equals_the_students_own_loss(teacher):
+def test_student_jol_inside_the_distiller_equals_the_students_own_loss(teacher, make_student, tiny_batch):
     """The distiller's jol_* terms are the student's compute_loss, including its
     plain_class_weight (HEAD loss with 0, the default 1 otherwise)."""
-    images, targets = _batch()
+    images, targets = tiny_batch()
     for plain in (0.0, None):
-        student = build_model("lodet_mobilenetv2_t", NUM_CLASSES, plain_class_weight=plain, **NO_DROP)
+        student = make_student(plain_class_weight=plain)
         distiller = Distiller(teacher, student, image_size=SIZE)
         outputs = student(images, training=False)
         values = distiller.compute_terms(images, targets, teacher(images, training=False), outputs)
@@ -134,15 +119,13 @@ def _tflite(model):
     return ops, len(content)
 
 
-def test_distilled_student_is_a_plain_student(teacher):
-    student = _student()
+def test_distilled_student_is_a_plain_student(teacher, make_student):
+    student = make_student()
     distiller = Distiller(teacher, student, image_size=SIZE)
-    plain = _student()
+    plain = make_student()
     assert distiller.student is student
     assert student.count_params() == plain.count_params()
-    assert [type(l).__name__ for l in student._flatten_layers()] == [
-        type(l).__name__ for l in plain._flatten_layers()
-    ]
+    assert [type(l).__name__ for l in student._flatten_layers()] == [type(l).__name__ for l in plain._flatten_layers()]
     assert not any(isinstance(l, DynamicDirectionalConv) for l in student._flatten_layers())
     ops_distilled, size_distilled = _tflite(distiller.student)
     ops_plain, size_plain = _tflite(plain)
@@ -151,10 +134,10 @@ def test_distilled_student_is_a_plain_student(teacher):
     assert abs(size_distilled - size_plain) <= 0.002 * size_plain
 
 
-def test_config_round_trip(teacher):
+def test_config_round_trip(teacher, make_student):
     distiller = Distiller(
         teacher,
-        _student(),
+        make_student(),
         distillation_losses=[
             FeatureCorrelationLoss(levels=(-2, -1), max_grid=8),
             DirectionalResponseLoss(num_directions=8, enabled=False),
@@ -178,9 +161,11 @@ def test_config_round_trip(teacher):
         Distiller(teacher, distiller.student, distillation_loss_weights=[1.0], image_size=SIZE)
 
 
-def test_checkpoint_and_resume_match_an_uninterrupted_run(teacher, tmp_path):
+def test_checkpoint_and_resume_match_an_uninterrupted_run(
+    teacher, make_student, tiny_dataset, interrupt_before_epoch, tmp_path
+):
     def make(initial=None):
-        d = Distiller(teacher, _student(), image_size=SIZE)
+        d = Distiller(teacher, make_student(), image_size=SIZE)
         if initial is not None:
             d.set_weights(initial)
         d.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
@@ -188,55 +173,58 @@ def test_checkpoint_and_resume_match_an_uninterrupted_run(teacher, tmp_path):
 
     reference = make()
     initial = reference.get_weights()
-    reference.fit(_dataset(), epochs=2, verbose=0)
+    reference.fit(tiny_dataset(), epochs=2, verbose=0)
 
     backup = str(tmp_path / "backup")
     checkpoint = str(tmp_path / "last.weights.h5")
     interrupted = make(initial)
     with pytest.raises(RuntimeError, match="simulated"):
         interrupted.fit(
-            _dataset(), epochs=2, verbose=0,
-            callbacks=[keras.callbacks.BackupAndRestore(backup), interrupt_before_epoch(1),
-                       keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True)],
+            tiny_dataset(),
+            epochs=2,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.BackupAndRestore(backup),
+                interrupt_before_epoch(1),
+                keras.callbacks.ModelCheckpoint(checkpoint, save_weights_only=True),
+            ],
         )
     resumed = make(initial)
-    resumed.fit(_dataset(), epochs=2, verbose=0,
-                callbacks=[keras.callbacks.BackupAndRestore(backup)])
+    resumed.fit(tiny_dataset(), epochs=2, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(backup)])
     for a, b in zip(reference.trainable_variables, resumed.trainable_variables):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-5, rtol=1e-4)
     # the restart did not just start from scratch: one more epoch changed the weights
-    assert any(not np.allclose(np.array(a), np.array(b))
-               for a, b in zip(interrupted.trainable_variables, resumed.trainable_variables))
+    assert any(
+        not np.allclose(np.array(a), np.array(b))
+        for a, b in zip(interrupted.trainable_variables, resumed.trainable_variables)
+    )
     # the ModelCheckpoint file of epoch 1 loads back (student + aux modules)
     reference.load_weights(checkpoint)
     for a, b in zip(interrupted.trainable_variables, reference.trainable_variables):
         np.testing.assert_array_equal(np.array(a), np.array(b))
 
 
-def test_self_distillation_gghl_teacher_and_student(teacher):
-    keras.utils.set_random_seed(3)
-    student = build_model("gghl_darknet53_t", NUM_CLASSES, **NO_DROP)
+def test_self_distillation_gghl_teacher_and_student(teacher, tiny_detector, tiny_batch):
+    student = tiny_detector("gghl_darknet53_t", NUM_CLASSES, seed=3, **NO_DROP)
     distiller = Distiller(teacher, student, image_size=SIZE)
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
-    logs = distiller.train_on_batch(*_batch(), return_dict=True)
+    logs = distiller.train_on_batch(*tiny_batch(), return_dict=True)
     assert all(np.isfinite(v) for v in logs.values())
     assert logs["resp"] > 0 and logs["corr"] > 0
     # a student initialised as the teacher's copy: correlation and soft labels vanish
     student.set_weights(teacher.get_weights())
-    images, targets = _batch()
-    values = distiller.compute_terms(images, targets, teacher(images, training=False),
-                                     student(images, training=False))
+    images, targets = tiny_batch()
+    values = distiller.compute_terms(images, targets, teacher(images, training=False), student(images, training=False))
     assert float(values["corr"]) < 1e-8 and abs(float(values["pred_cls"])) < 1e-5
     # switching every distillation loss off leaves exactly the student's JOL loss
     distiller.set_loss_switches([False, False, False])
-    values = distiller.compute_terms(images, targets, teacher(images, training=False),
-                                     student(images, training=False))
+    values = distiller.compute_terms(images, targets, teacher(images, training=False), student(images, training=False))
     assert float(values["total"]) == pytest.approx(float(values["jol_total"]), rel=1e-6)
     assert float(values["resp"]) == 0.0 and float(values["pred_loc"]) == 0.0
 
 
-def test_losses_switched_off_at_construction_are_skipped_until_switched_on(teacher):
-    student = _student()
+def test_losses_switched_off_at_construction_are_skipped_until_switched_on(teacher, make_student, tiny_batch):
+    student = make_student()
     distiller = Distiller(
         teacher,
         student,
@@ -248,7 +236,7 @@ def test_losses_switched_off_at_construction_are_skipped_until_switched_on(teach
         image_size=SIZE,
     )
     np.testing.assert_array_equal(np.array(distiller.loss_switches), [0.0, 0.0, 0.0])
-    images, targets = _batch()
+    images, targets = tiny_batch()
     teacher_outputs = teacher(images, training=False)
     student_outputs = student(images, training=False)
     off = distiller.compute_terms(images, targets, teacher_outputs, student_outputs)
@@ -261,8 +249,14 @@ def test_losses_switched_off_at_construction_are_skipped_until_switched_on(teach
     assert all(c["config"]["enabled"] for c in distiller.get_config()["distillation_losses"])
     on = distiller.compute_terms(images, targets, teacher_outputs, student_outputs)
     assert float(on["corr"]) > 0 and float(on["resp"]) > 0
-    rebuilt = (on["jol_total"] - 0.7 * (on["jol_cls_pos"] + on["jol_cls_neg"]) + on["corr"] + on["resp"]
-               + on["pred_loc"] + on["pred_cls"])
+    rebuilt = (
+        on["jol_total"]
+        - 0.7 * (on["jol_cls_pos"] + on["jol_cls_neg"])
+        + on["corr"]
+        + on["resp"]
+        + on["pred_loc"]
+        + on["pred_cls"]
+    )
     assert float(on["total"]) == pytest.approx(float(rebuilt), rel=1e-5)
     with pytest.raises(ValueError, match="distiller.py"):
         distiller.set_loss_switches([True, False])
@@ -270,14 +264,14 @@ def test_losses_switched_off_at_construction_are_skipped_until_switched_on(teach
         Distiller(teacher, student, distillation_loss_weights=[1.0, 0.0, 1.0], image_size=SIZE)
 
 
-def test_mixed_float16_losses_are_float32(teacher):
+def test_mixed_float16_losses_are_float32(teacher, make_student, tiny_batch):
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        student = _student()
+        student = make_student()
         distiller = Distiller(teacher, student, image_size=SIZE)
         distiller.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
         assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
-        images, targets = _batch()
+        images, targets = tiny_batch()
         outputs = student(images, training=True)
         assert outputs["neck"][0].dtype == "float16"
         values = distiller.compute_terms(images, targets, teacher(images, training=False), outputs)
@@ -299,18 +293,21 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
-    sys.path.insert(0, sys.argv[1])
-    from test_distiller import _batch, NUM_CLASSES, NO_DROP, SIZE
     from dked_tf.distiller import Distiller
     from dked_tf.models.presets import build_model
 
+    # argv: the batch (.npz: images + the target keys), then JSON {num_classes, size, overrides}
+    with np.load(sys.argv[1]) as batch:
+        images = batch["images"]
+        targets = {k: batch[k] for k in ("polygons", "classes", "weights")}
+    settings = json.loads(sys.argv[2])
+
     def make():
         keras.utils.set_random_seed(0)
-        teacher = build_model("gghl_darknet53_t", NUM_CLASSES, **NO_DROP)
-        student = build_model("lodet_mobilenetv2_t", NUM_CLASSES, **NO_DROP)
-        return Distiller(teacher, student, image_size=SIZE)
+        teacher = build_model("gghl_darknet53_t", settings["num_classes"], **settings["overrides"])
+        student = build_model("lodet_mobilenetv2_t", settings["num_classes"], **settings["overrides"])
+        return Distiller(teacher, student, image_size=settings["size"])
 
-    images, targets = _batch(4, seed=5)
     lr = 0.05
     # single device: the data-parallel step on 2 replicas == mean over the two half batches
     single = make()
@@ -347,17 +344,26 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
-def test_mirrored_strategy_two_logical_cpus_matches_single_device(tmp_path):
+def test_mirrored_strategy_two_logical_cpus_matches_single_device(tiny_batch, tmp_path):
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED_SCRIPT)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    images, targets = tiny_batch(4, seed=5)
+    batch = tmp_path / "batch.npz"
+    np.savez(batch, images=images, **targets)
+    settings = json.dumps({"num_classes": NUM_CLASSES, "size": SIZE, "overrides": NO_DROP})
+    # the child imports the dked_tf this process imported (editable install or checkout)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(dked_tf.__file__)))
+    python_path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", PYTHONPATH=python_path)
     result = subprocess.run(
-        [sys.executable, str(script), os.path.dirname(__file__)],
-        capture_output=True, text=True, env=env, timeout=600, cwd=str(tmp_path),
+        [sys.executable, str(script), str(batch), settings],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=str(tmp_path),
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["total"] == pytest.approx(report["expected_total"], rel=1e-4)
     # the update is the one of the global-batch mean (not the sum over replicas)

@@ -148,8 +148,7 @@ def test_devkit_rules_of_the_evaluator(tmp_path):
     """devkit=True (dked-tf evaluate's ground truth): short lines skipped, any class name and any
     integer difficult flag read, float64; the dataset rules reject the same lines."""
     path = tmp_path / "P0001.txt"
-    path.write_text("imagesource:GoogleEarth\ngsd:0.5\n1 2 3\n"
-                    "0.1 0 10 0 10 10 0 10 zebra 5\n1 1 2 1 2 2 1 2 plane\n")
+    path.write_text("imagesource:GoogleEarth\ngsd:0.5\n1 2 3\n0.1 0 10 0 10 10 0 10 zebra 5\n1 1 2 1 2 2 1 2 plane\n")
     parsed = parse_dota_label(path, devkit=True)
     assert parsed["names"] == ["zebra", "plane"] and parsed["polygons"].dtype == np.float64
     assert parsed["polygons"][0, 0] == 0.1 and parsed["difficult_value"].tolist() == [5, 0]
@@ -160,8 +159,9 @@ def test_devkit_rules_of_the_evaluator(tmp_path):
 
 def test_bad_label_lines_reported_in_line_order_or_skipped(tmp_path):
     path = tmp_path / "P0001.txt"
-    path.write_text("1 2 3 4 5 6 7 8 plane 0\n1 2 3 4 5 x 7 8 plane 0\n1 2 3 4 5 6 7 8 plane 0 extra\n"
-                    "1 2 3 4 5 6 7 8 ship y\n")
+    path.write_text(
+        "1 2 3 4 5 6 7 8 plane 0\n1 2 3 4 5 x 7 8 plane 0\n1 2 3 4 5 6 7 8 plane 0 extra\n1 2 3 4 5 6 7 8 ship y\n"
+    )
     with pytest.raises(InputError, match=r"P0001\.txt:2: the 8 coordinates must be finite numbers"):
         parse_dota_label(path, devkit=True, problems=Problems(strict=True))
     problems = Problems(strict=False)

@@ -14,33 +14,41 @@ onnxruntime = pytest.importorskip("onnxruntime")
 
 from dked_tf.cli import main as cli_main  # noqa: E402
 from dked_tf.export import tensorrt as trt_export  # noqa: E402
-from dked_tf.models.presets import build_model  # noqa: E402
-from model_helpers import randomize_weights  # noqa: E402
 
 SIZE = 64
 NUM_CLASSES = 3
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    import keras
-
+def exported(tiny_detector, tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx")
-    keras.utils.set_random_seed(7)
-    model = build_model("lodet_mobilenetv2_t", NUM_CLASSES)
-    randomize_weights(model, 7)
+    model = tiny_detector("lodet_mobilenetv2_t", NUM_CLASSES, seed=7, randomize=True)
     weights = str(root / "student.keras")
     model.save(weights)
     onnx_path = str(root / "student.onnx")
-    code = cli_main(["export", "--weights", weights, "--format", "tensorrt", "--out", onnx_path,
-                     "--image-size", str(SIZE), "--class-names", "a,b,c", "--quiet"])
+    code = cli_main(
+        [
+            "export",
+            "--weights",
+            weights,
+            "--format",
+            "tensorrt",
+            "--out",
+            onnx_path,
+            "--image-size",
+            str(SIZE),
+            "--class-names",
+            "a,b,c",
+            "--quiet",
+        ]
+    )
     assert code == 0
     return {"model": model, "onnx": onnx_path, "root": root}
 
 
-def test_onnxruntime_matches_keras(exported):
+def test_onnxruntime_matches_keras(exported, tiny_images):
     model = exported["model"]
-    images = np.random.default_rng(4).random((1, SIZE, SIZE, 3)).astype(np.float32)
+    images = tiny_images(1, SIZE, seed=4)
     session = onnxruntime.InferenceSession(exported["onnx"], providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     got = dict(zip([n.split(":")[0] for n in names], session.run(names, {session.get_inputs()[0].name: images})))
@@ -72,8 +80,9 @@ def test_tensorrt_route_gives_the_trtexec_command(exported):
 
 
 def test_trtexec_command_options():
-    command = trt_export.trtexec_command("m.onnx", "m.engine", fp16=False, int8=True, calibration_cache="c.cache",
-                                         workspace_mb=512)
+    command = trt_export.trtexec_command(
+        "m.onnx", "m.engine", fp16=False, int8=True, calibration_cache="c.cache", workspace_mb=512
+    )
     assert command == "trtexec --onnx=m.onnx --saveEngine=m.engine --int8 --calib=c.cache --memPoolSize=workspace:512M"
 
 
@@ -94,7 +103,18 @@ def test_tftrt_fails_at_once_with_the_explanation(tmp_path):
 def test_tftrt_cli_returns_an_error_code(tmp_path, capsys):
     if trt_export.tftrt_available()[0]:
         pytest.skip("this TensorFlow has TensorRT")
-    code = cli_main(["export", "--model", "lodet_mobilenetv2_t", "--num-classes", "2", "--format", "tftrt",
-                     "--out", str(tmp_path / "trt")])
+    code = cli_main(
+        [
+            "export",
+            "--model",
+            "lodet_mobilenetv2_t",
+            "--num-classes",
+            "2",
+            "--format",
+            "tftrt",
+            "--out",
+            str(tmp_path / "trt"),
+        ]
+    )
     assert code == 2
     assert "ONNX route" in capsys.readouterr().err

@@ -15,8 +15,6 @@ tf = pytest.importorskip("tensorflow")
 from dked_tf.data.records import ImageRecord  # noqa: E402
 from dked_tf.evaluation.runner import predict_records  # noqa: E402
 from dked_tf.export.saved_model import export_saved_model, read_export_metadata  # noqa: E402
-from dked_tf.models.presets import build_model  # noqa: E402
-from model_helpers import randomize_weights  # noqa: E402
 
 SIZE = 64
 NUM_CLASSES = 2
@@ -28,16 +26,19 @@ MAX_DETECTIONS = 12
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tiny_detector, tmp_path_factory):
     root = tmp_path_factory.mktemp("saved_model")
-    keras = pytest.importorskip("keras")
-    keras.utils.set_random_seed(3)
-    model = build_model("lodet_mobilenetv2_t", NUM_CLASSES)
-    randomize_weights(model, 3)
+    pytest.importorskip("keras")
+    model = tiny_detector("lodet_mobilenetv2_t", NUM_CLASSES, seed=3, randomize=True)
     path = str(root / "detector")
     metadata = export_saved_model(
-        model, path, SIZE, score_threshold=SCORE_THRESHOLD, iou_threshold=IOU_THRESHOLD,
-        max_detections=MAX_DETECTIONS, class_names=["ship", "boat"],
+        model,
+        path,
+        SIZE,
+        score_threshold=SCORE_THRESHOLD,
+        iou_threshold=IOU_THRESHOLD,
+        max_detections=MAX_DETECTIONS,
+        class_names=["ship", "boat"],
     )
     rng = np.random.default_rng(0)
     images = {
@@ -49,15 +50,28 @@ def exported(tmp_path_factory):
         file = str(root / f"{name}.png")
         cv2.imwrite(file, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         records.append(ImageRecord(file, name, image.shape[1], image.shape[0]))
-    return {"model": model, "path": path, "metadata": metadata, "images": images, "records": records,
-            "loaded": tf.saved_model.load(path), "reference": _reference(model, records)}
+    return {
+        "model": model,
+        "path": path,
+        "metadata": metadata,
+        "images": images,
+        "records": records,
+        "loaded": tf.saved_model.load(path),
+        "reference": _reference(model, records),
+    }
 
 
 def _reference(model, records):
     """Detections of the evaluation path: image_id -> (polys [K,8], scores [K], classes [K])."""
     found = predict_records(
-        model, records, SIZE, batch_size=1, score_threshold=SCORE_THRESHOLD,
-        iou_threshold=IOU_THRESHOLD, max_detections=MAX_DETECTIONS, verbose=0,
+        model,
+        records,
+        SIZE,
+        batch_size=1,
+        score_threshold=SCORE_THRESHOLD,
+        iou_threshold=IOU_THRESHOLD,
+        max_detections=MAX_DETECTIONS,
+        verbose=0,
     )
     per_image = {}
     for class_name, rows in found.items():
@@ -148,8 +162,13 @@ def test_saved_model_cli_shows_both_signatures(exported):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     if not os.path.exists(cli):
         pytest.skip("saved_model_cli not installed next to the interpreter")
-    result = subprocess.run([cli, "show", "--dir", exported["path"], "--all"], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [cli, "show", "--dir", exported["path"], "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     text = result.stdout
     assert "signature_def['serving_default']" in text and "signature_def['serving_image_bytes']" in text

@@ -24,21 +24,14 @@ from dked_tf.export.tflite import (  # noqa: E402
     representative_from_records,
     representative_images,
 )
-from dked_tf.models.presets import build_model  # noqa: E402
-from model_helpers import randomize_weights  # noqa: E402
 
 SIZE = 64
 CLASS_NAMES = ["ship", "boat"]
 
 
 @pytest.fixture(scope="module")
-def model():
-    import keras
-
-    keras.utils.set_random_seed(5)
-    model = build_model("lodet_mobilenetv2_t", len(CLASS_NAMES))
-    randomize_weights(model, 5)
-    return model
+def model(tiny_detector):
+    return tiny_detector("lodet_mobilenetv2_t", len(CLASS_NAMES), seed=5, randomize=True)
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +51,9 @@ def records(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fp32(model, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("tflite") / "student.tflite")
-    sidecar = export_tflite(model, path, SIZE, class_names=CLASS_NAMES, score_threshold=0.0, iou_threshold=0.3,
-                            max_detections=15, verbose=0)
+    sidecar = export_tflite(
+        model, path, SIZE, class_names=CLASS_NAMES, score_threshold=0.0, iou_threshold=0.3, max_detections=15, verbose=0
+    )
     return path, sidecar
 
 
@@ -69,9 +63,9 @@ def _run(path, images):
     return {k: np.asarray(v) for k, v in runner(images=images).items()}, interpreter
 
 
-def test_fp32_equals_keras_decode_cells(model, fp32):
+def test_fp32_equals_keras_decode_cells(model, fp32, tiny_images):
     path, _ = fp32
-    images = np.random.default_rng(2).random((1, SIZE, SIZE, 3)).astype(np.float32)
+    images = tiny_images(1, SIZE, seed=2)
     cells = model.decode_cells(model(images, training=False)["head"])
     outputs, _ = _run(path, images)
     n = (SIZE // 8) ** 2 + (SIZE // 16) ** 2 + (SIZE // 32) ** 2
@@ -105,8 +99,9 @@ def test_int8_full_integer_uint8_input_from_pipeline(model, records, tmp_path):
     path = str(tmp_path / "student_int8.tflite")
     representative = list(representative_from_records(records, SIZE, limit=4))
     assert len(representative) == 4 and representative[0].shape == (SIZE, SIZE, 3)
-    sidecar = export_tflite(model, path, SIZE, quantize="int8", representative_images=representative,
-                            uint8_input=True, verbose=0)
+    sidecar = export_tflite(
+        model, path, SIZE, quantize="int8", representative_images=representative, uint8_input=True, verbose=0
+    )
     assert sidecar["quantize"] == "int8"
     interpreter = Interpreter(model_path=path)
     interpreter.allocate_tensors()

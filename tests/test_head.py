@@ -1,9 +1,9 @@
 import math
 
+import keras
 import numpy as np
 import pytest
 
-import keras
 from dked_tf.layers.head import GGHLHead, LoDetHead
 
 
@@ -28,7 +28,7 @@ def test_gghl_head_is_decoupled():
     before = head(x, training=False).numpy()
     head.cls_out.kernel.assign(np.zeros_like(head.cls_out.kernel.numpy()))
     after = head(x, training=False).numpy()
-    np.testing.assert_array_equal(after[..., :10], before[..., :10])   # loc branch untouched
+    np.testing.assert_array_equal(after[..., :10], before[..., :10])  # loc branch untouched
     assert not np.allclose(after[..., 10:], before[..., 10:])
 
 

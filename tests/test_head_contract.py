@@ -28,9 +28,11 @@ def test_layouts():
         out = head(np.zeros((1, 4, 4, 8), np.float32)).numpy()
         # only objectness and classes carry the prior bias
         assert out[..., hc.OBJECTNESS_CHANNEL].min() < -4.0
-        np.testing.assert_allclose(out[..., :hc.OBJECTNESS_CHANNEL], 0.0, atol=1e-6)
-    targets = {"polygons": np.array([[[8, 12, 40, 6, 44, 20, 12, 26]]], np.float32),
-               "classes": np.zeros((1, 1), np.int32)}
+        np.testing.assert_allclose(out[..., : hc.OBJECTNESS_CHANNEL], 0.0, atol=1e-6)
+    targets = {
+        "polygons": np.array([[[8, 12, 40, 6, 44, 20, 12, 26]]], np.float32),
+        "classes": np.zeros((1, 1), np.int32),
+    }
     encoded = encode_targets(targets, 64, 2)
     assert [int(e.shape[-1]) for e in encoded] == [hc.TARGET_BOX_CHANNELS + 2] * 3
     level = np.concatenate([e.numpy().reshape(-1, hc.TARGET_BOX_CHANNELS + 2) for e in encoded])
@@ -80,8 +82,10 @@ def test_decode_cell_polygons_by_hand():
 
 def test_loss_and_distillation_use_the_contract_decode(rng):
     head = [rng.normal(0, 2, (1, g, g, hc.HEAD_BOX_CHANNELS + 2)).astype(np.float32) for g in (8, 4, 2)]
-    targets = {"polygons": np.array([[[8, 12, 40, 6, 44, 20, 12, 26]]], np.float32),
-               "classes": np.zeros((1, 1), np.int32)}
+    targets = {
+        "polygons": np.array([[[8, 12, 40, 6, 44, 20, 12, 26]]], np.float32),
+        "classes": np.zeros((1, 1), np.int32),
+    }
     encoded = encode_targets(targets, 64, 2)
     for level, stride in zip(range(3), (8, 16, 32)):
         cells = per_cell_terms(head[level], encoded[level], stride, 64)
@@ -95,16 +99,41 @@ def test_loss_and_distillation_use_the_contract_decode(rng):
 def test_term_names():
     assert tuple(TERM_WEIGHTS) == hc.JOL_TERM_NAMES
     assert hc.DISTILL_TERM_NAMES == ("corr", "resp", "pred_loc", "pred_cls")
-    assert sum((cls.term_names for cls in (distill.FeatureCorrelationLoss, distill.DirectionalResponseLoss,
-                                           distill.PredictionDistillationLoss)), ()) == hc.DISTILL_TERM_NAMES
+    assert (
+        sum(
+            (
+                cls.term_names
+                for cls in (
+                    distill.FeatureCorrelationLoss,
+                    distill.DirectionalResponseLoss,
+                    distill.PredictionDistillationLoss,
+                )
+            ),
+            (),
+        )
+        == hc.DISTILL_TERM_NAMES
+    )
     head = [np.zeros((1, g, g, hc.HEAD_BOX_CHANNELS + 1), np.float32) for g in (8, 4, 2)]
-    encoded = encode_targets({"polygons": np.zeros((1, 1, 8), np.float32), "classes": np.zeros((1, 1), np.int32),
-                              "weights": np.zeros((1, 1), np.float32)}, 64, 1)
+    encoded = encode_targets(
+        {
+            "polygons": np.zeros((1, 1, 8), np.float32),
+            "classes": np.zeros((1, 1), np.int32),
+            "weights": np.zeros((1, 1), np.float32),
+        },
+        64,
+        1,
+    )
     assert tuple(jol_loss(head, encoded, (8, 16, 32), 64)) == hc.JOL_TERM_NAMES + (hc.TOTAL,)
 
 
 def test_distillation_losses_share_one_call_signature():
-    signatures = {str(inspect.signature(cls.compute)) for cls in (
-        distill.DistillationLoss, distill.FeatureCorrelationLoss, distill.DirectionalResponseLoss,
-        distill.PredictionDistillationLoss)}
+    signatures = {
+        str(inspect.signature(cls.compute))
+        for cls in (
+            distill.DistillationLoss,
+            distill.FeatureCorrelationLoss,
+            distill.DirectionalResponseLoss,
+            distill.PredictionDistillationLoss,
+        )
+    }
     assert len(signatures) == 1, signatures

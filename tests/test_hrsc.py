@@ -126,8 +126,21 @@ def test_reader_writer_reader_is_exact(tmp_path):
         assert root.find(tag) is not None, tag
     objs = root.find("HRSC_Objects").findall("HRSC_Object")
     assert len(objs) == 2
-    for tag in ("Object_ID", "Class_ID", "difficult", "truncated", "box_xmin", "box_ymax", "mbox_cx",
-                "mbox_cy", "mbox_w", "mbox_h", "mbox_ang", "header_x", "header_y"):
+    for tag in (
+        "Object_ID",
+        "Class_ID",
+        "difficult",
+        "truncated",
+        "box_xmin",
+        "box_ymax",
+        "mbox_cx",
+        "mbox_cy",
+        "mbox_w",
+        "mbox_h",
+        "mbox_ang",
+        "header_x",
+        "header_y",
+    ):
         assert objs[1].find(tag) is not None, tag
     assert float(objs[1].find("mbox_ang").text) == -1.1234567
     assert objs[0].find("Class_ID").text == "100000013"

@@ -39,6 +39,10 @@ def test_library_does_not_import_the_faces():
 
 
 def test_export_does_not_import_evaluation():
-    bad = [f"{os.path.relpath(path, ROOT)} imports {name}" for path in _modules(os.path.join(PACKAGE, "export"))
-           for name in _imports(path) if name.startswith("dked_tf.evaluation")]
+    bad = [
+        f"{os.path.relpath(path, ROOT)} imports {name}"
+        for path in _modules(os.path.join(PACKAGE, "export"))
+        for name in _imports(path)
+        if name.startswith("dked_tf.evaluation")
+    ]
     assert not bad, bad

@@ -22,8 +22,10 @@ def shapely_iou(a, b):
 def random_rects(rng, count, extent=128.0, size=(4.0, 48.0)):
     rboxes = np.stack(
         [
-            rng.uniform(0, extent, count), rng.uniform(0, extent, count),
-            rng.uniform(*size, count), rng.uniform(*size, count),
+            rng.uniform(0, extent, count),
+            rng.uniform(0, extent, count),
+            rng.uniform(*size, count),
+            rng.uniform(*size, count),
             rng.uniform(-math.pi, math.pi, count),
         ],
         axis=-1,

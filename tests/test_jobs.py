@@ -12,8 +12,14 @@ def _report_process(path):
     import tensorflow as tf
 
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump({"pid": os.getpid(), "intra": tf.config.threading.get_intra_op_parallelism_threads(),
-                   "inter": tf.config.threading.get_inter_op_parallelism_threads()}, handle)
+        json.dump(
+            {
+                "pid": os.getpid(),
+                "intra": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter": tf.config.threading.get_inter_op_parallelism_threads(),
+            },
+            handle,
+        )
     print("[stage] epoch 1/2 loss 3.0 | elapsed 0:00:01, ETA 0:00:01")
     print("37/37 - 1s - 12ms/step - loss: 3.0")
     print("[00:07] stage: done")
@@ -47,8 +53,10 @@ def test_threads_per_job_splits_the_cores():
 
 def test_jobs_run_in_their_own_processes_with_split_threads_and_echo_tagged_lines(tmp_path):
     echoed = []
-    work = [jobs.Job(f"seed {k}", _report_process, (str(tmp_path / f"r{k}.json"),), str(tmp_path / "logs" / f"{k}.log"))
-            for k in range(2)]
+    work = [
+        jobs.Job(f"seed {k}", _report_process, (str(tmp_path / f"r{k}.json"),), str(tmp_path / "logs" / f"{k}.log"))
+        for k in range(2)
+    ]
     jobs.run_jobs(work, parallel=2, echo=echoed.append, poll_seconds=0.1, cores=4)
     reports = [json.loads((tmp_path / f"r{k}.json").read_text()) for k in range(2)]
     assert len({r["pid"] for r in reports} | {os.getpid()}) == 3
@@ -66,8 +74,10 @@ def test_jobs_run_in_their_own_processes_with_split_threads_and_echo_tagged_line
 @pytest.mark.parametrize("parallel, both_saw_each_other", [(2, True), (1, False)])
 def test_at_most_parallel_jobs_run_at_once(tmp_path, parallel, both_saw_each_other):
     wait = 60 if parallel == 2 else 3
-    work = [jobs.Job("a", _meet, (str(tmp_path), "a", "b", wait), str(tmp_path / "a.log")),
-            jobs.Job("b", _meet, (str(tmp_path), "b", "a", wait), str(tmp_path / "b.log"))]
+    work = [
+        jobs.Job("a", _meet, (str(tmp_path), "a", "b", wait), str(tmp_path / "a.log")),
+        jobs.Job("b", _meet, (str(tmp_path), "b", "a", wait), str(tmp_path / "b.log")),
+    ]
     jobs.run_jobs(work, parallel=parallel, echo=lambda line: None, poll_seconds=0.1)
     saw = [(tmp_path / f"{name}.saw").read_text() == "True" for name in "ab"]
     # one after the other: a finishes before b starts, so only b finds the other's marker
@@ -75,8 +85,10 @@ def test_at_most_parallel_jobs_run_at_once(tmp_path, parallel, both_saw_each_oth
 
 
 def test_a_failing_job_names_itself_its_log_and_error_and_stops_the_others(tmp_path):
-    work = [jobs.Job("sleeper", _sleep, (120, str(tmp_path / "sleeping")), str(tmp_path / "sleeper.log")),
-            jobs.Job("seed 3", _fail, ("weights file is corrupt",), str(tmp_path / "seed3.log"))]
+    work = [
+        jobs.Job("sleeper", _sleep, (120, str(tmp_path / "sleeping")), str(tmp_path / "sleeper.log")),
+        jobs.Job("seed 3", _fail, ("weights file is corrupt",), str(tmp_path / "seed3.log")),
+    ]
     start = time.monotonic()
     with pytest.raises(jobs.JobError) as raised:
         jobs.run_jobs(work, parallel=2, echo=lambda line: None, poll_seconds=0.1)

@@ -34,8 +34,7 @@ def encoded_batch(targets=None):
 
 def random_heads(encoded, seed=0, scale=1.0):
     rng = np.random.default_rng(seed)
-    return [tf.constant(scale * rng.standard_normal(e.shape[:3] + (10 + NC,)), tf.float32)
-            for e in encoded]
+    return [tf.constant(scale * rng.standard_normal(e.shape[:3] + (10 + NC,)), tf.float32) for e in encoded]
 
 
 def perfect_heads(encoded):
@@ -56,6 +55,7 @@ def perfect_heads(encoded):
 
 # ---------------------------------------------------------------- numpy reference (float64)
 
+
 def _sig(x):
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -69,8 +69,7 @@ def reference_level(head, enc, stride, size, plain=0.0):
     head = head.astype(np.float64)
     enc = enc.astype(np.float64)
     _, h, w, _ = head.shape
-    py, px = np.meshgrid((np.arange(h) + 0.5) * stride, (np.arange(w) + 0.5) * stride,
-                         indexing="ij")
+    py, px = np.meshgrid((np.arange(h) + 0.5) * stride, (np.arange(w) + 0.5) * stride, indexing="ij")
     dist = np.exp(head[..., 0:4]) * stride
     pb = np.stack([px - dist[..., 3], py - dist[..., 0], px + dist[..., 1], py + dist[..., 2]], -1)
     cx, cy, bw, bh = (enc[..., k] for k in range(4))
@@ -83,7 +82,7 @@ def reference_level(head, enc, stride, size, plain=0.0):
     ew = np.maximum(pb[..., 2], gb[..., 2]) - np.minimum(pb[..., 0], gb[..., 0])
     eh = np.maximum(pb[..., 3], gb[..., 3]) - np.minimum(pb[..., 1], gb[..., 1])
     giou = inter / union - (ew * eh - union) / (ew * eh)
-    beta = 2 - bw * bh / size ** 2
+    beta = 2 - bw * bh / size**2
     l_iou = beta * (1 - giou)
     s_hat = (np.clip(_sig(head[..., 4:8]), 0.01, 1) - 0.01) / 0.99
     l_s = ((s_hat - enc[..., 8:12]) ** 2).sum(-1)
@@ -91,7 +90,7 @@ def reference_level(head, enc, stride, size, plain=0.0):
     l_r = (r_hat - enc[..., 12]) ** 2
     q = np.exp(-(l_iou + l_s + l_r))
     d = np.abs(dist / stride - enc[..., 4:8] / stride)
-    l_l = beta * np.where(d < 1, 0.5 * d ** 2, d - 0.5).sum(-1)
+    l_l = beta * np.where(d < 1, 0.5 * d**2, d - 0.5).sum(-1)
 
     pos = enc[..., 13]
     mix = enc[..., 14]
@@ -115,7 +114,10 @@ def reference_level(head, enc, stride, size, plain=0.0):
         "obj_neg": (1 - pos) * focal * mix,
         "cls_pos": ((cls_pos_ch + plain * cls_neg_ch) * gt).sum(-1) * w_cls,
         "cls_neg": (cls_neg_ch * ~gt).sum(-1) * w_cls,
-        "iou": l_iou * w_reg, "s": l_s * w_reg, "r": l_r * w_reg, "l": l_l * w_reg,
+        "iou": l_iou * w_reg,
+        "s": l_s * w_reg,
+        "r": l_r * w_reg,
+        "l": l_l * w_reg,
     }
     n = np.maximum(pos.sum((1, 2)), 1)
     terms = {k: v.sum((1, 2)) / n for k, v in maps.items()}
@@ -129,20 +131,19 @@ def reference_jol(heads, encoded, size=S, plain=0.0):
         terms, _, _ = reference_level(np.asarray(head), np.asarray(enc), stride, size, plain)
         for k in TERMS:
             totals[k] += terms[k].mean()
-    weights = {"obj_pos": 2, "obj_neg": 2, "cls_pos": 1, "cls_neg": 1, "iou": 1, "s": 1,
-               "r": 16, "l": 0.2}
+    weights = {"obj_pos": 2, "obj_neg": 2, "cls_pos": 1, "cls_neg": 1, "iou": 1, "s": 1, "r": 16, "l": 0.2}
     totals["total"] = sum(weights[k] * totals[k] for k in TERMS)
     return totals
 
 
 # ---------------------------------------------------------------------------------- tests
 
+
 def test_matches_numpy_reference_on_random_heads():
     encoded = encoded_batch()
     assert float(tf.reduce_sum(encoded[1][0, ..., 13])) > 0
     heads = random_heads(encoded)
-    got = {k: float(v) for k, v in
-           jol_loss(heads, encoded, STRIDES, S, plain_class_weight=0.0).items()}
+    got = {k: float(v) for k, v in jol_loss(heads, encoded, STRIDES, S, plain_class_weight=0.0).items()}
     want = reference_jol(heads, encoded)
     for k in list(TERMS) + ["total"]:
         assert got[k] == pytest.approx(want[k], rel=2e-4, abs=1e-6), k
@@ -154,10 +155,8 @@ def test_plain_class_weight_adds_plain_bce_on_gt_channels(plain):
     added (weighted by mixup and omega) to cls_pos; every other term is unchanged."""
     encoded = encoded_batch()
     heads = random_heads(encoded, seed=3)
-    got = {k: float(v) for k, v in
-           jol_loss(heads, encoded, STRIDES, S, plain_class_weight=plain).items()}
-    base = {k: float(v) for k, v in
-            jol_loss(heads, encoded, STRIDES, S, plain_class_weight=0.0).items()}
+    got = {k: float(v) for k, v in jol_loss(heads, encoded, STRIDES, S, plain_class_weight=plain).items()}
+    base = {k: float(v) for k, v in jol_loss(heads, encoded, STRIDES, S, plain_class_weight=0.0).items()}
     want = reference_jol(heads, encoded, plain=plain)
     for k in list(TERMS) + ["total"]:
         assert got[k] == pytest.approx(want[k], rel=2e-4, abs=1e-6), k
@@ -184,8 +183,7 @@ def test_giou_hand_cases():
     # inter 4, union 12, enclosing 16 -> GIoU = 1/3 - 4/16 = 1/12.
     pred = tf.constant([[1.0, 3.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
     target = tf.constant([[2.0, 1.0, 2.0, 1.0], [2.0, 2.0, 2.0, 2.0]])
-    np.testing.assert_allclose(giou_from_distances(pred, target).numpy(), [1 / 12, 0.25],
-                               rtol=1e-6)
+    np.testing.assert_allclose(giou_from_distances(pred, target).numpy(), [1 / 12, 0.25], rtol=1e-6)
 
 
 def test_perfect_predictions_have_zero_box_terms():
@@ -203,8 +201,9 @@ def test_per_image_normalisation():
     encoded = encoded_batch(targets)
     heads = random_heads(encoded, seed=1)
     both = jol_loss(heads, encoded, STRIDES, S)["total"]
-    singles = [jol_loss([h[i:i + 1] for h in heads], [e[i:i + 1] for e in encoded], STRIDES,
-                        S)["total"] for i in range(2)]
+    singles = [
+        jol_loss([h[i : i + 1] for h in heads], [e[i : i + 1] for e in encoded], STRIDES, S)["total"] for i in range(2)
+    ]
     assert float(both) == pytest.approx(0.5 * float(singles[0] + singles[1]), rel=1e-5)
 
 
@@ -224,8 +223,7 @@ def test_numerically_safe(case):
     encoded = encoded_batch(targets)
     if case == "extreme":
         rng = np.random.default_rng(2)
-        heads = [tf.constant(1e4 * rng.choice([-1.0, 1.0], e.shape[:3] + (10 + NC,)),
-                             tf.float32) for e in encoded]
+        heads = [tf.constant(1e4 * rng.choice([-1.0, 1.0], e.shape[:3] + (10 + NC,)), tf.float32) for e in encoded]
     else:
         heads = random_heads(encoded, seed=4, scale=3.0)
     if case == "float16":
@@ -285,8 +283,7 @@ def test_level_reference_size_moves_objects_to_finer_levels():
     ref = 800 (stride 16 only) and below tau_0 = 68.6 px with ref = 256 (stride 8 only)."""
     polys = np.zeros((1, 1, 8), np.float32)
     polys[0, 0] = [100, 116, 140, 116, 140, 132, 100, 132]  # 40 x 16 px, axis-aligned
-    targets = {"polygons": polys, "classes": np.zeros((1, 1), np.int32),
-               "weights": np.ones((1, 1), np.float32)}
+    targets = {"polygons": polys, "classes": np.zeros((1, 1), np.int32), "weights": np.ones((1, 1), np.float32)}
     scaled = encode_targets(targets, 256, 1, STRIDES)
     native = encode_targets(targets, 256, 1, STRIDES, level_reference_size=256)
     count = lambda enc: [float(tf.reduce_sum(e[..., 13])) for e in enc]  # noqa: E731

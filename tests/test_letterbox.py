@@ -24,8 +24,17 @@ from dked_tf.data.records import ImageRecord
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DETECT_PY = os.path.join(REPO, "tflite", "detect.py")
 # (height, width, S): down- and up-scaling, wide, tall, square, tiny
-SHAPES = [(37, 53, 64), (120, 80, 64), (64, 64, 64), (300, 200, 96), (20, 500, 128), (50, 51, 200),
-          (800, 600, 192), (1, 1, 32), (33, 17, 96)]
+SHAPES = [
+    (37, 53, 64),
+    (120, 80, 64),
+    (64, 64, 64),
+    (300, 200, 96),
+    (20, 500, 128),
+    (50, 51, 200),
+    (800, 600, 192),
+    (1, 1, 32),
+    (33, 17, 96),
+]
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +93,17 @@ def test_graph_letterbox_is_what_evaluation_batches_hold(rng, tmp_path):
         path = str(tmp_path / f"image{index}.png")
         image = _image(rng, height, width)
         cv2.imwrite(path, image[..., ::-1])
-        records.append(ImageRecord(path, f"image{index}", width, height, np.zeros((0, 8), np.float32),
-                                   np.zeros(0, np.int32), np.zeros(0, bool)))
+        records.append(
+            ImageRecord(
+                path,
+                f"image{index}",
+                width,
+                height,
+                np.zeros((0, 8), np.float32),
+                np.zeros(0, np.int32),
+                np.zeros(0, bool),
+            )
+        )
     images, targets = next(iter(build_dataset(records, 64, 2, training=False)))
     for index, record in enumerate(records):
         image = tf.io.decode_image(tf.io.read_file(record.image_path), channels=3, expand_animations=False)

@@ -22,16 +22,20 @@ def rect(cx, cy, w, h, theta):
     u = np.array([np.cos(theta), np.sin(theta)])
     v = np.array([-np.sin(theta), np.cos(theta)])
     c = np.array([cx, cy])
-    return np.concatenate([c - u * w / 2 - v * h / 2, c + u * w / 2 - v * h / 2,
-                           c + u * w / 2 + v * h / 2, c - u * w / 2 + v * h / 2])
+    return np.concatenate(
+        [c - u * w / 2 - v * h / 2, c + u * w / 2 - v * h / 2, c + u * w / 2 + v * h / 2, c - u * w / 2 + v * h / 2]
+    )
 
 
 def gt_dict(*images):
     """images: (image_id, [(poly, class, difficult), ...])"""
     out = {}
     for image_id, objects in images:
-        out[image_id] = (np.array([o[0] for o in objects]).reshape(-1, 8),
-                         [o[1] for o in objects], np.array([o[2] for o in objects], bool))
+        out[image_id] = (
+            np.array([o[0] for o in objects]).reshape(-1, 8),
+            [o[1] for o in objects],
+            np.array([o[2] for o in objects], bool),
+        )
     return out
 
 
@@ -45,10 +49,13 @@ def both(dets, gts, classes=("a",), **kw):
 
 
 def test_perfect_detections_give_one():
-    gts = gt_dict(("i1", [(square(0, 0, 10, 10), "a", 0), (square(20, 20, 40, 30), "a", 0)]),
-                  ("i2", [(square(5, 5, 15, 15), "a", 0)]))
-    dets = {"a": [("i1", 0.9, square(0, 0, 10, 10)), ("i1", 0.8, square(20, 20, 40, 30)),
-                  ("i2", 0.7, square(5, 5, 15, 15))]}
+    gts = gt_dict(
+        ("i1", [(square(0, 0, 10, 10), "a", 0), (square(20, 20, 40, 30), "a", 0)]),
+        ("i2", [(square(5, 5, 15, 15), "a", 0)]),
+    )
+    dets = {
+        "a": [("i1", 0.9, square(0, 0, 10, 10)), ("i1", 0.8, square(20, 20, 40, 30)), ("i2", 0.7, square(5, 5, 15, 15))]
+    }
     r07, r12 = both(dets, gts)
     assert r07.map == pytest.approx(1.0) and r12.map == pytest.approx(1.0)
     assert r07.num_gt == {"a": 3} and r07.num_det == {"a": 3}
@@ -73,8 +80,13 @@ def test_one_miss():
 
 def test_duplicates_count_as_false_positives():
     gts = gt_dict(("i1", [(square(0, 0, 10, 10), "a", 0), (square(20, 20, 30, 30), "a", 0)]))
-    dets = {"a": [("i1", 0.9, square(0, 0, 10, 10)), ("i1", 0.8, square(0, 0, 10, 9.5)),
-                  ("i1", 0.7, square(20, 20, 30, 30))]}
+    dets = {
+        "a": [
+            ("i1", 0.9, square(0, 0, 10, 10)),
+            ("i1", 0.8, square(0, 0, 10, 9.5)),
+            ("i1", 0.7, square(20, 20, 30, 30)),
+        ]
+    }
     r07, r12 = both(dets, gts)
     # TP, FP (duplicate), TP: recall .5 .5 1, precision 1 .5 2/3
     assert r12.map == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
@@ -85,8 +97,7 @@ def test_duplicates_count_as_false_positives():
 
 
 def test_difficult_only_image_is_neither_tp_nor_fp():
-    gts = gt_dict(("easy", [(square(0, 0, 10, 10), "a", 0)]),
-                  ("hard", [(square(0, 0, 10, 10), "a", 1)]))
+    gts = gt_dict(("easy", [(square(0, 0, 10, 10), "a", 0)]), ("hard", [(square(0, 0, 10, 10), "a", 1)]))
     dets = {"a": [("hard", 0.95, square(0, 0, 10, 10)), ("easy", 0.9, square(0, 0, 10, 10))]}
     r07, r12 = both(dets, gts)
     assert r07.map == pytest.approx(1.0) and r12.map == pytest.approx(1.0)
@@ -104,18 +115,15 @@ def test_best_match_on_difficult_ground_truth_is_ignored():
     gts = gt_dict(("i1", [(square(0, 0, 10, 10), "a", 0), (square(1, 0, 11, 10), "a", 1)]))
     dets = {"a": [("i1", 0.9, square(1, 0, 11, 10))]}
     assert evaluate_detections(dets, gts, ["a"], metric="voc12").map == 0.0
-    assert evaluate_detections(dets, gts, ["a"], metric="voc12", difficult="count").map == \
-        pytest.approx(0.5)
+    assert evaluate_detections(dets, gts, ["a"], metric="voc12", difficult="count").map == pytest.approx(0.5)
 
 
 def test_tied_scores_keep_the_devkit_order():
     gts = gt_dict(("i1", [(square(0, 0, 10, 10), "a", 0)]))
     false, true = ("i1", 0.5, square(30, 30, 40, 40)), ("i1", 0.5, square(0, 0, 10, 10))
     # np.argsort(-scores) keeps input order for two tied scores: FP then TP vs TP then FP
-    assert evaluate_detections({"a": [false, true]}, gts, ["a"], metric="voc12").map == \
-        pytest.approx(0.5)
-    assert evaluate_detections({"a": [true, false]}, gts, ["a"], metric="voc12").map == \
-        pytest.approx(1.0)
+    assert evaluate_detections({"a": [false, true]}, gts, ["a"], metric="voc12").map == pytest.approx(0.5)
+    assert evaluate_detections({"a": [true, false]}, gts, ["a"], metric="voc12").map == pytest.approx(1.0)
 
 
 def test_iou_exactly_at_threshold_depends_on_comparison():
@@ -138,8 +146,9 @@ def test_classes_without_detections_or_ground_truth_score_zero_and_count_in_the_
 
 
 def test_image_records_and_class_indices_are_accepted():
-    records = [ImageRecord("x.png", "i1", 64, 64, [square(0, 0, 10, 10), square(20, 0, 30, 10)],
-                           [0, 1], [False, False])]
+    records = [
+        ImageRecord("x.png", "i1", 64, 64, [square(0, 0, 10, 10), square(20, 0, 30, 10)], [0, 1], [False, False])
+    ]
     dets = {0: [("i1", 0.9, square(0, 0, 10, 10))], "b": [("i1", 0.8, square(20, 0, 30, 10))]}
     assert evaluate_detections(dets, records, ["a", "b"]).map == pytest.approx(1.0)
 
@@ -150,8 +159,7 @@ def test_presets():
     assert evaluate_detections(dets, gts, ["ship"], preset="hrsc07").map == pytest.approx(6 / 11)
     assert evaluate_detections(dets, gts, ["ship"], preset="hrsc12").map == pytest.approx(0.5)
     # explicit arguments win over the preset
-    assert evaluate_detections(dets, gts, ["ship"], preset="hrsc12", metric="voc07").metric == \
-        "voc07"
+    assert evaluate_detections(dets, gts, ["ship"], preset="hrsc12", metric="voc07").metric == "voc07"
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -202,8 +210,7 @@ def loop_evaluate(dets, gts, classes, use_07):
         per_image, npos = {}, 0
         for image_id, (polys, names, diff) in gts.items():
             keep = [k for k, n in enumerate(names) if n == name]
-            per_image[image_id] = {"polys": polys[keep], "difficult": diff[keep],
-                                   "taken": [False] * len(keep)}
+            per_image[image_id] = {"polys": polys[keep], "difficult": diff[keep], "taken": [False] * len(keep)}
             npos += int(np.sum(~diff[keep]))
         entries = dets.get(name, [])
         if not entries or npos == 0:
@@ -249,10 +256,8 @@ def random_set(rng, classes, num_images=15):
                 dets[name].append((image_id, float(np.round(rng.random(), 1)), rect(*noisy)))
         for _ in range(rng.integers(0, 3)):  # background false positives
             params = np.r_[rng.uniform(20, 120, 2), rng.uniform(6, 40, 2), rng.uniform(-3, 3)]
-            dets[classes[rng.integers(len(classes))]].append(
-                (image_id, float(rng.random()), rect(*params)))
-        gts[image_id] = gt_dict((image_id, objects))[image_id] if objects else (
-            np.zeros((0, 8)), [], np.zeros(0, bool))
+            dets[classes[rng.integers(len(classes))]].append((image_id, float(rng.random()), rect(*params)))
+        gts[image_id] = gt_dict((image_id, objects))[image_id] if objects else (np.zeros((0, 8)), [], np.zeros(0, bool))
     return gts, dets
 
 
@@ -287,20 +292,19 @@ def test_general_quad_iou_equals_shapely_on_simple_non_convex_quads(rng):
     centre = rng.uniform(0, 100, (count, 1, 2))
     angle = rng.uniform(0, 2 * np.pi, (count, 1))
     radius = rng.uniform(5, 30, (count, 1))
-    corners = np.stack([np.cos(angle + [0, 2.1, 3.1, 4.2]), np.sin(angle + [0, 2.1, 3.1, 4.2])],
-                       axis=-1) * radius[..., None]
+    corners = (
+        np.stack([np.cos(angle + [0, 2.1, 3.1, 4.2]), np.sin(angle + [0, 2.1, 3.1, 4.2])], axis=-1) * radius[..., None]
+    )
     corners[:, 2] *= 0.2  # pull the 3rd vertex towards the centre: concave
     a = (centre + corners).reshape(count, 8)
     b = a + rng.normal(0, 4, a.shape)
-    expected = np.array([loop_iou(p, q) if Polygon(q.reshape(4, 2)).is_valid else np.nan
-                         for p, q in zip(a, b)])
+    expected = np.array([loop_iou(p, q) if Polygon(q.reshape(4, 2)).is_valid else np.nan for p, q in zip(a, b)])
     ours = general_quad_iou(a, b)
     valid = np.isfinite(expected)
     assert valid.sum() > 100
     np.testing.assert_allclose(ours[valid], expected[valid], atol=1e-9)
     # order-invariant, and a symmetric bow-tie has zero signed area: IoU 0 with anything
-    np.testing.assert_allclose(general_quad_iou(a[:, [6, 7, 4, 5, 2, 3, 0, 1]], b), ours,
-                               atol=1e-9)
+    np.testing.assert_allclose(general_quad_iou(a[:, [6, 7, 4, 5, 2, 3, 0, 1]], b), ours, atol=1e-9)
     bow_tie = np.array([[0, 0, 10, 10, 10, 0, 0, 10]], np.float64)
     assert general_quad_iou(bow_tie, square(0, 0, 10, 10)[None])[0] == pytest.approx(0.0)
 
@@ -313,7 +317,8 @@ def test_non_convex_ground_truth_uses_the_true_overlap():
     area = Polygon(arrow.reshape(4, 2)).area
     gts = gt_dict(("i1", [(arrow, "a", 0)]))
     # the same arrow is a perfect match; the square has IoU area/100 < 0.5 with it
-    assert evaluate_detections({"a": [("i1", 0.9, arrow[[4, 5, 6, 7, 0, 1, 2, 3]])]}, gts,
-                               ["a"]).map == pytest.approx(1.0)
+    assert evaluate_detections({"a": [("i1", 0.9, arrow[[4, 5, 6, 7, 0, 1, 2, 3]])]}, gts, ["a"]).map == pytest.approx(
+        1.0
+    )
     assert area / 100 < 0.5
     assert evaluate_detections({"a": [("i1", 0.9, hull)]}, gts, ["a"]).map == 0.0

@@ -6,8 +6,7 @@ from dked_tf.models.necks import build_gghl_fpn, build_lodet_fpn
 
 def _inputs(channels, size=64, batch=2):
     rng = np.random.default_rng(0)
-    return [rng.normal(size=(batch, size // s, size // s, c)).astype(np.float32)
-            for s, c in zip((8, 16, 32), channels)]
+    return [rng.normal(size=(batch, size // s, size // s, c)).astype(np.float32) for s, c in zip((8, 16, 32), channels)]
 
 
 def test_gghl_fpn_levels_and_channels():
@@ -19,14 +18,22 @@ def test_gghl_fpn_levels_and_channels():
 def test_gghl_fpn_full_width_matches_hand_parameter_count():
     """Hand count from the reference layer list (conv k*k*cin*cout + 4*cout BN; SPP fuse
     conv has a bias instead of BN)."""
+
     def cbl(k, cin, cout):
         return k * k * cin * cout + 4 * cout
-    s32 = cbl(1, 1024, 512) + (2048 * 512 + 512) + cbl(3, 512, 1024) + cbl(1, 1024, 512) \
-        + cbl(3, 512, 1024) + cbl(1, 1024, 512)
-    s16 = cbl(1, 512, 256) + cbl(1, 768, 256) + cbl(3, 256, 512) + cbl(1, 512, 256) \
-        + cbl(3, 256, 512) + cbl(1, 512, 256)
-    s8 = cbl(1, 256, 128) + cbl(1, 384, 128) + cbl(3, 128, 256) + cbl(1, 256, 128) \
-        + cbl(3, 128, 256) + cbl(1, 256, 128)
+
+    s32 = (
+        cbl(1, 1024, 512)
+        + (2048 * 512 + 512)
+        + cbl(3, 512, 1024)
+        + cbl(1, 1024, 512)
+        + cbl(3, 512, 1024)
+        + cbl(1, 1024, 512)
+    )
+    s16 = (
+        cbl(1, 512, 256) + cbl(1, 768, 256) + cbl(3, 256, 512) + cbl(1, 512, 256) + cbl(3, 256, 512) + cbl(1, 512, 256)
+    )
+    s8 = cbl(1, 256, 128) + cbl(1, 384, 128) + cbl(3, 128, 256) + cbl(1, 256, 128) + cbl(3, 128, 256) + cbl(1, 256, 128)
     neck = build_gghl_fpn((256, 512, 1024))
     assert neck.count_params() == s32 + s16 + s8
     assert neck.count_params() == pytest.approx(15.8e6, rel=0.01)

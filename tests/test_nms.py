@@ -34,9 +34,7 @@ def reference_matrix_nms(polys, scores, threshold):
     """Fast NMS: drop a box if ANY higher-ranked box overlaps it with IoU > threshold."""
     iou = shapely_iou_matrix(polys)
     order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-    return np.array(
-        [i for r, i in enumerate(order) if all(iou[i, j] <= threshold for j in order[:r])], dtype=np.int64
-    )
+    return np.array([i for r, i in enumerate(order) if all(iou[i, j] <= threshold for j in order[:r])], dtype=np.int64)
 
 
 def detector_like(rng, count, clusters=None, extent=128.0):
@@ -44,8 +42,10 @@ def detector_like(rng, count, clusters=None, extent=128.0):
     clusters = clusters or max(1, count // 12)
     objects = np.stack(
         [
-            rng.uniform(10, extent - 10, clusters), rng.uniform(10, extent - 10, clusters),
-            rng.uniform(10, 40, clusters), rng.uniform(5, 20, clusters),
+            rng.uniform(10, extent - 10, clusters),
+            rng.uniform(10, extent - 10, clusters),
+            rng.uniform(10, 40, clusters),
+            rng.uniform(5, 20, clusters),
             rng.uniform(-math.pi / 2, math.pi / 2, clusters),
         ],
         axis=-1,
@@ -67,9 +67,18 @@ def test_matches_reference_greedy(rng, threshold):
 
 
 def test_uniform_boxes_and_max_output(rng):
-    polys = obb.rbox_to_poly(np.stack(
-        [rng.uniform(0, 128, 200), rng.uniform(0, 128, 200), rng.uniform(5, 30, 200),
-         rng.uniform(5, 30, 200), rng.uniform(-3, 3, 200)], axis=-1))
+    polys = obb.rbox_to_poly(
+        np.stack(
+            [
+                rng.uniform(0, 128, 200),
+                rng.uniform(0, 128, 200),
+                rng.uniform(5, 30, 200),
+                rng.uniform(5, 30, 200),
+                rng.uniform(-3, 3, 200),
+            ],
+            axis=-1,
+        )
+    )
     scores = rng.uniform(0, 1, 200)
     expected = reference_greedy_nms(polys, scores, 0.2)
     np.testing.assert_array_equal(rotated_nms(polys, scores, 0.2), expected)
@@ -91,8 +100,9 @@ def test_long_chain_of_decisions():
     # boxes overlapping only their neighbours (IoU 0.25), scores falling along the line:
     # 0 keeps, 1 goes, 2 keeps (its only suppressor 1 is gone), ... -> every other box
     count = 60
-    rboxes = np.stack([np.arange(count) * 6.0, np.zeros(count), np.full(count, 10.0),
-                       np.full(count, 10.0), np.zeros(count)], axis=-1)
+    rboxes = np.stack(
+        [np.arange(count) * 6.0, np.zeros(count), np.full(count, 10.0), np.full(count, 10.0), np.zeros(count)], axis=-1
+    )
     polys, scores = obb.rbox_to_poly(rboxes), np.linspace(1, 0, count)
     np.testing.assert_array_equal(rotated_nms(polys, scores, 0.2), np.arange(0, count, 2))
     np.testing.assert_array_equal(rotated_nms(polys, scores, 0.3), np.arange(count))
@@ -145,7 +155,7 @@ def test_tf_exact_and_fast_nms(rng, tmp_path):
     expected = reference_greedy_nms(polys, scores, threshold)
     assert indices.shape == (64,) and int(count) == len(expected)
     np.testing.assert_array_equal(indices.numpy()[: int(count)], expected)
-    assert np.all(indices.numpy()[int(count):] == -1)
+    assert np.all(indices.numpy()[int(count) :] == -1)
 
     fast_indices, fast_count = module.fast(p32, s32)
     expected_fast = reference_matrix_nms(polys, scores, threshold)
@@ -167,9 +177,7 @@ def test_tf_exact_and_fast_nms(rng, tmp_path):
         rotated_nms_tf(tf.zeros([5, 4]), tf.zeros([5]), 0.5)
 
     # TFLite with builtin ops only (the converter raises if an op would need TF-Select)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [module.fast.get_concrete_function()], module
-    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([module.fast.get_concrete_function()], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     model = converter.convert()
     from ai_edge_litert.interpreter import Interpreter
@@ -180,8 +188,9 @@ def test_tf_exact_and_fast_nms(rng, tmp_path):
         interpreter.resize_tensor_input(detail["index"], [100, 8] if len(detail["shape"]) == 2 else [100])
     interpreter.allocate_tensors()
     for detail in inputs:
-        interpreter.set_tensor(detail["index"], polys.astype(np.float32) if len(detail["shape"]) == 2
-                               else scores.astype(np.float32))
+        interpreter.set_tensor(
+            detail["index"], polys.astype(np.float32) if len(detail["shape"]) == 2 else scores.astype(np.float32)
+        )
     interpreter.invoke()
     outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
     lite_indices = next(o for o in outputs if o.ndim == 1)

@@ -9,15 +9,28 @@ import shapely
 
 from dked_tf.ops import obb
 
-AMBIGUOUS_ANGLES = [-math.pi, -math.pi / 2, -math.pi / 4, 0.0, math.pi / 4, math.pi / 2,
-                    3 * math.pi / 4, math.pi, 1e-17, -1e-17, math.pi / 2 - 1e-16]
+AMBIGUOUS_ANGLES = [
+    -math.pi,
+    -math.pi / 2,
+    -math.pi / 4,
+    0.0,
+    math.pi / 4,
+    math.pi / 2,
+    3 * math.pi / 4,
+    math.pi,
+    1e-17,
+    -1e-17,
+    math.pi / 2 - 1e-16,
+]
 
 
 def random_rboxes(rng, count, size=(4.0, 60.0), centre=(0.0, 128.0)):
     return np.stack(
         [
-            rng.uniform(*centre, count), rng.uniform(*centre, count),
-            rng.uniform(*size, count), rng.uniform(*size, count),
+            rng.uniform(*centre, count),
+            rng.uniform(*centre, count),
+            rng.uniform(*size, count),
+            rng.uniform(*size, count),
             rng.uniform(-2 * math.pi, 2 * math.pi, count),
         ],
         axis=-1,
@@ -155,7 +168,8 @@ def test_orc_refined_approximation_snaps_inner_vertex():
     # (3, 6) lies on no HBB edge (xmin = 2 is reached by (2, 0)): its x is snapped to 2
     poly = np.array([2, 0, 10, 3, 6, 10, 3, 6], dtype=float)
     assert shapely.Polygon(poly.reshape(4, 2)).convex_hull.area == pytest.approx(
-        shapely.Polygon(poly.reshape(4, 2)).area)
+        shapely.Polygon(poly.reshape(4, 2)).area
+    )
     ordered = obb.order_poly_for_orc(poly[[6, 7, 4, 5, 2, 3, 0, 1]])  # given counter-clockwise
     np.testing.assert_allclose(ordered, [2, 0, 10, 3, 6, 10, 2, 6])
     hbb, gliding, ratio = obb.poly_to_orc(poly)
@@ -225,7 +239,9 @@ def test_tf_twins_match_numpy_with_leading_dims_and_convert_to_tflite(rng):
             "poly": obb.rbox_to_poly_tf(obb.poly_to_rbox_tf(p)),
             "area": obb.poly_area_tf(p),
             "hbb": obb.poly_to_hbb_tf(p),
-            "orc_hbb": hbb, "gliding": gliding, "ratio": ratio,
+            "orc_hbb": hbb,
+            "gliding": gliding,
+            "ratio": ratio,
             "decoded": obb.orc_to_poly_tf(hbb, gliding, ratio, horizontal_threshold=1.01),
         }
 

@@ -9,7 +9,8 @@ from dked_tf.data.records import ImageRecord
 
 def rect(cx, cy, w, h, angle=0.0):
     c, s = np.cos(angle), np.sin(angle)
-    pts = [(cx + c * x - s * y, cy + s * x + c * y) for x, y in ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))]
+    corners = ((-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2))
+    pts = [(cx + c * x - s * y, cy + s * x + c * y) for x, y in corners]
     return np.ravel(pts)
 
 
@@ -24,7 +25,9 @@ def records(tmp_path):
         image[..., 1] = np.linspace(0, 120, w)[None, :]
         polys = [rect(w * 0.35, h * 0.4, w * 0.35, 8, 0.4 * k), rect(w * 0.7, h * 0.7, 12, 6, -0.3)][: 1 + k % 2]
         for p in polys:
-            cv2.fillPoly(image, [np.round((p.reshape(4, 2) - 0.5) * 16).astype(np.int32)], (255, 255, 255), cv2.LINE_AA, shift=4)
+            cv2.fillPoly(
+                image, [np.round((p.reshape(4, 2) - 0.5) * 16).astype(np.int32)], (255, 255, 255), cv2.LINE_AA, shift=4
+            )
         path = str(tmp_path / f"img{k}{ext}")
         cv2.imwrite(path, image[..., ::-1])
         out.append(ImageRecord(path, f"img{k}", w, h, polys, np.arange(len(polys)), [False, True][: len(polys)]))
@@ -63,8 +66,8 @@ def test_eval_batches_letterbox_exactly(records):
             src = cv2.imread(r.image_path)[..., ::-1].astype(np.float32) / 255
             nw, nh = round(r.width * scale), round(r.height * scale)
             ref = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            inner = img[y0 + 1: y0 + nh - 2, x0 + 1: x0 + nw - 2]
-            assert np.abs(inner - ref[1: nh - 2, 1: nw - 2]).mean() < 0.02
+            inner = img[y0 + 1 : y0 + nh - 2, x0 + 1 : x0 + nw - 2]
+            assert np.abs(inner - ref[1 : nh - 2, 1 : nw - 2]).mean() < 0.02
             seen += 1
     assert seen == len(records)
 
@@ -98,8 +101,18 @@ def test_training_polygons_cover_the_white_boxes(records):
 
 
 def test_multiscale_sizes_per_batch(records):
-    ds = build_dataset(records, 64, 2, training=True, seed=0, multiscale_sizes=(64, 96), repeat=True, cache=True,
-                       augment=AugmentConfig(mixup_prob=0.5), max_objects=4)
+    ds = build_dataset(
+        records,
+        64,
+        2,
+        training=True,
+        seed=0,
+        multiscale_sizes=(64, 96),
+        repeat=True,
+        cache=True,
+        augment=AugmentConfig(mixup_prob=0.5),
+        max_objects=4,
+    )
     shapes = [tuple(images.shape) for images, _ in ds.take(8)]
     assert {s[1] for s in shapes} == {64, 96}
     assert all(s[0] == 2 and s[1] == s[2] for s in shapes)

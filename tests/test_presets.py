@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from dked_tf.models.presets import (PRESETS, REFERENCE_PARAMS_M, build_model, count_params,
-                                    gflops)
+from dked_tf.models.presets import PRESETS, REFERENCE_PARAMS_M, build_model, count_params, gflops
 
 
 def test_unknown_preset_is_named_in_the_error():
@@ -11,8 +10,7 @@ def test_unknown_preset_is_named_in_the_error():
 
 
 def test_overrides_merge_into_the_preset():
-    model = build_model("lodet_mobilenetv2_t", 2, neck_kwargs={"drop_prob": 0.0},
-                        image_size=96, name="custom")
+    model = build_model("lodet_mobilenetv2_t", 2, neck_kwargs={"drop_prob": 0.0}, image_size=96, name="custom")
     assert model.neck_kwargs == {"width": 0.0625, "drop_prob": 0.0}
     assert model.image_size == 96 and model.name == "custom" and model.preset == "lodet_mobilenetv2_t"
 
@@ -32,22 +30,22 @@ def test_small_teacher_is_clearly_larger_than_small_student():
     assert teacher.image_size == student.image_size == 256
 
 
-def test_gflops_scales_with_the_input_area():
-    model = build_model("gghl_darknet53_t", 1)
+def test_gflops_scales_with_the_input_area(tiny_detector):
+    model = tiny_detector("gghl_darknet53_t", 1)
     small, large = gflops(model, 64), gflops(model, 128)
     assert small > 0
     assert 3.8 < large / small < 4.2
 
 
 @pytest.mark.parametrize("name", ["gghl_darknet53_t", "lodet_mobilenetv2_t"])
-def test_tiny_presets_convert_to_builtin_only_tflite(name):
+def test_tiny_presets_convert_to_builtin_only_tflite(name, tiny_detector, tiny_images):
     from ai_edge_litert.interpreter import Interpreter
 
-    model = build_model(name, 3)
-    blob = model.to_tflite(64)           # TFLITE_BUILTINS only: raises if an op needs Flex
+    model = tiny_detector(name, 3)
+    blob = model.to_tflite(64)  # TFLITE_BUILTINS only: raises if an op needs Flex
     interpreter = Interpreter(model_content=blob)
     interpreter.allocate_tensors()
-    x = np.random.default_rng(0).uniform(size=(1, 64, 64, 3)).astype(np.float32)
+    x = tiny_images(1, seed=0)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
     outputs = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]

@@ -13,7 +13,6 @@ from dked_tf.experiment import recipe
 from dked_tf.experiment.evaluate import MERGE_IOU
 from dked_tf.experiment.report import PAPER_HRSC, render_report, seed_summary
 from dked_tf.experiment.saving import is_saved_detector, save_detector
-from dked_tf.models.presets import build_detector
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,15 +21,16 @@ def run_script(name, argv):
     """main(argv) of recipes/<name>.py, loaded as the script file it is."""
     return runpy.run_path(os.path.join(ROOT, "recipes", name))["main"](argv)
 
+
 CONTRACT_KEYS = ("map07", "map12", "params", "gflops", "latency_ms_cpu", "train_seconds")
 
 
 def test_patch_detections_merge_back_to_scenes():
     box = np.array([10, 10, 50, 10, 50, 30, 10, 30], float)
     # the same object seen by two overlapping patches (offsets 0 and 40) plus a weaker duplicate
-    patch = {"ship": [("P1__1__0___0", 0.9, box + [40, 0] * 4),
-                      ("P1__1__40___0", 0.8, box),
-                      ("P2__1__0___100", 0.7, box)]}
+    patch = {
+        "ship": [("P1__1__0___0", 0.9, box + [40, 0] * 4), ("P1__1__40___0", 0.8, box), ("P2__1__0___100", 0.7, box)]
+    }
     merged = merge_detections(patch, iou_threshold=MERGE_IOU)
     by_scene = {}
     for scene, score, poly in merged["ship"]:
@@ -42,10 +42,16 @@ def test_patch_detections_merge_back_to_scenes():
 
 
 def test_seed_summary_and_report_table():
-    seeds = {"0": {"student": {"map07": 0.50, "map12": 0.40, "quality_median": 0.30},
-                   "student_dked": {"map07": 0.58, "map12": 0.45, "quality_median": 0.35}},
-             "1": {"student": {"map07": 0.54, "map12": 0.42, "quality_median": 0.28},
-                   "student_dked": {"map07": 0.60, "map12": 0.43, "quality_median": 0.36}}}
+    seeds = {
+        "0": {
+            "student": {"map07": 0.50, "map12": 0.40, "quality_median": 0.30},
+            "student_dked": {"map07": 0.58, "map12": 0.45, "quality_median": 0.35},
+        },
+        "1": {
+            "student": {"map07": 0.54, "map12": 0.42, "quality_median": 0.28},
+            "student_dked": {"map07": 0.60, "map12": 0.43, "quality_median": 0.36},
+        },
+    }
     summary = seed_summary(seeds)
     assert summary["student"]["map07_spread"] == pytest.approx(0.04)
     assert summary["dked_gain_map07"] == pytest.approx([0.08, 0.06])
@@ -53,13 +59,21 @@ def test_seed_summary_and_report_table():
     assert summary["dked_gain_map12"] == pytest.approx([0.05, 0.01])
     assert summary["quality"]["student_spread"] == pytest.approx(0.02)
     assert summary["quality"]["dked_gain"] == pytest.approx([0.05, 0.08])
-    models = {k: dict(zip(CONTRACT_KEYS, values)) for k, values in {
-        "teacher": (0.7, 0.72, 2.7e6, 0.58, 25.0, 100.0),
-        "student": (0.5, 0.52, 6.4e5, 0.12, 15.0, 60.0),
-        "student_dked": (0.58, 0.6, 6.4e5, 0.12, 15.0, 80.0)}.items()}
-    text = render_report({"models": models, "seeds": seeds, "seed_summary": summary, "dataset": "x"},
-                                    preset_config("quick"), "HRSC2016", PAPER_HRSC,
-                                    {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
+    models = {
+        k: dict(zip(CONTRACT_KEYS, values))
+        for k, values in {
+            "teacher": (0.7, 0.72, 2.7e6, 0.58, 25.0, 100.0),
+            "student": (0.5, 0.52, 6.4e5, 0.12, 15.0, 60.0),
+            "student_dked": (0.58, 0.6, 6.4e5, 0.12, 15.0, 80.0),
+        }.items()
+    }
+    text = render_report(
+        {"models": models, "seeds": seeds, "seed_summary": summary, "dataset": "x"},
+        preset_config("quick"),
+        "HRSC2016",
+        PAPER_HRSC,
+        {"teacher": "T", "student": "S", "student_dked": "S+DKED"},
+    )
     assert "| S+DKED | 58.00 | 60.00 | 0.64 | 0.12 | 15.0 | 80 | - | 85.17" in text
     assert "+8.00 mAP(07)" in text and "80.05 → 85.17" in text
     assert "closes 40% of it" in text  # gap 20 points, gain 8
@@ -69,15 +83,23 @@ def test_seed_summary_and_report_table():
     assert "mean gain +7.00; the gain exceeds the student's spread on 2 of 2 seeds." in text
     assert "mean gain +3.00; the gain exceeds the student's spread on 1 of 2 seeds." in text
     assert "side by side" not in text  # the quick preset trains seeds one after the other
-    side_by_side = render_report({"models": models, "seeds": seeds, "seed_summary": summary},
-                                            preset_config("default"), "HRSC2016", PAPER_HRSC,
-                                            {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
+    side_by_side = render_report(
+        {"models": models, "seeds": seeds, "seed_summary": summary},
+        preset_config("default"),
+        "HRSC2016",
+        PAPER_HRSC,
+        {"teacher": "T", "student": "S", "student_dked": "S+DKED"},
+    )
     assert "wall time while 2 seeds trained side by side" in side_by_side
     # older results without mAP(12) per seed still render
     old = {k: {m: {"map07": e["map07"]} for m, e in v.items()} for k, v in seeds.items()}
-    text = render_report({"models": models, "seeds": old, "seed_summary": seed_summary(old),
-                                     "dataset": "x"}, preset_config("quick"), "HRSC2016", PAPER_HRSC,
-                                    {"teacher": "T", "student": "S", "student_dked": "S+DKED"})
+    text = render_report(
+        {"models": models, "seeds": old, "seed_summary": seed_summary(old), "dataset": "x"},
+        preset_config("quick"),
+        "HRSC2016",
+        PAPER_HRSC,
+        {"teacher": "T", "student": "S", "student_dked": "S+DKED"},
+    )
     assert "| 1 | 54.00 | 60.00 | +6.00 | - | - | - | - | - |" in text and "mAP(12): seed" not in text
 
 
@@ -86,19 +108,40 @@ def test_unknown_stage_is_rejected():
         recipe.parse_stages("teacher,distil")
 
 
-def test_recipe_stages_resume_from_checkpoints_and_write_the_contract(tmp_path):
+def test_recipe_stages_resume_from_checkpoints_and_write_the_contract(tiny_detector, tmp_path):
     """Checkpoints of the three models already exist (as after an interrupted run): the training
     stages find and skip them, evaluate/report write results.json with the contract keys."""
     out = tmp_path / "run"
     cache = tmp_path / "cache"
     arch = "gghl_darknet53_t"
     for key in ("teacher", "student", "student_dked"):
-        model = build_detector(arch, 1, 64)
-        save_detector(model, str(out / "checkpoints" / key), architecture=arch, class_names=("ship",),
-                        image_size=64, train_seconds=1.0)
-    code = run_script("hrsc_lodet.py", ["--smoke", "--out", str(out), "--data-cache", str(cache), "--verbose", "0",
-                            "--stages", "teacher,student,dked,evaluate,report",
-                            "--set", f"model.teacher={arch}", "--set", f"model.student={arch}"])
+        model = tiny_detector(arch, 1, forward_size=64)
+        save_detector(
+            model,
+            str(out / "checkpoints" / key),
+            architecture=arch,
+            class_names=("ship",),
+            image_size=64,
+            train_seconds=1.0,
+        )
+    code = run_script(
+        "hrsc_lodet.py",
+        [
+            "--smoke",
+            "--out",
+            str(out),
+            "--data-cache",
+            str(cache),
+            "--verbose",
+            "0",
+            "--stages",
+            "teacher,student,dked,evaluate,report",
+            "--set",
+            f"model.teacher={arch}",
+            "--set",
+            f"model.student={arch}",
+        ],
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert {"dataset", "metric", "models"} <= set(results)
@@ -117,12 +160,27 @@ def test_recipe_stages_resume_from_checkpoints_and_write_the_contract(tmp_path):
     assert len(os.listdir(out / "detections" / "student_dked")) == 1
 
 
-@pytest.mark.skipif(not os.environ.get("DKED_TF_SLOW_TESTS"), reason="full smoke run (minutes); set DKED_TF_SLOW_TESTS=1")
+@pytest.mark.skipif(
+    not os.environ.get("DKED_TF_SLOW_TESTS"), reason="full smoke run (minutes); set DKED_TF_SLOW_TESTS=1"
+)
 def test_full_smoke_run_of_the_main_recipe(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "hrsc_lodet.py"), "--smoke", "--out", str(out),
-                           "--data-cache", str(tmp_path / "cache"), "--verbose", "0"],
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "recipes", "hrsc_lodet.py"),
+            "--smoke",
+            "--out",
+            str(out),
+            "--data-cache",
+            str(tmp_path / "cache"),
+            "--verbose",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     for key in ("teacher", "student", "student_dked"):
@@ -142,15 +200,32 @@ def test_self_distillation_student_follows_the_teacher():
     assert dota.data.format == "dota" and dota.data.synthetic_image_size >= 2 * dota.data.patch_size
 
 
-def test_seeds_train_side_by_side_in_their_own_processes(tmp_path, capsys):
+def test_seeds_train_side_by_side_in_their_own_processes(tiny_detector, tmp_path, capsys):
     """--jobs 2: the two seeds' student and DKED student train at once, one process each; their
     epoch lines are echoed with the seed in front, their logs kept; a rerun finds and skips them."""
     out, cache = tmp_path / "run", tmp_path / "cache"
-    teacher = build_detector("gghl_darknet53_t", 1, 64)
-    save_detector(teacher, str(out / "checkpoints" / "teacher"), architecture="gghl_darknet53_t",
-                    class_names=("ship",), image_size=64)
-    argv = ["--smoke", "--out", str(out), "--data-cache", str(cache), "--seeds", "0", "1", "--jobs", "2",
-            "--stages", "student,dked"]
+    teacher = tiny_detector("gghl_darknet53_t", 1, forward_size=64)
+    save_detector(
+        teacher,
+        str(out / "checkpoints" / "teacher"),
+        architecture="gghl_darknet53_t",
+        class_names=("ship",),
+        image_size=64,
+    )
+    argv = [
+        "--smoke",
+        "--out",
+        str(out),
+        "--data-cache",
+        str(cache),
+        "--seeds",
+        "0",
+        "1",
+        "--jobs",
+        "2",
+        "--stages",
+        "student,dked",
+    ]
     assert run_script("hrsc_lodet.py", argv) == 0
     printed = capsys.readouterr().out
     for seed in (0, 1):
@@ -166,8 +241,25 @@ def test_seeds_train_side_by_side_in_their_own_processes(tmp_path, capsys):
 
 def test_side_by_side_dked_without_a_teacher_stops_before_starting_processes(tmp_path):
     with pytest.raises(SystemExit, match="needs a trained teacher"):
-        run_script("hrsc_lodet.py", ["--smoke", "--out", str(tmp_path / "run"), "--data-cache", str(tmp_path / "cache"),
-                         "--seeds", "0", "1", "--jobs", "2", "--stages", "dked", "--verbose", "0"])
+        run_script(
+            "hrsc_lodet.py",
+            [
+                "--smoke",
+                "--out",
+                str(tmp_path / "run"),
+                "--data-cache",
+                str(tmp_path / "cache"),
+                "--seeds",
+                "0",
+                "1",
+                "--jobs",
+                "2",
+                "--stages",
+                "dked",
+                "--verbose",
+                "0",
+            ],
+        )
     assert not (tmp_path / "run" / "logs").exists()
     with pytest.raises(SystemExit, match="--jobs 0: needs at least 1"):
         run_script("hrsc_lodet.py", ["--smoke", "--out", str(tmp_path / "run"), "--jobs", "0"])

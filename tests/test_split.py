@@ -56,15 +56,21 @@ def test_cut_objects_follow_the_rules():
     mostly_in = rect(92, 40, 30, 10)  # x 77..107: 23/30 inside the first window
     mostly_out = rect(105, 60, 30, 10)  # x 90..120: 10/30 inside the first window
     tilted = rect(95, 20, 40, 8, 0.6)
-    record = ImageRecord("", "S", 180, 100, [inside, mostly_in, mostly_out, tilted], [0, 1, 1, 0],
-                         [False, True, False, False])
+    record = ImageRecord(
+        "", "S", 180, 100, [inside, mostly_in, mostly_out, tilted], [0, 1, 1, 0], [False, True, False, False]
+    )
     first = split_record(record, patch_size=100, gap=20)[0]
     left, up, polys, classes, diff, ww, wh = first
     assert (left, up, ww, wh) == (0, 0, 100, 100)
     window = shapely.geometry.box(0, 0, 100, 100)
     # threshold policy: iof 23/30 >= 0.7 kept, clipped to the window, marked 2; 10/30 dropped
-    assert len(polys) == 2 + (1 if shapely.geometry.Polygon(tilted.reshape(4, 2)).intersection(window).area
-                              / shapely.geometry.Polygon(tilted.reshape(4, 2)).area >= 0.7 else 0)
+    assert len(polys) == 2 + (
+        1
+        if shapely.geometry.Polygon(tilted.reshape(4, 2)).intersection(window).area
+        / shapely.geometry.Polygon(tilted.reshape(4, 2)).area
+        >= 0.7
+        else 0
+    )
     np.testing.assert_allclose(polys[0], inside, atol=1e-5)
     assert diff[0] == 0
     clipped = shapely.geometry.Polygon(mostly_in.reshape(4, 2)).intersection(window)
@@ -100,8 +106,13 @@ def test_pentagon_intersection_becomes_quadrilateral():
         [top, c1, ((c2[0] + bottom[0]) / 2, (c2[1] + bottom[1]) / 2), left],
     ]
     got = shapely.geometry.Polygon(polys[0].reshape(4, 2))
-    assert max(got.intersection(shapely.geometry.Polygon(o)).area / got.union(shapely.geometry.Polygon(o)).area
-               for o in options) > 0.9999
+    assert (
+        max(
+            got.intersection(shapely.geometry.Polygon(o)).area / got.union(shapely.geometry.Polygon(o)).area
+            for o in options
+        )
+        > 0.9999
+    )
 
 
 def test_split_then_merge_gives_back_the_objects(tmp_path, rng):

@@ -119,8 +119,24 @@ def test_max_ship_aspect_bounds_every_ship_and_changes_the_cache_key(tmp_path):
     make_synthetic_hrsc(tmp_path / "a", max_ship_aspect=4.0, **kwargs)  # new parameter: regenerated
     assert os.stat(probe).st_mtime != 1
     # the command line passes it through to the manifest
-    assert synthetic_main([str(tmp_path / "b"), "--num-train", "2", "--num-test", "1", "--image-size", "80",
-                           "--max-ship-aspect", "4", "--min-ship-length", "0.2"]) == 0
+    assert (
+        synthetic_main(
+            [
+                str(tmp_path / "b"),
+                "--num-train",
+                "2",
+                "--num-test",
+                "1",
+                "--image-size",
+                "80",
+                "--max-ship-aspect",
+                "4",
+                "--min-ship-length",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "b" / "manifest.json") as f:
         params = json.load(f)["params"]
     assert params["max_ship_aspect"] == 4.0 and params["min_ship_length"] == 0.2
@@ -192,8 +208,9 @@ def _realistic_objects(num, size, seed=0):
         for o in objects:
             cx, cy, w, h, a = o["mbox"]
             u, v = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
-            corners = [np.array([cx, cy]) + su * w / 2 * u + sv * h / 2 * v for su, sv in
-                       ((1, 1), (1, -1), (-1, -1), (-1, 1))]
+            corners = [
+                np.array([cx, cy]) + su * w / 2 * u + sv * h / 2 * v for su, sv in ((1, 1), (1, -1), (-1, -1), (-1, 1))
+            ]
             o["polygon"] = Polygon(corners)
             o["image"] = (i, width, height)
         out.append(objects)

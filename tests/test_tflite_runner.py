@@ -39,8 +39,9 @@ def _orc_quads(rng, n):
     x0, y0 = rng.uniform(0, 40, n), rng.uniform(0, 40, n)
     w, h = rng.uniform(2, 30, n), rng.uniform(2, 30, n)
     s = rng.uniform(0, 1, (n, 4))
-    return np.stack([x0 + s[:, 0] * w, y0, x0 + w, y0 + s[:, 1] * h,
-                     x0 + w - s[:, 2] * w, y0 + h, x0, y0 + h - s[:, 3] * h], 1)
+    return np.stack(
+        [x0 + s[:, 0] * w, y0, x0 + w, y0 + s[:, 1] * h, x0 + w - s[:, 2] * w, y0 + h, x0, y0 + h - s[:, 3] * h], 1
+    )
 
 
 def _shapely_iou(a, b):
@@ -59,8 +60,9 @@ def test_intersection_area_matches_shapely(detect, rng):
     centres = corners.mean(1, keepdims=True)
     b[60:80] = ((corners - centres) * 0.5 + centres).reshape(-1, 8)  # contained
     got = detect.convex_intersection_area(a.reshape(-1, 4, 2), b.reshape(-1, 4, 2))
-    expected = [shapely.Polygon(x.reshape(4, 2)).intersection(shapely.Polygon(y.reshape(4, 2))).area
-                for x, y in zip(a, b)]
+    expected = [
+        shapely.Polygon(x.reshape(4, 2)).intersection(shapely.Polygon(y.reshape(4, 2))).area for x, y in zip(a, b)
+    ]
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=1e-6)
     assert (np.asarray(expected) > 0).sum() > 150
 
@@ -90,16 +92,18 @@ def test_nms_hand_case(detect):
 
 def test_nms_equals_dked_tf_ops(detect, rng):
     nms = pytest.importorskip("dked_tf.ops.nms")
-    for trial in range(5):
+    for _trial in range(5):
         polys = np.concatenate([_rectangles(rng, 60, spread=40), _orc_quads(rng, 60)])
         scores = rng.permutation(len(polys)) / len(polys) + 0.001  # distinct
         classes = rng.integers(0, 3, len(polys))
         for threshold in (0.1, 0.3, 0.6):
             np.testing.assert_array_equal(
-                detect.rotated_nms(polys, scores, threshold), nms.rotated_nms(polys, scores, threshold))
+                detect.rotated_nms(polys, scores, threshold), nms.rotated_nms(polys, scores, threshold)
+            )
             np.testing.assert_array_equal(
                 detect.batched_rotated_nms(polys, scores, classes, threshold, max_output=25),
-                nms.batched_rotated_nms(polys, scores, classes, threshold, max_output=25))
+                nms.batched_rotated_nms(polys, scores, classes, threshold, max_output=25),
+            )
 
 
 def test_letterbox_by_hand(detect, rng):
@@ -124,12 +128,15 @@ def test_rboxes_of_a_rotated_rectangle(detect):
 
 # Four cells in letterboxed 64 x 64 input pixels: a box, a heavy overlap of it in the same class
 # (suppressed), the same overlap in another class (kept), and a box under the score threshold.
-CELL_POLYGONS = np.array([
-    [10, 20, 30, 20, 30, 40, 10, 40],
-    [12, 20, 32, 20, 32, 40, 12, 40],
-    [12, 20, 32, 20, 32, 40, 12, 40],
-    [40, 30, 50, 30, 50, 44, 40, 44],
-], np.float32)
+CELL_POLYGONS = np.array(
+    [
+        [10, 20, 30, 20, 30, 40, 10, 40],
+        [12, 20, 32, 20, 32, 40, 12, 40],
+        [12, 20, 32, 20, 32, 40, 12, 40],
+        [40, 30, 50, 30, 50, 44, 40, 44],
+    ],
+    np.float32,
+)
 CELL_SCORES = np.array([0.9, 0.8, 0.7, 0.01], np.float32)
 CELL_CLASSES = np.array([0, 0, 1, 0], np.int32)
 
@@ -141,15 +148,24 @@ def _constant_tflite(path):
     @tf.function(input_signature=[tf.TensorSpec([1, 64, 64, 3], tf.float32, name="images")])
     def cells(images):
         zero = tf.reduce_mean(images) * 0.0  # keeps the input in the graph
-        return {"polygons": tf.constant(CELL_POLYGONS)[None] + zero,
-                "scores": tf.constant(CELL_SCORES)[None] + zero,
-                "classes": tf.constant(CELL_CLASSES)[None]}
+        return {
+            "polygons": tf.constant(CELL_POLYGONS)[None] + zero,
+            "scores": tf.constant(CELL_SCORES)[None] + zero,
+            "classes": tf.constant(CELL_CLASSES)[None],
+        }
 
     with open(path, "wb") as f:
         f.write(convert_function_to_tflite(cells))
-    sidecar = {"image_size": 64, "class_names": ["ship", "boat"], "score_threshold": 0.05, "iou_threshold": 0.3,
-               "max_detections": 10, "nms": "host", "input_name": "images",
-               "outputs": {"polygons": "polygons", "scores": "scores", "classes": "classes"}}
+    sidecar = {
+        "image_size": 64,
+        "class_names": ["ship", "boat"],
+        "score_threshold": 0.05,
+        "iou_threshold": 0.3,
+        "max_detections": 10,
+        "nms": "host",
+        "input_name": "images",
+        "outputs": {"polygons": "polygons", "scores": "scores", "classes": "classes"},
+    }
     with open(os.path.splitext(path)[0] + ".json", "w") as f:
         json.dump(sidecar, f)
 
@@ -164,7 +180,11 @@ def test_detect_cli_without_tensorflow(tmp_path):
     env = {**os.environ, "DKED_TFLITE_CHECK_NO_TF": "1"}
     result = subprocess.run(
         [sys.executable, DETECT_PY, "--model", model, "--source", str(images), "--out", str(out), "--threads", "1"],
-        capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=str(tmp_path),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tensorflow_imported=False" in result.stdout

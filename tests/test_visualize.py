@@ -13,8 +13,7 @@ def blank(size=64):
 
 def test_draw_polygons_draws_on_a_copy_in_the_given_colour():
     image = blank()
-    out = visualize.draw_polygons(image, [[10, 10, 50, 10, 50, 40, 10, 40]], color=(0, 255, 0),
-                                  thickness=1)
+    out = visualize.draw_polygons(image, [[10, 10, 50, 10, 50, 40, 10, 40]], color=(0, 255, 0), thickness=1)
     assert out is not image and out.dtype == np.uint8 and out.shape == image.shape
     assert image.max() == 0  # input untouched
     # the middle of the top edge and of the left edge are green (anti-aliased: mostly full
@@ -26,8 +25,9 @@ def test_draw_polygons_draws_on_a_copy_in_the_given_colour():
 
 def test_draw_polygons_with_labels_scores_and_per_box_colours():
     polys = np.array([[5, 20, 30, 20, 30, 40, 5, 40], [35, 20, 60, 20, 60, 40, 35, 40]])
-    out = visualize.draw_polygons(blank(), polys, labels=["a", "b"], scores=[0.9, 0.5],
-                                  color=[(255, 0, 0), (0, 0, 255)], thickness=1)
+    out = visualize.draw_polygons(
+        blank(), polys, labels=["a", "b"], scores=[0.9, 0.5], color=[(255, 0, 0), (0, 0, 255)], thickness=1
+    )
     assert out[40, 15, 0] > 150 and out[40, 15, 2] == 0
     assert out[40, 45, 2] > 150 and out[40, 45, 0] == 0
 

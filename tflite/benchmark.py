@@ -21,11 +21,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import detect  # noqa: E402  (tflite/detect.py, next to this file)
 
 
-def benchmark(model_path, image_rgb, runs=50, warmup=3, num_threads=2, sidecar=None, score_threshold=None,
-              iou_threshold=None, max_detections=None):
+def benchmark(
+    model_path,
+    image_rgb,
+    runs=50,
+    warmup=3,
+    num_threads=2,
+    sidecar=None,
+    score_threshold=None,
+    iou_threshold=None,
+    max_detections=None,
+):
     """Runs detect() `warmup` + `runs` times. Returns dict of per-stage medians/means in ms."""
-    detector = detect.TFLiteDetector(model_path, sidecar, num_threads=num_threads, score_threshold=score_threshold,
-                                     iou_threshold=iou_threshold, max_detections=max_detections)
+    detector = detect.TFLiteDetector(
+        model_path,
+        sidecar,
+        num_threads=num_threads,
+        score_threshold=score_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+    )
     for _ in range(warmup):
         detector.detect(image_rgb)
     stages = {"preprocess_s": [], "invoke_s": [], "nms_s": [], "total_s": []}
@@ -73,10 +88,14 @@ def main(argv=None):
     else:
         image = (np.random.default_rng(0).random((args.image_height, args.image_width, 3)) * 255).astype(np.uint8)
     result = benchmark(args.model, image, args.runs, args.warmup, args.threads, args.sidecar, args.score_threshold)
-    print(f"{result['model']} ({result['quantize']}, nms={result['nms']}, {result['image_size']} px, "
-          f"{args.threads} threads, {args.runs} runs):")
+    print(
+        f"{result['model']} ({result['quantize']}, nms={result['nms']}, {result['image_size']} px, "
+        f"{args.threads} threads, {args.runs} runs):"
+    )
     for stage in ("preprocess", "invoke", "nms", "total"):
-        print(f"  {stage:<10} median {result[f'{stage}_median_ms']:8.2f} ms   mean {result[f'{stage}_mean_ms']:8.2f} ms")
+        print(
+            f"  {stage:<10} median {result[f'{stage}_median_ms']:8.2f} ms   mean {result[f'{stage}_mean_ms']:8.2f} ms"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

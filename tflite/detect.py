@@ -77,8 +77,7 @@ def letterbox(image_rgb, size):
     shift = 0.5 * scale + offset - 0.5
     matrix = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]], np.float64)
     image = image_rgb.astype(np.float32) * np.float32(1.0 / 255.0)
-    canvas = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
+    canvas = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     centres = np.arange(size) + 0.5
     inside_x = (centres >= offset[0]) & (centres <= offset[0] + width * scale)
     inside_y = (centres >= offset[1]) & (centres <= offset[1] + height * scale)
@@ -190,7 +189,7 @@ def rotated_nms(polygons, scores, iou_threshold, max_output=None):
         keep.append(order[rank])
         if max_output is not None and len(keep) >= max_output:
             break
-        later = np.flatnonzero(possible[rank, rank + 1:] & ~suppressed[rank + 1:]) + rank + 1
+        later = np.flatnonzero(possible[rank, rank + 1 :] & ~suppressed[rank + 1 :]) + rank + 1
         if len(later):
             inter = convex_intersection_area(np.broadcast_to(boxes[rank], (len(later), 4, 2)), boxes[later])
             union = areas[rank] + areas[later] - inter
@@ -241,8 +240,16 @@ class TFLiteDetector:
     Thresholds default to the sidecar's (those baked in at export).
     """
 
-    def __init__(self, model_path, sidecar=None, num_threads=2, score_threshold=None,
-                 iou_threshold=None, max_detections=None, pre_nms_top_k=None):
+    def __init__(
+        self,
+        model_path,
+        sidecar=None,
+        num_threads=2,
+        score_threshold=None,
+        iou_threshold=None,
+        max_detections=None,
+        pre_nms_top_k=None,
+    ):
         self.sidecar = sidecar if isinstance(sidecar, dict) else read_sidecar(model_path, sidecar)
         self.interpreter = make_interpreter(model_path, num_threads)
         self.image_size = int(self.sidecar["image_size"])
@@ -299,7 +306,10 @@ class TFLiteDetector:
             top = np.argsort(-scores[candidates], kind="stable")[: self.pre_nms_top_k]
             candidates = candidates[top]
         keep = batched_rotated_nms(
-            polygons[candidates], scores[candidates], classes[candidates], self.iou_threshold,
+            polygons[candidates],
+            scores[candidates],
+            classes[candidates],
+            self.iou_threshold,
             self.max_detections,
         )
         keep = candidates[keep]
@@ -424,8 +434,12 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     detector = TFLiteDetector(
-        args.model, args.sidecar, num_threads=args.threads, score_threshold=args.score_threshold,
-        iou_threshold=args.iou_threshold, max_detections=args.max_detections,
+        args.model,
+        args.sidecar,
+        num_threads=args.threads,
+        score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold,
+        max_detections=args.max_detections,
     )
     results = run_on_images(detector, args.source, args.out, draw=not args.no_draw, verbose=0 if args.quiet else 1)
     total = sum(len(d["scores"]) for _, d in results)

@@ -47,23 +47,39 @@ CONFIGS = (
 
 def _score(model, records, class_names, cfg):
     metrics = evaluate_map(model, records, class_names, cfg, verbose=0)
-    diagnostics = localisation_diagnostics(model, records, cfg.data.image_size, batch_size=cfg.eval_batch_size,
-                                           max_objects=cfg.data.max_objects)
-    return {"mAP07": 100 * metrics["map07"], "mAP12": 100 * metrics["map12"],
-            "quality": diagnostics["quality_median"], "gliding_err": diagnostics["gliding_error"],
-            "orient_acc": diagnostics["orientation_accuracy"]}
+    diagnostics = localisation_diagnostics(
+        model, records, cfg.data.image_size, batch_size=cfg.eval_batch_size, max_objects=cfg.data.max_objects
+    )
+    return {
+        "mAP07": 100 * metrics["map07"],
+        "mAP12": 100 * metrics["map12"],
+        "quality": diagnostics["quality_median"],
+        "gliding_err": diagnostics["gliding_error"],
+        "orient_acc": diagnostics["orientation_accuracy"],
+    }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dked-tf bench ablation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dked-tf bench ablation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="the smoke preset: tiny models, 64 px, a few steps")
     parser.add_argument("--preset", default=None, help="recipe preset (default: default, or smoke with --quick)")
-    parser.add_argument("--teacher", default=None, metavar="DIR",
-                        help="a saved teacher (e.g. runs/hrsc_lodet/checkpoints/teacher); default: train one")
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        metavar="DIR",
+        help="a saved teacher (e.g. runs/hrsc_lodet/checkpoints/teacher); default: train one",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="student epochs per run (default: the preset's)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, as in the recipe (e.g. --set distill.delta=0.1)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, as in the recipe (e.g. --set distill.delta=0.1)",
+    )
     parser.add_argument("--output", default=None, help="JSON path (default bench_results/ablation.json)")
     parser.add_argument("--verbose", type=int, default=1)
     args = parser.parse_args(argv)
@@ -80,14 +96,21 @@ def main(argv=None):
     if args.teacher:
         teacher, meta = load_detector(args.teacher)
         if int(meta["image_size"]) != size or list(meta["class_names"]) != list(class_names):
-            raise SystemExit(f"ablation: teacher {args.teacher} was trained at {meta['image_size']} px on "
-                             f"{meta['class_names']}; this run is {size} px on {class_names}")
+            raise SystemExit(
+                f"ablation: teacher {args.teacher} was trained at {meta['image_size']} px on "
+                f"{meta['class_names']}; this run is {size} px on {class_names}"
+            )
         teacher_seconds = float(meta.get("train_seconds", 0.0))
     else:
         result = train(cfg, "teacher", records=(train_records, class_names), verbose=args.verbose)
         teacher, teacher_seconds = result.model, result.outcome.train_seconds
-    rows.append({"run": "teacher " + teacher.name, **_score(teacher, test_records, class_names, cfg),
-                 "seconds": teacher_seconds})
+    rows.append(
+        {
+            "run": "teacher " + teacher.name,
+            **_score(teacher, test_records, class_names, cfg),
+            "seconds": teacher_seconds,
+        }
+    )
     if args.verbose:
         print(_line(rows[-1]), flush=True)
 
@@ -108,10 +131,16 @@ def main(argv=None):
             variable.assign(value)
         distiller.set_loss_switches(switches)
         t0 = time.perf_counter()
-        history = distiller.fit(make_train_dataset(train_records, cfg.data, seed=seed), epochs=cfg.train.epochs, verbose=0, shuffle=False).history
+        history = distiller.fit(
+            make_train_dataset(train_records, cfg.data, seed=seed), epochs=cfg.train.epochs, verbose=0, shuffle=False
+        ).history
         seconds = time.perf_counter() - t0
-        row = {"run": name, **_score(student, test_records, class_names, cfg),
-               "final_jol": history["jol_total"][-1], "seconds": seconds}
+        row = {
+            "run": name,
+            **_score(student, test_records, class_names, cfg),
+            "final_jol": history["jol_total"][-1],
+            "seconds": seconds,
+        }
         rows.append(row)
         if args.verbose:
             print(_line(row), flush=True)
@@ -120,17 +149,27 @@ def main(argv=None):
         rows,
         path=args.output,
         columns=["run", "mAP07", "mAP12", "quality", "gliding_err", "orient_acc", "final_jol", "seconds"],
-        title=(f"DKED ablation, synthetic HRSC, {size} px, {cfg.train.epochs} student epochs "
-               "(mAP in %, localisation at positive test cells)"),
-        extra={"preset": preset, "overrides": list(args.overrides), "teacher": args.teacher,
-               "epochs": cfg.train.epochs, "image_size": size, "seed": seed},
+        title=(
+            f"DKED ablation, synthetic HRSC, {size} px, {cfg.train.epochs} student epochs "
+            "(mAP in %, localisation at positive test cells)"
+        ),
+        extra={
+            "preset": preset,
+            "overrides": list(args.overrides),
+            "teacher": args.teacher,
+            "epochs": cfg.train.epochs,
+            "image_size": size,
+            "seed": seed,
+        },
     )
     return 0
 
 
 def _line(row):
-    return (f"{row['run']}: mAP(07) {row['mAP07']:.2f}  mAP(12) {row['mAP12']:.2f}  q {row['quality']:.3f}  "
-            f"gliding err {row['gliding_err']:.3f}  orientation {row['orient_acc']:.3f}  ({row['seconds']:.0f} s)")
+    return (
+        f"{row['run']}: mAP(07) {row['mAP07']:.2f}  mAP(12) {row['mAP12']:.2f}  q {row['quality']:.3f}  "
+        f"gliding err {row['gliding_err']:.3f}  orientation {row['orient_acc']:.3f}  ({row['seconds']:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

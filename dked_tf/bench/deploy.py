@@ -68,8 +68,17 @@ def _tflite_rows(model, size, quantizations, threads, repeat, workdir, nms_candi
     for quantize in quantizations:
         path = os.path.join(workdir, f"{label}_{size}_{quantize}.tflite")
         start = time.perf_counter()
-        sidecar = export_tflite(model, path, size, quantize=quantize, representative_images=calibration,
-                                score_threshold=0.05, iou_threshold=0.3, max_detections=100, verbose=0)
+        sidecar = export_tflite(
+            model,
+            path,
+            size,
+            quantize=quantize,
+            representative_images=calibration,
+            score_threshold=0.05,
+            iou_threshold=0.3,
+            max_detections=100,
+            verbose=0,
+        )
         export_s = time.perf_counter() - start
         detector = runner.TFLiteDetector(path, num_threads=threads)
         letterboxed, _, _ = runner.letterbox(image, size)
@@ -81,20 +90,23 @@ def _tflite_rows(model, size, quantizations, threads, repeat, workdir, nms_candi
         top = np.argsort(-scores)[:nms_candidates]
         polygons = raw[names["polygons"]].reshape(-1, 8)[top]
         classes = raw[names["classes"]].reshape(-1)[top]
-        nms = time_call(lambda: runner.batched_rotated_nms(polygons, scores[top], classes, 0.3, 100),
-                        repeat=repeat, warmup=1)
+        nms = time_call(
+            lambda: runner.batched_rotated_nms(polygons, scores[top], classes, 0.3, 100), repeat=repeat, warmup=1
+        )
         path_times = []
         for _ in range(max(3, repeat // 2)):
             detector.detect(image)
             path_times.append(sum(detector.timings.values()))
-        rows.append({
-            "runtime": f"tflite_{quantize}",
-            "latency_ms": invoke["median_s"] * 1000,
-            "nms_ms": nms["median_s"] * 1000,
-            "detect_path_ms": float(np.median(path_times) * 1000),
-            "size_mb": sidecar["size_bytes"] / 1e6,
-            "export_s": export_s,
-        })
+        rows.append(
+            {
+                "runtime": f"tflite_{quantize}",
+                "latency_ms": invoke["median_s"] * 1000,
+                "nms_ms": nms["median_s"] * 1000,
+                "detect_path_ms": float(np.median(path_times) * 1000),
+                "size_mb": sidecar["size_bytes"] / 1e6,
+                "export_s": export_s,
+            }
+        )
     return rows
 
 
@@ -112,15 +124,19 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.quick:
-        plan = [("student", "lodet_mobilenetv2_s", 256, ("none", "int8"), True),
-                ("teacher", "gghl_darknet53_s", 256, ("none",), False)]
+        plan = [
+            ("student", "lodet_mobilenetv2_s", 256, ("none", "int8"), True),
+            ("teacher", "gghl_darknet53_s", 256, ("none",), False),
+        ]
         args.repeat = min(args.repeat, 5)
     else:
-        plan = [("student", "lodet_mobilenetv2_s", 512, ("none", "fp16", "int8"), True),
-                ("student", "lodet_mobilenetv2_s", 800, ("none", "fp16", "int8"), True),
-                ("student", "lodet_mobilenetv2", 512, ("none", "fp16", "int8"), True),
-                ("student", "lodet_mobilenetv2", 800, ("none", "fp16", "int8"), True),
-                ("teacher", "gghl_darknet53", 800, ("none",), False)]
+        plan = [
+            ("student", "lodet_mobilenetv2_s", 512, ("none", "fp16", "int8"), True),
+            ("student", "lodet_mobilenetv2_s", 800, ("none", "fp16", "int8"), True),
+            ("student", "lodet_mobilenetv2", 512, ("none", "fp16", "int8"), True),
+            ("student", "lodet_mobilenetv2", 800, ("none", "fp16", "int8"), True),
+            ("teacher", "gghl_darknet53", 800, ("none",), False),
+        ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="dked_bench_deploy_") as workdir:
         built = {}
@@ -132,17 +148,29 @@ def main(argv=None):
             base = {"model": f"{role}:{preset}", "size": size}
             rows.append({**base, "runtime": "keras", "latency_ms": _keras_row(model, size, args.repeat)})
             if with_saved_model and not args.no_saved_model:
-                rows.append({**base, "runtime": "saved_model(+letterbox+NMS)",
-                             "latency_ms": _saved_model_row(model, size, args.repeat, workdir)})
-            for row in _tflite_rows(model, size, quantizations, args.threads, args.repeat, workdir,
-                                    args.nms_candidates, preset):
+                rows.append(
+                    {
+                        **base,
+                        "runtime": "saved_model(+letterbox+NMS)",
+                        "latency_ms": _saved_model_row(model, size, args.repeat, workdir),
+                    }
+                )
+            for row in _tflite_rows(
+                model, size, quantizations, args.threads, args.repeat, workdir, args.nms_candidates, preset
+            ):
                 rows.append({**base, **row})
             print(f"done {role} {preset} @ {size}", flush=True)
 
     ratios = {}
     for row in rows:
-        keras_ms = next((r["latency_ms"] for r in rows if r["model"] == row["model"] and r["size"] == row["size"]
-                         and r["runtime"] == "keras"), None)
+        keras_ms = next(
+            (
+                r["latency_ms"]
+                for r in rows
+                if r["model"] == row["model"] and r["size"] == row["size"] and r["runtime"] == "keras"
+            ),
+            None,
+        )
         if keras_ms:
             row["speedup_vs_keras"] = keras_ms / row["latency_ms"]
     students = [r for r in rows if r["model"].startswith("student") and r["runtime"] == "keras"]
@@ -151,12 +179,22 @@ def main(argv=None):
         for student in students:
             if student["size"] == teacher["size"]:
                 ratios[f"teacher/student keras latency @ {teacher['size']} ({student['model']})"] = (
-                    teacher["latency_ms"] / student["latency_ms"])
+                    teacher["latency_ms"] / student["latency_ms"]
+                )
     columns = ["model", "size", "runtime", "latency_ms", "speedup_vs_keras", "nms_ms", "detect_path_ms", "size_mb"]
-    write_report("deploy", rows, path=args.out, columns=columns,
-                 extra={"threads": args.threads, "nms_candidates": args.nms_candidates, "ratios": ratios,
-                        "weights": "trained" if args.student_weights else "random init (timings only)"},
-                 title=f"deploy latency, batch 1, {args.threads} threads")
+    write_report(
+        "deploy",
+        rows,
+        path=args.out,
+        columns=columns,
+        extra={
+            "threads": args.threads,
+            "nms_candidates": args.nms_candidates,
+            "ratios": ratios,
+            "weights": "trained" if args.student_weights else "random init (timings only)",
+        },
+        title=f"deploy latency, batch 1, {args.threads} threads",
+    )
     for name, value in ratios.items():
         print(f"{name}: {value:.2f}x")
     return 0

@@ -23,6 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from dked_tf.bench.report import time_call, write_report
+from dked_tf.distiller import Distiller
+from dked_tf.losses.jol import jol_loss
+from dked_tf.models.presets import build_model
 
 
 def synthetic_batch(batch, size, num_classes, seed=0):
@@ -51,8 +54,6 @@ def synthetic_batch(batch, size, num_classes, seed=0):
 
 def make_student_step(model, optimizer, image_size):
     """tf.function training step of `model` alone on its JOL loss (what plain training does)."""
-    from dked_tf.losses.jol import jol_loss
-
     variables = model.trainable_variables
     optimizer.build(variables)
 
@@ -61,19 +62,16 @@ def make_student_step(model, optimizer, image_size):
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
             encoded = model.encode_targets(targets, image_size)
-            loss = jol_loss(outputs["head"], encoded, model.strides, image_size,
-                            plain_class_weight=model.plain_class_weight)["total"]
+            loss = jol_loss(
+                outputs["head"], encoded, model.strides, image_size, plain_class_weight=model.plain_class_weight
+            )["total"]
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
     return step
 
 
-def bench_pair(teacher_name, student_name, size, batch, num_classes, repeat, verbose=1,
-               breakdown=False):
-    from dked_tf.distiller import Distiller
-    from dked_tf.models.presets import build_model
-
+def bench_pair(teacher_name, student_name, size, batch, num_classes, repeat, verbose=1, breakdown=False):
     keras.utils.set_random_seed(0)
     teacher = build_model(teacher_name, num_classes, image_size=size)
     student = build_model(student_name, num_classes, image_size=size)
@@ -107,8 +105,7 @@ def bench_pair(teacher_name, student_name, size, batch, num_classes, repeat, ver
         fn()
         traces[name] = time.perf_counter() - t0
         if verbose:
-            print(f"  {teacher_name}->{student_name}: traced {name} in {traces[name]:.1f} s",
-                  flush=True)
+            print(f"  {teacher_name}->{student_name}: traced {name} in {traces[name]:.1f} s", flush=True)
     # interleaved rounds (one call of each per round) so that load drift on a shared machine
     # hits every variant alike; time_call per call, medians over the rounds
     runs = {name: [] for name in functions}
@@ -131,17 +128,14 @@ def bench_pair(teacher_name, student_name, size, batch, num_classes, repeat, ver
         "target": "<=1.15",
         "teacher_share": teacher_ms / distill_ms,
         "trace_distill_s": traces["distill"],
-        **(
-            {"distill_no_losses_ms": timings["distill_no_losses"]["median_s"] * 1e3}
-            if breakdown
-            else {}
-        ),
+        **({"distill_no_losses_ms": timings["distill_no_losses"]["median_s"] * 1e3} if breakdown else {}),
     }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dked-tf bench distill", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dked-tf bench distill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny presets at 64 px")
     parser.add_argument("--paper", action="store_true", help="add the paper-scale pair")
     parser.add_argument("--paper-size", type=int, default=800)
@@ -150,8 +144,9 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--num-classes", type=int, default=2)
     parser.add_argument("--output", default=None, help="JSON path (default bench_results/)")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time the Distiller step with no distillation loss")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="also time the Distiller step with no distillation loss"
+    )
     parser.add_argument("--verbose", type=int, default=1)
     args = parser.parse_args(argv)
 
@@ -166,9 +161,18 @@ def main(argv=None):
     rows = []
     for teacher_name, student_name, size in pairs:
         pair_batch = batch if size < 512 else min(batch, 2)
-        rows.append(bench_pair(teacher_name, student_name, size, pair_batch, args.num_classes,
-                               repeat if size < 512 else min(repeat, 3), args.verbose,
-                               breakdown=args.breakdown))
+        rows.append(
+            bench_pair(
+                teacher_name,
+                student_name,
+                size,
+                pair_batch,
+                args.num_classes,
+                repeat if size < 512 else min(repeat, 3),
+                args.verbose,
+                breakdown=args.breakdown,
+            )
+        )
     write_report(
         "distill",
         rows,

@@ -34,9 +34,21 @@ from dked_tf.evaluation.folders import evaluate_folders
 from dked_tf.evaluation.metrics import average_precision, evaluate_detections
 
 CLASSES = (
-    "plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle",
-    "large-vehicle", "ship", "tennis-court", "basketball-court", "storage-tank",
-    "soccer-ball-field", "roundabout", "harbor", "swimming-pool", "helicopter",
+    "plane",
+    "baseball-diamond",
+    "bridge",
+    "ground-track-field",
+    "small-vehicle",
+    "large-vehicle",
+    "ship",
+    "tennis-court",
+    "basketball-court",
+    "storage-tank",
+    "soccer-ball-field",
+    "roundabout",
+    "harbor",
+    "swimming-pool",
+    "helicopter",
 )
 
 
@@ -45,8 +57,19 @@ def _rect(params):
     cx, cy, w, h, t = params.T
     ux, uy = np.cos(t) * w / 2, np.sin(t) * w / 2
     vx, vy = -np.sin(t) * h / 2, np.cos(t) * h / 2
-    return np.stack([cx - ux - vx, cy - uy - vy, cx + ux - vx, cy + uy - vy,
-                     cx + ux + vx, cy + uy + vy, cx - ux + vx, cy - uy + vy], axis=1)
+    return np.stack(
+        [
+            cx - ux - vx,
+            cy - uy - vy,
+            cx + ux - vx,
+            cy + uy - vy,
+            cx + ux + vx,
+            cy + uy + vy,
+            cx - ux + vx,
+            cy - uy + vy,
+        ],
+        axis=1,
+    )
 
 
 def make_dataset(num_images, objects_per_image, seed=0, image_size=2000.0):
@@ -59,9 +82,14 @@ def make_dataset(num_images, objects_per_image, seed=0, image_size=2000.0):
     for i in range(num_images):
         image_id = f"P{i:04d}"
         count = int(rng.poisson(objects_per_image))
-        params = np.column_stack([rng.uniform(50, image_size - 50, (count, 2)),
-                                  rng.uniform(10, 80, (count, 1)), rng.uniform(6, 40, (count, 1)),
-                                  rng.uniform(-np.pi / 2, np.pi / 2, (count, 1))])
+        params = np.column_stack(
+            [
+                rng.uniform(50, image_size - 50, (count, 2)),
+                rng.uniform(10, 80, (count, 1)),
+                rng.uniform(6, 40, (count, 1)),
+                rng.uniform(-np.pi / 2, np.pi / 2, (count, 1)),
+            ]
+        )
         classes = rng.choice(len(CLASSES), count, p=weights)
         difficult = rng.random(count) < 0.1
         polys = np.round(_rect(params), 1)
@@ -72,10 +100,14 @@ def make_dataset(num_images, objects_per_image, seed=0, image_size=2000.0):
         jitter = rng.normal(0, 1, (len(src), 5)) * [3, 3, 4, 3, 0.08]
         det_params = params[src] + jitter
         num_fp = int(rng.poisson(objects_per_image * 0.5))
-        fp_params = np.column_stack([rng.uniform(50, image_size - 50, (num_fp, 2)),
-                                     rng.uniform(10, 80, (num_fp, 1)),
-                                     rng.uniform(6, 40, (num_fp, 1)),
-                                     rng.uniform(-np.pi / 2, np.pi / 2, (num_fp, 1))])
+        fp_params = np.column_stack(
+            [
+                rng.uniform(50, image_size - 50, (num_fp, 2)),
+                rng.uniform(10, 80, (num_fp, 1)),
+                rng.uniform(6, 40, (num_fp, 1)),
+                rng.uniform(-np.pi / 2, np.pi / 2, (num_fp, 1)),
+            ]
+        )
         det_polys = np.round(_rect(np.vstack([det_params, fp_params])), 2)
         det_classes = np.concatenate([classes[src], rng.choice(len(CLASSES), num_fp, p=weights)])
         scores = np.round(rng.random(len(det_polys)), 4)
@@ -120,6 +152,7 @@ def _importable_from(folder):
 
 def load_devkit(path):
     """Imports the devkit's dota_evaluation_task1 from `path` (np.bool read as bool)."""
+    # the external DOTA devkit (and its compiled polyiou) may be absent: loaded here, only with --devkit
     source_path = os.path.join(path, "dota_evaluation_task1.py")
     if not os.path.isfile(source_path):
         raise FileNotFoundError(f"{source_path} not found (--devkit must be the devkit folder)")
@@ -139,9 +172,14 @@ def devkit_evaluate(devkit, gt_dir, det_dir, imageset, use_07=True):
     aps = {}
     with contextlib.redirect_stdout(io.StringIO()):
         for name in CLASSES:
-            _, _, ap = devkit.voc_eval(os.path.join(det_dir, "Task1_{:s}.txt"),
-                                       os.path.join(gt_dir, "{:s}.txt"), imageset, name,
-                                       ovthresh=0.5, use_07_metric=use_07)
+            _, _, ap = devkit.voc_eval(
+                os.path.join(det_dir, "Task1_{:s}.txt"),
+                os.path.join(gt_dir, "{:s}.txt"),
+                imageset,
+                name,
+                ovthresh=0.5,
+                use_07_metric=use_07,
+            )
             aps[name] = float(ap)
     return aps
 
@@ -201,14 +239,20 @@ def loop_evaluate(truths, detections, use_07=True):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dked-tf bench evaluation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dked-tf bench evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a smaller set (< 60 s)")
     parser.add_argument("--images", type=int, default=None, help="images (default 458; quick 60)")
-    parser.add_argument("--objects", type=float, default=None,
-                        help="mean objects per image (default 62 like DOTA val; quick 40)")
-    parser.add_argument("--devkit", default=None, metavar="PATH",
-                        help="folder with the DOTA devkit's dota_evaluation_task1.py and polyiou")
+    parser.add_argument(
+        "--objects", type=float, default=None, help="mean objects per image (default 62 like DOTA val; quick 40)"
+    )
+    parser.add_argument(
+        "--devkit",
+        default=None,
+        metavar="PATH",
+        help="folder with the DOTA devkit's dota_evaluation_task1.py and polyiou",
+    )
     parser.add_argument("--metric", choices=("voc07", "voc12"), default="voc07")
     parser.add_argument("--out", default=None, help="JSON path (default bench_results/evaluation.json)")
     args = parser.parse_args(argv)
@@ -219,8 +263,10 @@ def main(argv=None):
     num_gt = sum(len(v[0]) for v in truths.values())
     num_det = sum(len(v) for v in detections.values())
     use_07 = args.metric == "voc07"
-    print(f"synthetic DOTA-like set: {num_images} images, {num_gt} objects, {num_det} detections, "
-          f"{len(CLASSES)} classes, {args.metric}")
+    print(
+        f"synthetic DOTA-like set: {num_images} images, {num_gt} objects, {num_det} detections, "
+        f"{len(CLASSES)} classes, {args.metric}"
+    )
 
     rows = []
     with tempfile.TemporaryDirectory() as root:
@@ -242,16 +288,17 @@ def main(argv=None):
         reference_map = float(np.mean(list(reference.values())))
 
         def ours_files():
-            return evaluate_folders("dota", gt_dir, det_dir, imageset=imageset,
-                                    metric=args.metric)[0]
+            return evaluate_folders("dota", gt_dir, det_dir, imageset=imageset, metric=args.metric)[0]
 
         def ours_memory():
             return evaluate_detections(detections, truths, list(CLASSES), metric=args.metric)
 
         timings = {}
         results = {}
-        for label, fn in (("dked_tf evaluate_folders (files: read + evaluate)", ours_files),
-                          ("dked_tf evaluate_detections (in memory)", ours_memory)):
+        for label, fn in (
+            ("dked_tf evaluate_folders (files: read + evaluate)", ours_files),
+            ("dked_tf evaluate_detections (in memory)", ours_memory),
+        ):
             best, best_cpu = np.inf, np.inf
             for _ in range(2 if args.quick else 3):
                 start, start_cpu = time.perf_counter(), time.process_time()
@@ -262,21 +309,46 @@ def main(argv=None):
 
     # CPU seconds of this process are the steadier figure on a shared machine (all evaluators
     # here run on one core); wall seconds are also given.
-    rows.append({"evaluator": reference_name, "wall s": reference_s, "cpu s": reference_cpu,
-                 "mAP": reference_map, "max |AP diff|": 0.0, "speed-up wall": 1.0,
-                 "speed-up cpu": 1.0})
+    rows.append(
+        {
+            "evaluator": reference_name,
+            "wall s": reference_s,
+            "cpu s": reference_cpu,
+            "mAP": reference_map,
+            "max |AP diff|": 0.0,
+            "speed-up wall": 1.0,
+            "speed-up cpu": 1.0,
+        }
+    )
     for label, (seconds, cpu) in timings.items():
         result = results[label]
         diff = max(abs(result.per_class[n] - reference[n]) for n in CLASSES)
-        rows.append({"evaluator": label, "wall s": seconds, "cpu s": cpu,
-                     "mAP": float(result.map), "max |AP diff|": float(diff),
-                     "speed-up wall": reference_s / seconds, "speed-up cpu": reference_cpu / cpu})
+        rows.append(
+            {
+                "evaluator": label,
+                "wall s": seconds,
+                "cpu s": cpu,
+                "mAP": float(result.map),
+                "max |AP diff|": float(diff),
+                "speed-up wall": reference_s / seconds,
+                "speed-up cpu": reference_cpu / cpu,
+            }
+        )
     write_report(
-        "evaluation", rows, path=args.out,
+        "evaluation",
+        rows,
+        path=args.out,
         title=f"Rotated mAP evaluation, {num_images} images / {num_gt} objects / {num_det} "
-              f"detections ({args.metric}); reference: {reference_name}",
-        extra={"images": num_images, "objects": num_gt, "detections": num_det,
-               "metric": args.metric, "reference": reference_name, "quick": args.quick})
+        f"detections ({args.metric}); reference: {reference_name}",
+        extra={
+            "images": num_images,
+            "objects": num_gt,
+            "detections": num_det,
+            "metric": args.metric,
+            "reference": reference_name,
+            "quick": args.quick,
+        },
+    )
     return 0
 
 

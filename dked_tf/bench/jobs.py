@@ -19,18 +19,22 @@ import os
 import tempfile
 import time
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from dked_tf.bench.distill import synthetic_batch
+from dked_tf.bench.report import write_report
+from dked_tf.experiment.optimizer import prebuild_optimizer
+from dked_tf.jobs import Job, cpu_cores, run_jobs, threads_per_job
+from dked_tf.models.presets import build_detector
 
 
 def _train_steps(model_name, size, batch, steps, result_path):
-    """Job body: fit `model_name` for 1 + steps steps; writes {"first_step_s", "step_ms"}."""
-    import keras
-    import tensorflow as tf
+    """Job body: fit `model_name` for 1 + steps steps; writes {"first_step_s", "step_ms"}.
 
-    from dked_tf.bench.distill import synthetic_batch
-    from dked_tf.experiment.optimizer import prebuild_optimizer
-    from dked_tf.models.presets import build_detector
-
+    Runs in a spawned child (`dked_tf.jobs`) that sets TensorFlow's thread counts after importing
+    this module and before calling this function: no TensorFlow op may run at this module's import."""
     images, targets = synthetic_batch(batch, size, 1)
     dataset = tf.data.Dataset.from_tensors((images, targets)).repeat()
     keras.utils.set_random_seed(0)
@@ -51,12 +55,16 @@ def _train_steps(model_name, size, batch, steps, result_path):
 
 
 def _measure(parallel, model_name, size, batch, steps, folder):
-    from dked_tf.jobs import Job, run_jobs, threads_per_job
-
     tag = f"parallel{parallel}"
-    jobs = [Job(f"{tag} run {k}", _train_steps,
-                (model_name, size, batch, steps, os.path.join(folder, f"{tag}_{k}.json")),
-                os.path.join(folder, f"{tag}_{k}.log")) for k in range(2)]
+    jobs = [
+        Job(
+            f"{tag} run {k}",
+            _train_steps,
+            (model_name, size, batch, steps, os.path.join(folder, f"{tag}_{k}.json")),
+            os.path.join(folder, f"{tag}_{k}.log"),
+        )
+        for k in range(2)
+    ]
     start = time.perf_counter()
     run_jobs(jobs, parallel=parallel, echo=lambda line: None)
     wall = time.perf_counter() - start
@@ -64,15 +72,20 @@ def _measure(parallel, model_name, size, batch, steps, folder):
     for job in jobs:
         with open(job.args[-1], encoding="utf-8") as handle:
             runs.append(json.load(handle))
-    return {"mode": "sequential" if parallel == 1 else "side by side", "jobs_at_once": parallel,
-            "threads_each": threads_per_job(parallel), "wall_s": wall,
-            "first_step_s": float(np.mean([r["first_step_s"] for r in runs])),
-            "step_ms": float(np.mean([r["step_ms"] for r in runs]))}
+    return {
+        "mode": "sequential" if parallel == 1 else "side by side",
+        "jobs_at_once": parallel,
+        "threads_each": threads_per_job(parallel),
+        "wall_s": wall,
+        "first_step_s": float(np.mean([r["first_step_s"] for r in runs])),
+        "step_ms": float(np.mean([r["step_ms"] for r in runs])),
+    }
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="dked-tf bench jobs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dked-tf bench jobs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="tiny student at 64 px, 8 steps")
     parser.add_argument("--model", default=None, help="preset (default lodet_mobilenetv2_s)")
     parser.add_argument("--size", type=int, default=None, help="input side, px (default 192)")
@@ -80,9 +93,6 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="timed steps after the first (default 40)")
     parser.add_argument("--output", default=None, help="JSON path (default bench_results/)")
     args = parser.parse_args(argv)
-
-    from dked_tf.bench.report import write_report
-    from dked_tf.jobs import cpu_cores
 
     if args.quick:
         model_name, size, steps = args.model or "lodet_mobilenetv2_t", args.size or 64, args.steps or 8
@@ -93,18 +103,36 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="dked_bench_jobs_") as folder:
         rows = []
         for parallel in (1, 2):
-            print(f"  {'sequential' if parallel == 1 else 'side by side'}: 2 x {model_name} at {size} px, "
-                  f"{steps + 1} steps ...", flush=True)
+            print(
+                f"  {'sequential' if parallel == 1 else 'side by side'}: 2 x {model_name} at {size} px, "
+                f"{steps + 1} steps ...",
+                flush=True,
+            )
             rows.append(_measure(parallel, model_name, size, args.batch, steps, folder))
     sequential, side = rows
     for row in rows:
         row.update(model=model_name, size=size, batch=args.batch)
     side["speedup"] = sequential["wall_s"] / side["wall_s"]
     side["step_throughput"] = 2 * sequential["step_ms"] / side["step_ms"]
-    write_report("jobs", rows, path=args.output,
-                 title=f"Two trainings one after the other vs side by side ({cpu_cores()} cores)",
-                 columns=["mode", "model", "size", "batch", "jobs_at_once", "threads_each", "wall_s",
-                          "first_step_s", "step_ms", "speedup", "step_throughput"])
+    write_report(
+        "jobs",
+        rows,
+        path=args.output,
+        title=f"Two trainings one after the other vs side by side ({cpu_cores()} cores)",
+        columns=[
+            "mode",
+            "model",
+            "size",
+            "batch",
+            "jobs_at_once",
+            "threads_each",
+            "wall_s",
+            "first_step_s",
+            "step_ms",
+            "speedup",
+            "step_throughput",
+        ],
+    )
     return 0
 
 

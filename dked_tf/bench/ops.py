@@ -13,11 +13,14 @@ way.
 import argparse
 import math
 
+import cv2
 import numpy as np
+import shapely
+import tensorflow as tf
 
-from dked_tf.bench.report import time_call, write_report
+from dked_tf.bench.report import format_table, time_call, write_report
 from dked_tf.ops.iou import poly_iou
-from dked_tf.ops.nms import rotated_nms
+from dked_tf.ops.nms import fast_rotated_nms_tf, rotated_nms, rotated_nms_tf
 from dked_tf.ops.obb import poly_to_rbox, rbox_to_poly
 
 IMAGE = 1024.0
@@ -28,8 +31,10 @@ def detector_like_boxes(rng, count, boxes_per_object=20):
     objects = max(1, count // boxes_per_object)
     centres = np.stack(
         [
-            rng.uniform(40, IMAGE - 40, objects), rng.uniform(40, IMAGE - 40, objects),
-            rng.uniform(15, 80, objects), rng.uniform(8, 40, objects),
+            rng.uniform(40, IMAGE - 40, objects),
+            rng.uniform(40, IMAGE - 40, objects),
+            rng.uniform(15, 80, objects),
+            rng.uniform(8, 40, objects),
             rng.uniform(-math.pi / 2, math.pi / 2, objects),
         ],
         axis=-1,
@@ -43,8 +48,10 @@ def detector_like_boxes(rng, count, boxes_per_object=20):
 def uniform_boxes(rng, count, extent=IMAGE, size=(5.0, 80.0)):
     boxes = np.stack(
         [
-            rng.uniform(0, extent, count), rng.uniform(0, extent, count),
-            rng.uniform(*size, count), rng.uniform(*size, count),
+            rng.uniform(0, extent, count),
+            rng.uniform(0, extent, count),
+            rng.uniform(*size, count),
+            rng.uniform(*size, count),
             rng.uniform(-math.pi, math.pi, count),
         ],
         axis=-1,
@@ -53,8 +60,6 @@ def uniform_boxes(rng, count, extent=IMAGE, size=(5.0, 80.0)):
 
 
 def shapely_iou_matrix(a, b):
-    import shapely
-
     pa = shapely.polygons(a.reshape(-1, 4, 2))
     pb = shapely.polygons(b.reshape(-1, 4, 2))
     inter = shapely.area(shapely.intersection(pa[:, None], pb[None, :]))
@@ -65,8 +70,6 @@ def shapely_iou_matrix(a, b):
 def shapely_greedy_nms(polys, scores, threshold):
     """Greedy NMS with shapely's exact IoU; an STRtree limits each box's comparisons to kept
     boxes whose envelopes intersect it (a fair, indexed baseline)."""
-    import shapely
-
     shapes = shapely.polygons(polys.reshape(-1, 4, 2))
     areas = shapely.area(shapes)
     first, second = shapely.STRtree(shapes).query(shapes)
@@ -85,8 +88,6 @@ def shapely_greedy_nms(polys, scores, threshold):
 
 
 def opencv_nms(rects, scores, threshold):
-    import cv2
-
     kept = cv2.dnn.NMSBoxesRotated(rects, scores, 0.0, threshold)
     return np.asarray(kept, dtype=np.int64).reshape(-1)
 
@@ -94,8 +95,10 @@ def opencv_nms(rects, scores, threshold):
 def iou_rows(sizes, rng, repeat):
     """sizes: {"sparse": [n, ...], "dense": [n, ...]}."""
     rows = []
-    for name, maker, key in (("sparse (1024² image)", uniform_boxes, "sparse"),
-                             ("dense (256² area)", lambda r, n: uniform_boxes(r, n, extent=256.0), "dense")):
+    for name, maker, key in (
+        ("sparse (1024² image)", uniform_boxes, "sparse"),
+        ("dense (256² area)", lambda r, n: uniform_boxes(r, n, extent=256.0), "dense"),
+    ):
         for n in sizes[key]:
             a, _ = maker(rng, n)
             b, _ = maker(rng, n)
@@ -103,13 +106,19 @@ def iou_rows(sizes, rng, repeat):
             reference = shapely_iou_matrix(a, b)
             t_ours = time_call(lambda: poly_iou(a, b), repeat=repeat, warmup=0)["median_s"]
             t_shapely = time_call(lambda: shapely_iou_matrix(a, b), repeat=1, warmup=0)["median_s"]
-            rows.append({
-                "task": f"IoU matrix {name}", "n": f"{n}x{n}",
-                "ours_ms": 1e3 * t_ours, "shapely_ms": 1e3 * t_shapely, "cv2_ms": "",
-                "x_vs_shapely": t_shapely / t_ours, "x_vs_cv2": "",
-                "max_abs_diff": float(np.abs(ours - reference).max()),
-                "overlapping_pairs": f"{(reference > 0).mean():.2%}",
-            })
+            rows.append(
+                {
+                    "task": f"IoU matrix {name}",
+                    "n": f"{n}x{n}",
+                    "ours_ms": 1e3 * t_ours,
+                    "shapely_ms": 1e3 * t_shapely,
+                    "cv2_ms": "",
+                    "x_vs_shapely": t_shapely / t_ours,
+                    "x_vs_cv2": "",
+                    "max_abs_diff": float(np.abs(ours - reference).max()),
+                    "overlapping_pairs": f"{(reference > 0).mean():.2%}",
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -129,24 +138,27 @@ def nms_rows(sizes, rng, repeat, threshold=0.45):
             t_shapely = time_call(lambda: shapely_greedy_nms(polys, scores, threshold), repeat=1, warmup=0)["median_s"]
             reference = shapely_greedy_nms(polys, scores, threshold)
             common = len(set(cv2_kept.tolist()) & set(ours.tolist()))
-            rows.append({
-                "task": f"NMS {name} (IoU>{threshold})", "n": n,
-                "ours_ms": 1e3 * t_ours, "shapely_ms": 1e3 * t_shapely, "cv2_ms": 1e3 * t_cv2,
-                "x_vs_shapely": t_shapely / t_ours, "x_vs_cv2": t_cv2 / t_ours,
-                "kept": len(ours), "kept_cv2": len(cv2_kept),
-                "same_as_shapely": bool(np.array_equal(ours, reference)),
-                "cv2_agreement": f"{common / max(1, len(set(ours.tolist()) | set(cv2_kept.tolist()))):.3f}",
-            })
+            rows.append(
+                {
+                    "task": f"NMS {name} (IoU>{threshold})",
+                    "n": n,
+                    "ours_ms": 1e3 * t_ours,
+                    "shapely_ms": 1e3 * t_shapely,
+                    "cv2_ms": 1e3 * t_cv2,
+                    "x_vs_shapely": t_shapely / t_ours,
+                    "x_vs_cv2": t_cv2 / t_ours,
+                    "kept": len(ours),
+                    "kept_cv2": len(cv2_kept),
+                    "same_as_shapely": bool(np.array_equal(ours, reference)),
+                    "cv2_agreement": f"{common / max(1, len(set(ours.tolist()) | set(cv2_kept.tolist()))):.3f}",
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
 
 def tf_rows(sizes, rng, threshold=0.45):
     """TF graph NMS (exact while-loop and builtin-only matrix NMS), CPU, for reference."""
-    import tensorflow as tf
-
-    from dked_tf.ops.nms import fast_rotated_nms_tf, rotated_nms_tf
-
     spec = [tf.TensorSpec([None, 8], tf.float32), tf.TensorSpec([None], tf.float32)]
 
     @tf.function(input_signature=spec, autograph=False)
@@ -167,11 +179,16 @@ def tf_rows(sizes, rng, threshold=0.45):
         t_exact = time_call(lambda: exact(p32, s32)[1].numpy(), repeat=3, warmup=1)["median_s"]
         t_fast = time_call(lambda: fast(p32, s32)[1].numpy(), repeat=3, warmup=1)["median_s"]
         t_np = time_call(lambda: rotated_nms(polys, scores, threshold, max_output=300), repeat=3, warmup=1)["median_s"]
-        rows.append({
-            "task": "TF NMS detector-like: exact graph / fast matrix (top 1000)", "n": n,
-            "ours_ms": 1e3 * t_np, "tf_exact_ms": 1e3 * t_exact, "tf_fast_ms": 1e3 * t_fast,
-            "same_as_shapely": bool(same),
-        })
+        rows.append(
+            {
+                "task": "TF NMS detector-like: exact graph / fast matrix (top 1000)",
+                "n": n,
+                "ours_ms": 1e3 * t_np,
+                "tf_exact_ms": 1e3 * t_exact,
+                "tf_fast_ms": 1e3 * t_fast,
+                "same_as_shapely": bool(same),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -189,14 +206,30 @@ def main(argv=None):
     rows = iou_rows(iou_sizes, rng, repeat)
     rows += nms_rows([500, 2000, 5000], rng, repeat)
     tf_table = [] if (args.quick or args.no_tf) else tf_rows([500, 2000, 5000], rng)
-    columns = ["task", "n", "ours_ms", "shapely_ms", "cv2_ms", "x_vs_shapely", "x_vs_cv2",
-               "max_abs_diff", "overlapping_pairs", "kept", "kept_cv2", "same_as_shapely", "cv2_agreement"]
-    write_report("ops", rows, path=args.output, columns=columns,
-                 extra={"quick": args.quick, "tf_rows": tf_table},
-                 title="dked_tf.ops: IoU matrix and rotated NMS (ms, median; x = speed-up of ours)")
+    columns = [
+        "task",
+        "n",
+        "ours_ms",
+        "shapely_ms",
+        "cv2_ms",
+        "x_vs_shapely",
+        "x_vs_cv2",
+        "max_abs_diff",
+        "overlapping_pairs",
+        "kept",
+        "kept_cv2",
+        "same_as_shapely",
+        "cv2_agreement",
+    ]
+    write_report(
+        "ops",
+        rows,
+        path=args.output,
+        columns=columns,
+        extra={"quick": args.quick, "tf_rows": tf_table},
+        title="dked_tf.ops: IoU matrix and rotated NMS (ms, median; x = speed-up of ours)",
+    )
     if tf_table:
-        from dked_tf.bench.report import format_table
-
         print("\n" + format_table(tf_table))
     return 0
 

@@ -40,16 +40,29 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for quantize in ("none", "fp16", "int8"):
             path = os.path.join(tmp, f"{args.model}_{quantize}.tflite")
-            tfl.export_tflite(model, path, size, quantize=quantize,
-                              representative_images=calibration if quantize == "int8" else None,
-                              class_names=list(class_names), num_representative=args.calibration, verbose=0)
+            tfl.export_tflite(
+                model,
+                path,
+                size,
+                quantize=quantize,
+                representative_images=calibration if quantize == "int8" else None,
+                class_names=list(class_names),
+                num_representative=args.calibration,
+                verbose=0,
+            )
             result = evaluate_tflite(path, test, list(class_names), verbose=0, metric="voc07")
-            rows.append({"runtime": f"tflite_{quantize}", "map07": 100 * result.map,
-                         "diff_vs_keras": 100 * (result.map - keras_map),
-                         "size_mb": os.path.getsize(path) / 2**20})
+            rows.append(
+                {
+                    "runtime": f"tflite_{quantize}",
+                    "map07": 100 * result.map,
+                    "diff_vs_keras": 100 * (result.map - keras_map),
+                    "size_mb": os.path.getsize(path) / 2**20,
+                }
+            )
     title = f"TFLite accuracy parity: {args.model} of {args.run}, {len(test)} test images, {size} px"
-    write_report("parity", rows, path=args.out, title=title,
-                 extra={"run": args.run, "model": args.model, "image_size": size})
+    write_report(
+        "parity", rows, path=args.out, title=title, extra={"run": args.run, "model": args.model, "image_size": size}
+    )
     return 0
 
 

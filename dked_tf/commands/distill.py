@@ -4,6 +4,7 @@ import os
 
 from dked_tf.commands.train import add_common_arguments, config_from_args, finish_run
 from dked_tf.config import save_run_config
+from dked_tf.experiment.train_lib import train
 
 DESCRIPTION = (
     "Train a student detector from a trained teacher with DKED (feature-correlation, "
@@ -15,37 +16,78 @@ DESCRIPTION = (
 
 
 def add_arguments(parser):
-    parser.add_argument("--teacher", required=True, metavar="DIR",
-                        help="folder of the trained teacher (model.json + model.weights.h5 from `dked-tf train "
-                             "--role teacher --out DIR`)")
-    parser.add_argument("--student-arch", default=None, metavar="PRESET",
-                        help="student preset instead of the config's model.student; a GGHL preset here gives "
-                             "self-distillation (GGHL -> GGHL)")
-    parser.add_argument("--init-student", default=None, metavar="DIR",
-                        help="start the student from these weights (a saved detector folder) instead of from scratch")
+    parser.add_argument(
+        "--teacher",
+        required=True,
+        metavar="DIR",
+        help="folder of the trained teacher (model.json + model.weights.h5 from `dked-tf train "
+        "--role teacher --out DIR`)",
+    )
+    parser.add_argument(
+        "--student-arch",
+        default=None,
+        metavar="PRESET",
+        help="student preset instead of the config's model.student; a GGHL preset here gives "
+        "self-distillation (GGHL -> GGHL)",
+    )
+    parser.add_argument(
+        "--init-student",
+        default=None,
+        metavar="DIR",
+        help="start the student from these weights (a saved detector folder) instead of from scratch",
+    )
     add_common_arguments(parser, default_out="runs/distill")
     loss = parser.add_argument_group("DKED losses (shortcuts for --set distill.*)")
-    loss.add_argument("--correlation-scale", type=float, default=None,
-                      help="backbone feature-correlation loss weight, as a multiple of its default (0: off)")
-    loss.add_argument("--response-scale", type=float, default=None,
-                      help="direction-adaptive FPN feature-response loss weight, as a multiple of its default (0: off)")
-    loss.add_argument("--prediction-scale", type=float, default=None,
-                      help="prediction (teacher-bounded box + soft class) loss weight, as a multiple of its "
-                           "default (0: off)")
+    loss.add_argument(
+        "--correlation-scale",
+        type=float,
+        default=None,
+        help="backbone feature-correlation loss weight, as a multiple of its default (0: off)",
+    )
+    loss.add_argument(
+        "--response-scale",
+        type=float,
+        default=None,
+        help="direction-adaptive FPN feature-response loss weight, as a multiple of its default (0: off)",
+    )
+    loss.add_argument(
+        "--prediction-scale",
+        type=float,
+        default=None,
+        help="prediction (teacher-bounded box + soft class) loss weight, as a multiple of its default (0: off)",
+    )
     loss.add_argument("--delta", type=float, default=None, help="margin δ of the teacher-bounded regression")
-    loss.add_argument("--lam", type=float, default=None,
-                      help="λ: weight of the ground-truth class loss against the teacher's soft labels (1-λ)")
+    loss.add_argument(
+        "--lam",
+        type=float,
+        default=None,
+        help="λ: weight of the ground-truth class loss against the teacher's soft labels (1-λ)",
+    )
 
 
 def run(args):
-    from dked_tf.experiment.train_lib import train
-
-    cfg = config_from_args(args, "train", extra_flags={
-        "distill.correlation_scale": args.correlation_scale, "distill.response_scale": args.response_scale,
-        "distill.prediction_scale": args.prediction_scale, "distill.delta": args.delta, "distill.lam": args.lam})
+    cfg = config_from_args(
+        args,
+        "train",
+        extra_flags={
+            "distill.correlation_scale": args.correlation_scale,
+            "distill.response_scale": args.response_scale,
+            "distill.prediction_scale": args.prediction_scale,
+            "distill.delta": args.delta,
+            "distill.lam": args.lam,
+        },
+    )
     os.makedirs(args.out, exist_ok=True)
     save_run_config(cfg, args.out)
-    result = train(cfg, "student", out=args.out, teacher=args.teacher, architecture=args.student_arch,
-                   init_from=args.init_student, resume=not args.no_resume, verbose=args.verbose)
+    result = train(
+        cfg,
+        "student",
+        out=args.out,
+        teacher=args.teacher,
+        architecture=args.student_arch,
+        init_from=args.init_student,
+        resume=not args.no_resume,
+        verbose=args.verbose,
+    )
     finish_run(result, args, cfg)
     return 0

@@ -33,39 +33,61 @@ FORMATS = ("saved_model", "tflite", "onnx", "tensorrt", "tftrt")
 
 def add_arguments(parser):
     source = parser.add_argument_group("model (one of)")
-    source.add_argument("--weights", help="a run folder written by `dked-tf train`/`distill` (model.json + "
-                        "model.weights.h5), or a .keras model file (OrientedDetector, or a Distiller whose "
-                        "student is exported)")
+    source.add_argument(
+        "--weights",
+        help="a run folder written by `dked-tf train`/`distill` (model.json + "
+        "model.weights.h5), or a .keras model file (OrientedDetector, or a Distiller whose "
+        "student is exported)",
+    )
     source.add_argument("--model", help="a preset name, randomly initialised (smoke tests), e.g. lodet_mobilenetv2_t")
     source.add_argument("--num-classes", type=int, default=None, help="classes of --model")
-    parser.add_argument("--format", required=True, choices=FORMATS,
-                        help="saved_model: TF Serving signatures; tflite: builtin-only .tflite + sidecar json; "
-                        "onnx: for TensorRT/onnxruntime; tensorrt: engine where `tensorrt` imports, else ONNX + the "
-                        "trtexec command; tftrt: TF-TRT (only where TensorFlow has TensorRT)")
-    parser.add_argument("--out", required=True,
-                        help="output: SavedModel folder, .tflite, .onnx (tensorrt: .onnx or .engine), TF-TRT folder")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=FORMATS,
+        help="saved_model: TF Serving signatures; tflite: builtin-only .tflite + sidecar json; "
+        "onnx: for TensorRT/onnxruntime; tensorrt: engine where `tensorrt` imports, else ONNX + the "
+        "trtexec command; tftrt: TF-TRT (only where TensorFlow has TensorRT)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output: SavedModel folder, .tflite, .onnx (tensorrt: .onnx or .engine), TF-TRT folder",
+    )
     parser.add_argument("--image-size", type=int, default=None, help="network input side S (default: the model's)")
     parser.add_argument("--class-names", default=None, help="comma-separated class names for the sidecar/metadata")
     parser.add_argument("--score-threshold", type=float, default=None, help="default: the model's")
     parser.add_argument("--iou-threshold", type=float, default=None, help="NMS IoU threshold (default: the model's)")
     parser.add_argument("--max-detections", type=int, default=None, help="default: the model's")
     tflite = parser.add_argument_group("tflite")
-    tflite.add_argument("--quantize", choices=("none", "fp16", "int8"), default="none",
-                        help="none: float32; fp16: float16 weights; int8: full-integer post-training quantization "
-                        "calibrated on --representative-data")
-    tflite.add_argument("--representative-data", default=None,
-                        help="folder of training images for int8 calibration (letterboxed like the pipeline)")
+    tflite.add_argument(
+        "--quantize",
+        choices=("none", "fp16", "int8"),
+        default="none",
+        help="none: float32; fp16: float16 weights; int8: full-integer post-training quantization "
+        "calibrated on --representative-data",
+    )
+    tflite.add_argument(
+        "--representative-data",
+        default=None,
+        help="folder of training images for int8 calibration (letterboxed like the pipeline)",
+    )
     tflite.add_argument("--num-representative", type=int, default=300, help="images used for int8 calibration")
-    tflite.add_argument("--nms", choices=("host", "fast"), default="host",
-                        help="host: per-cell outputs, NMS in tflite/detect.py; fast: builtin-only matrix NMS in "
-                        "the graph")
+    tflite.add_argument(
+        "--nms",
+        choices=("host", "fast"),
+        default="host",
+        help="host: per-cell outputs, NMS in tflite/detect.py; fast: builtin-only matrix NMS in the graph",
+    )
     tflite.add_argument("--uint8-input", action="store_true", help="the .tflite takes uint8 pixels")
     trt = parser.add_argument_group("onnx / tensorrt / tftrt")
     trt.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    trt.add_argument("--precision", choices=("FP32", "FP16", "INT8"), default="FP16",
-                     help="TensorRT / TF-TRT precision")
-    trt.add_argument("--saved-model", default=None,
-                     help="tftrt: an existing SavedModel to convert (default: export one first)")
+    trt.add_argument(
+        "--precision", choices=("FP32", "FP16", "INT8"), default="FP16", help="TensorRT / TF-TRT precision"
+    )
+    trt.add_argument(
+        "--saved-model", default=None, help="tftrt: an existing SavedModel to convert (default: export one first)"
+    )
     trt.add_argument("--calibration-data", default=None, help="tftrt INT8: folder of calibration images")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -140,22 +162,41 @@ def run(args):
     if args.format == "tflite":
         if args.quantize == "int8" and not args.representative_data:
             raise SystemExit("dked-tf export: --quantize int8 needs --representative-data DIR (training images)")
-        export_tflite(model, args.out, settings["image_size"], quantize=args.quantize,
-                      representative_images=args.representative_data, nms=args.nms,
-                      uint8_input=args.uint8_input, score_threshold=settings["score_threshold"],
-                      iou_threshold=settings["iou_threshold"], max_detections=settings["max_detections"],
-                      class_names=class_names, num_representative=args.num_representative, verbose=verbose)
+        export_tflite(
+            model,
+            args.out,
+            settings["image_size"],
+            quantize=args.quantize,
+            representative_images=args.representative_data,
+            nms=args.nms,
+            uint8_input=args.uint8_input,
+            score_threshold=settings["score_threshold"],
+            iou_threshold=settings["iou_threshold"],
+            max_detections=settings["max_detections"],
+            class_names=class_names,
+            num_representative=args.num_representative,
+            verbose=verbose,
+        )
         return 0
     if args.format in ("onnx", "tensorrt"):
         out = args.out
         onnx_path = out if not out.endswith(".engine") else os.path.splitext(out)[0] + ".onnx"
-        export_onnx(model, onnx_path, settings["image_size"], opset=args.opset, class_names=class_names,
-                    score_threshold=settings["score_threshold"], iou_threshold=settings["iou_threshold"],
-                    max_detections=settings["max_detections"], verbose=verbose)
+        export_onnx(
+            model,
+            onnx_path,
+            settings["image_size"],
+            opset=args.opset,
+            class_names=class_names,
+            score_threshold=settings["score_threshold"],
+            iou_threshold=settings["iou_threshold"],
+            max_detections=settings["max_detections"],
+            verbose=verbose,
+        )
         if args.format == "tensorrt":
             engine = out if out.endswith(".engine") else os.path.splitext(out)[0] + ".engine"
-            result = build_tensorrt_engine(onnx_path, engine, fp16=args.precision == "FP16",
-                                           int8=args.precision == "INT8", verbose=verbose)
+            result = build_tensorrt_engine(
+                onnx_path, engine, fp16=args.precision == "FP16", int8=args.precision == "INT8", verbose=verbose
+            )
             if not result["built"]:
                 print(f"trtexec command: {result['trtexec']}")
         return 0

@@ -24,24 +24,56 @@ DESCRIPTION = (
 
 
 def add_arguments(parser):
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
-                        help="image files and/or folders (every .png/.jpg/.jpeg/.bmp/.tif inside, not recursive)")
-    parser.add_argument("--model", "--run", dest="model", required=True, metavar="DIR",
-                        help="folder of a trained detector (model.json + model.weights.h5, as written by "
-                             "`dked-tf train`/`distill --out DIR` or a recipe's checkpoints/<model>/)")
-    parser.add_argument("--out", default="predictions", metavar="DIR",
-                        help="output folder: Task1_<class>.txt files and images/ with drawn detections")
-    parser.add_argument("--tile-size", type=int, default=None, metavar="PX",
-                        help="tile side in original pixels; images whose sides are both <= this are processed "
-                             "whole (letterboxed). Default: the tile size the model was trained on (DOTA patches), "
-                             "or 0 = never tile (HRSC-style whole images)")
-    parser.add_argument("--overlap", type=int, default=None, metavar="PX",
-                        help="overlap of neighbouring tiles in pixels (default: a quarter of the tile size); "
-                             "make it larger than the largest object so every object is whole in some tile")
-    parser.add_argument("--score-threshold", type=float, default=0.3,
-                        help="keep detections with score >= this (use ~0.05 for mAP evaluation)")
-    parser.add_argument("--iou-threshold", type=float, default=0.3,
-                        help="rotated-NMS IoU threshold, inside each tile and when merging tiles")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files and/or folders (every .png/.jpg/.jpeg/.bmp/.tif inside, not recursive)",
+    )
+    parser.add_argument(
+        "--model",
+        "--run",
+        dest="model",
+        required=True,
+        metavar="DIR",
+        help="folder of a trained detector (model.json + model.weights.h5, as written by "
+        "`dked-tf train`/`distill --out DIR` or a recipe's checkpoints/<model>/)",
+    )
+    parser.add_argument(
+        "--out",
+        default="predictions",
+        metavar="DIR",
+        help="output folder: Task1_<class>.txt files and images/ with drawn detections",
+    )
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="tile side in original pixels; images whose sides are both <= this are processed "
+        "whole (letterboxed). Default: the tile size the model was trained on (DOTA patches), "
+        "or 0 = never tile (HRSC-style whole images)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="overlap of neighbouring tiles in pixels (default: a quarter of the tile size); "
+        "make it larger than the largest object so every object is whole in some tile",
+    )
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.3,
+        help="keep detections with score >= this (use ~0.05 for mAP evaluation)",
+    )
+    parser.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=0.3,
+        help="rotated-NMS IoU threshold, inside each tile and when merging tiles",
+    )
     parser.add_argument("--max-detections", type=int, default=300, help="most detections kept per tile and per image")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     parser.add_argument("--no-draw", action="store_true", help="do not write images with drawn detections")
@@ -58,13 +90,26 @@ def run(args):
         print("dked-tf predict: no images to process", file=sys.stderr)
         return 1
     start = time.perf_counter()
-    total = predict_images(model, paths, args.out, class_names, image_size, tile_size=tile_size,
-                           overlap=args.overlap, score_threshold=args.score_threshold,
-                           iou_threshold=args.iou_threshold, max_detections=args.max_detections,
-                           batch_size=args.batch_size, draw=not args.no_draw, verbose=args.verbose)
+    total = predict_images(
+        model,
+        paths,
+        args.out,
+        class_names,
+        image_size,
+        tile_size=tile_size,
+        overlap=args.overlap,
+        score_threshold=args.score_threshold,
+        iou_threshold=args.iou_threshold,
+        max_detections=args.max_detections,
+        batch_size=args.batch_size,
+        draw=not args.no_draw,
+        verbose=args.verbose,
+    )
     if args.verbose:
         seconds = time.perf_counter() - start
         draw_dir = os.path.join(args.out, "images")
-        print(f"{total} detections in {len(paths)} images ({seconds:.1f} s); Task1 files in {args.out}"
-              + ("" if args.no_draw else f", drawn images in {draw_dir}"))
+        print(
+            f"{total} detections in {len(paths)} images ({seconds:.1f} s); Task1 files in {args.out}"
+            + ("" if args.no_draw else f", drawn images in {draw_dir}")
+        )
     return 0

@@ -3,6 +3,10 @@
 import os
 
 from dked_tf.config import add_config_arguments, flag_overrides, resolve_config, save_run_config
+from dked_tf.experiment.data import prepare_records
+from dked_tf.experiment.evaluate import evaluate_map
+from dked_tf.experiment.saving import write_json
+from dked_tf.experiment.train_lib import train
 
 DESCRIPTION = (
     "Train one oriented detector (the GGHL teacher or the LO-Det student, or any preset of "
@@ -16,54 +20,82 @@ DESCRIPTION = (
 def add_common_arguments(parser, default_out):
     """Options shared by `train` and `distill`."""
     data = parser.add_argument_group("data")
-    data.add_argument("--format", choices=("hrsc", "dota"), default="hrsc",
-                      help="dataset format: HRSC2016 XML (one class, ship) or DOTA labelTxt (scenes are split "
-                           "into patches of data.patch_size with gap data.patch_gap)")
-    data.add_argument("--data-root", default=None, metavar="DIR",
-                      help="root of the real dataset (HRSC2016: FullDataSet+ImageSets or Train/Test; DOTA: "
-                           "train/ and val/ with images/ and labelTxt/). Default: the built-in synthetic set in "
-                           "that format, generated once under data.cache_dir")
-    data.add_argument("--data-cache", default=None, metavar="DIR",
-                      help="where the synthetic set and DOTA patches are cached (config data.cache_dir)")
+    data.add_argument(
+        "--format",
+        choices=("hrsc", "dota"),
+        default="hrsc",
+        help="dataset format: HRSC2016 XML (one class, ship) or DOTA labelTxt (scenes are split "
+        "into patches of data.patch_size with gap data.patch_gap)",
+    )
+    data.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="root of the real dataset (HRSC2016: FullDataSet+ImageSets or Train/Test; DOTA: "
+        "train/ and val/ with images/ and labelTxt/). Default: the built-in synthetic set in "
+        "that format, generated once under data.cache_dir",
+    )
+    data.add_argument(
+        "--data-cache",
+        default=None,
+        metavar="DIR",
+        help="where the synthetic set and DOTA patches are cached (config data.cache_dir)",
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--out", default=default_out, metavar="DIR", help="output folder of this run")
     run.add_argument("--epochs", type=int, default=None, help="shortcut for --set train.epochs=N")
     run.add_argument("--seed", type=int, default=None, help="random seed (shortcut for --set train.seed=N)")
     run.add_argument("--image-size", type=int, default=None, help="input size S (shortcut for --set data.image_size=S)")
-    run.add_argument("--no-resume", action="store_true",
-                     help="start from scratch even if the output folder holds a backup of an interrupted run")
-    run.add_argument("--evaluate", action="store_true",
-                     help="after training, compute mAP(07) and mAP(12) on the test split and write metrics.json")
+    run.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start from scratch even if the output folder holds a backup of an interrupted run",
+    )
+    run.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="after training, compute mAP(07) and mAP(12) on the test split and write metrics.json",
+    )
     run.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="1: progress bars and an ETA per epoch")
     add_config_arguments(parser.add_argument_group("configuration"))
 
 
 def add_arguments(parser):
-    parser.add_argument("--role", choices=("teacher", "student"), default="student",
-                        help="which model of the config to train: teacher (model.teacher with the teacher_train "
-                             "schedule) or student (model.student with the train schedule)")
-    parser.add_argument("--arch", default=None, metavar="PRESET",
-                        help="model preset name instead of the config's (gghl_darknet53[_s|_t], "
-                             "lodet_mobilenetv2[_s|_t])")
+    parser.add_argument(
+        "--role",
+        choices=("teacher", "student"),
+        default="student",
+        help="which model of the config to train: teacher (model.teacher with the teacher_train "
+        "schedule) or student (model.student with the train schedule)",
+    )
+    parser.add_argument(
+        "--arch",
+        default=None,
+        metavar="PRESET",
+        help="model preset name instead of the config's (gghl_darknet53[_s|_t], lodet_mobilenetv2[_s|_t])",
+    )
     add_common_arguments(parser, default_out="runs/train")
 
 
 def config_from_args(args, schedule, extra_flags=None):
     """The ExperimentConfig of a train/distill invocation: preset -> --config -> the flags ->
     --set. schedule: the config section (train or teacher_train) that --epochs/--seed set."""
-    flags = {"data.root": args.data_root, "data.cache_dir": args.data_cache, f"{schedule}.epochs": args.epochs,
-             f"{schedule}.seed": args.seed, "data.image_size": args.image_size, **(extra_flags or {})}
-    return resolve_config(args.preset, task=args.format, config_file=args.config,
-                          overrides=flag_overrides(flags) + list(args.overrides))
+    flags = {
+        "data.root": args.data_root,
+        "data.cache_dir": args.data_cache,
+        f"{schedule}.epochs": args.epochs,
+        f"{schedule}.seed": args.seed,
+        "data.image_size": args.image_size,
+        **(extra_flags or {}),
+    }
+    return resolve_config(
+        args.preset, task=args.format, config_file=args.config, overrides=flag_overrides(flags) + list(args.overrides)
+    )
 
 
 def finish_run(result, args, cfg):
     """End of a `train`/`distill` run: a summary line and, with --evaluate, test-split mAP
     written to metrics.json."""
-    from dked_tf.experiment.data import prepare_records
-    from dked_tf.experiment.evaluate import evaluate_map
-    from dked_tf.experiment.saving import write_json
-
     if args.verbose:
         print(f"trained {result.architecture} in {result.outcome.train_seconds:.0f} s; saved to {args.out}")
     if args.evaluate:
@@ -75,13 +107,12 @@ def finish_run(result, args, cfg):
 
 
 def run(args):
-    from dked_tf.experiment.train_lib import train
-
     schedule = "teacher_train" if args.role == "teacher" else "train"
     cfg = config_from_args(args, schedule)
     os.makedirs(args.out, exist_ok=True)
     save_run_config(cfg, args.out)
-    result = train(cfg, args.role, out=args.out, architecture=args.arch, resume=not args.no_resume,
-                   verbose=args.verbose)
+    result = train(
+        cfg, args.role, out=args.out, architecture=args.arch, resume=not args.no_resume, verbose=args.verbose
+    )
     finish_run(result, args, cfg)
     return 0

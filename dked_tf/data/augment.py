@@ -72,14 +72,28 @@ class AugmentConfig:
     @classmethod
     def disabled(cls):
         """Only the letterbox (and the tiny/degenerate-object rule)."""
-        return cls(flip_horizontal=0.0, flip_vertical=0.0, rotate_prob=0.0, scale_prob=0.0,
-                   crop_prob=0.0, translate_prob=0.0, hsv_prob=0.0, mixup_prob=0.0)
+        return cls(
+            flip_horizontal=0.0,
+            flip_vertical=0.0,
+            rotate_prob=0.0,
+            scale_prob=0.0,
+            crop_prob=0.0,
+            translate_prob=0.0,
+            hsv_prob=0.0,
+            mixup_prob=0.0,
+        )
 
     @classmethod
     def light(cls):
         """Flips, 90-degree-free small rotations, mild colour; no mixup."""
-        return cls(rotate_degrees=15.0, rotate_prob=0.3, scale_prob=0.3, scale_range=(0.9, 1.1),
-                   hsv_gains=(0.01, 0.3, 0.2), mixup_prob=0.0)
+        return cls(
+            rotate_degrees=15.0,
+            rotate_prob=0.3,
+            scale_prob=0.3,
+            scale_range=(0.9, 1.1),
+            hsv_gains=(0.01, 0.3, 0.2),
+            mixup_prob=0.0,
+        )
 
 
 # --------------------------------------------------------------------------- polygon geometry
@@ -327,14 +341,17 @@ def warp_axis_aligned_tf(image, matrix, translation, size, window, fill_value=0.
     tx = translation[0] + tf.where(flip_x, matrix[0, 0] * width, 0.0)
     ty = translation[1] + tf.where(flip_y, matrix[1, 1] * height, 0.0)
     size = tf.cast(size, tf.int32)
-    out = tf.raw_ops.ScaleAndTranslate(
-        images=image[None] - fill_value,
-        size=tf.stack([size, size]),
-        scale=tf.stack([tf.abs(matrix[1, 1]), tf.abs(matrix[0, 0])]),
-        translation=tf.stack([ty, tx]),
-        kernel_type="triangle",
-        antialias=False,
-    )[0] + fill_value
+    out = (
+        tf.raw_ops.ScaleAndTranslate(
+            images=image[None] - fill_value,
+            size=tf.stack([size, size]),
+            scale=tf.stack([tf.abs(matrix[1, 1]), tf.abs(matrix[0, 0])]),
+            translation=tf.stack([ty, tx]),
+            kernel_type="triangle",
+            antialias=False,
+        )[0]
+        + fill_value
+    )
     centres = tf.cast(tf.range(size), tf.float32) + 0.5
     in_x = (centres >= window[0]) & (centres <= window[2])
     in_y = (centres >= window[1]) & (centres <= window[3])

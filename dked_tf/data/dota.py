@@ -41,9 +41,21 @@ from dked_tf.data.records import (
 
 DOTA_CLASSES = {
     "dota1.0": (
-        "plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle",
-        "large-vehicle", "ship", "tennis-court", "basketball-court", "storage-tank",
-        "soccer-ball-field", "roundabout", "harbor", "swimming-pool", "helicopter",
+        "plane",
+        "baseball-diamond",
+        "bridge",
+        "ground-track-field",
+        "small-vehicle",
+        "large-vehicle",
+        "ship",
+        "tennis-court",
+        "basketball-court",
+        "storage-tank",
+        "soccer-ball-field",
+        "roundabout",
+        "harbor",
+        "swimming-pool",
+        "helicopter",
     ),
 }
 DOTA_CLASSES["dota1.5"] = DOTA_CLASSES["dota1.0"] + ("container-crane",)
@@ -344,8 +356,9 @@ def write_dota_label(record, path, class_names, header=True):
             if key in extra:
                 lines.append(f"{key}:{extra[key]}")
     raw = extra.get("difficult_value")
-    use_raw = (isinstance(raw, np.ndarray) and len(raw) == record.num_objects
-               and np.array_equal(raw != 0, record.difficult))
+    use_raw = (
+        isinstance(raw, np.ndarray) and len(raw) == record.num_objects and np.array_equal(raw != 0, record.difficult)
+    )
     for i in range(record.num_objects):
         cls = int(record.classes[i])
         if not 0 <= cls < len(names):
@@ -406,8 +419,7 @@ def _read_task1_fast(text, image_ids):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # every line needs a 10th field to parse, and the token total then leaves exactly 10
-            values = np.loadtxt(lines, dtype=np.float64, usecols=range(1, 10), comments=None,
-                                ndmin=2)
+            values = np.loadtxt(lines, dtype=np.float64, usecols=range(1, 10), comments=None, ndmin=2)
     except ValueError:
         return None
     if values.shape != (count, 9) or not np.isfinite(values).all():
@@ -472,13 +484,21 @@ def read_task1_file(path, image_ids=None, problems=None, devkit=False):
     if image_ids is not None:
         known = np.fromiter((name in image_ids for name in names), bool, len(names))
         for k in np.flatnonzero(good & ~known):
-            found.append((numbers[k], "detections of images outside the image set",
-                          f"image {names[k]!r} is not in the image set"))
+            found.append(
+                (
+                    numbers[k],
+                    "detections of images outside the image set",
+                    f"image {names[k]!r} is not in the image set",
+                )
+            )
         good &= known
     for number, kind, message in sorted(found, key=lambda item: item[0]):
         report_problem(problems, kind, path, message, number)
-    return {"image_ids": [name for name, ok in zip(names, good) if ok],
-            "scores": values[good, 0].copy(), "polygons": values[good, 1:].copy()}
+    return {
+        "image_ids": [name for name, ok in zip(names, good) if ok],
+        "scores": values[good, 0].copy(),
+        "polygons": values[good, 1:].copy(),
+    }
 
 
 def read_task1(result_dir, class_names=None, prefix=TASK1_PREFIX):
@@ -487,7 +507,7 @@ def read_task1(result_dir, class_names=None, prefix=TASK1_PREFIX):
     AnnotationError naming file and line."""
     if class_names is None:
         files = sorted(f for f in os.listdir(result_dir) if f.startswith(prefix) and f.endswith(".txt"))
-        class_names = [f[len(prefix):-4] for f in files]
+        class_names = [f[len(prefix) : -4] for f in files]
     out = {}
     for name in class_names:
         path = os.path.join(result_dir, f"{prefix}{name}.txt")

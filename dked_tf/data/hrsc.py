@@ -32,16 +32,69 @@ from dked_tf.ops.obb import mbox_to_poly, poly_to_rbox, rbox_to_mbox
 # Two-digit ids of the 31-class task (the 9-digit XML `Class_ID` is "1000000" + two digits),
 # with the names mmrotate uses for them.
 HRSC_CLASS_IDS = (
-    "01", "02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12", "13", "14", "15",
-    "16", "17", "18", "19", "20", "22", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "01",
+    "02",
+    "03",
+    "04",
+    "05",
+    "06",
+    "07",
+    "08",
+    "09",
+    "10",
+    "11",
+    "12",
+    "13",
+    "14",
+    "15",
+    "16",
+    "17",
+    "18",
+    "19",
+    "20",
+    "22",
+    "24",
+    "25",
+    "26",
+    "27",
+    "28",
+    "29",
+    "30",
+    "31",
+    "32",
     "33",
 )
 HRSC_CLASS_NAMES_31 = (
-    "ship", "aircraft carrier", "warcraft", "merchant ship", "Nimitz", "Enterprise",
-    "Arleigh Burke", "WhidbeyIsland", "Perry", "Sanantonio", "Ticonderoga", "Kitty Hawk",
-    "Kuznetsov", "Abukuma", "Austen", "Tarawa", "Blue Ridge", "Container", "OXo|--)",
-    "Car carrier([]==[])", "Hovercraft", "yacht", "CntShip(_|.--.--|_]=", "Cruise",
-    "submarine", "lute", "Medical", "Car carrier(======|", "Ford-class", "Midway-class",
+    "ship",
+    "aircraft carrier",
+    "warcraft",
+    "merchant ship",
+    "Nimitz",
+    "Enterprise",
+    "Arleigh Burke",
+    "WhidbeyIsland",
+    "Perry",
+    "Sanantonio",
+    "Ticonderoga",
+    "Kitty Hawk",
+    "Kuznetsov",
+    "Abukuma",
+    "Austen",
+    "Tarawa",
+    "Blue Ridge",
+    "Container",
+    "OXo|--)",
+    "Car carrier([]==[])",
+    "Hovercraft",
+    "yacht",
+    "CntShip(_|.--.--|_]=",
+    "Cruise",
+    "submarine",
+    "lute",
+    "Medical",
+    "Car carrier(======|",
+    "Ford-class",
+    "Midway-class",
     "Invincible-class",
 )
 SHIP_CLASS_ID = "100000001"
@@ -256,8 +309,9 @@ def read_hrsc_xml(xml_path, image_dir=None, class_mode="ship", check_images=True
                 raise AnnotationError(xml_path, f"unknown Class_ID {class_id!r} for the 31-class task", line)
             classes.append(HRSC_CLASS_IDS.index(two))
         mboxes.append(mbox)
-        hbbs.append([_field(xml_path, obj, t, float, default=np.nan)
-                     for t in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")])
+        hbbs.append(
+            [_field(xml_path, obj, t, float, default=np.nan) for t in ("box_xmin", "box_ymin", "box_xmax", "box_ymax")]
+        )
         headers.append([_field(xml_path, obj, t, float, default=np.nan) for t in ("header_x", "header_y")])
         class_ids.append(class_id)
         object_ids.append(_field(xml_path, obj, "Object_ID", str, default=str(len(object_ids))))
@@ -316,9 +370,7 @@ def read_hrsc(root, imageset=None, class_mode="ship", strict=True, check_images=
             ids = _read_ids(ids_path)
             xml_paths = [os.path.join(ann_dir, i + ".xml") for i in ids]
         else:
-            xml_paths = sorted(
-                os.path.join(ann_dir, f) for f in os.listdir(ann_dir) if f.lower().endswith(".xml")
-            )
+            xml_paths = sorted(os.path.join(ann_dir, f) for f in os.listdir(ann_dir) if f.lower().endswith(".xml"))
         for xml_path in xml_paths:
             try:
                 if not os.path.isfile(xml_path):
@@ -394,7 +446,7 @@ def write_hrsc_xml(record, path, class_names=None, image_file_name=None, image_f
     file_name = image_file_name or extra.get("file_name") or record.image_id
     file_fmt = image_format or extra.get("file_fmt") or (os.path.splitext(record.image_path)[1].lstrip(".") or "bmp")
     lines = [
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>",
+        '<?xml version="1.0" encoding="utf-8"?>',
         "<HRSC_Image>",
         f"  <Img_ID>{record.image_id}</Img_ID>",
         "  <Place_ID>0</Place_ID>",

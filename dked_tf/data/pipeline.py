@@ -157,11 +157,16 @@ def build_dataset(
         if static_size is not None:
             size = tf.constant(static_size, tf.int32)
         else:
-            draw = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), position // group]),
-                                               maxval=len(sizes), dtype=tf.int32)
+            draw = tf.random.stateless_uniform(
+                [], seed=tf.stack([tf.cast(seed, tf.int64), position // group]), maxval=len(sizes), dtype=tf.int32
+            )
             size = sizes_t[draw]
         image, polys, keep, scale, offset = augment_sample_tf(
-            tf.image.convert_image_dtype(item["image"], tf.float32), item["polygons"], sample_seed, size, augment,
+            tf.image.convert_image_dtype(item["image"], tf.float32),
+            item["polygons"],
+            sample_seed,
+            size,
+            augment,
             training,
         )
         targets = _pad_objects(polys, item["classes"], item["difficult"], keep, max_objects)

@@ -52,6 +52,7 @@ from dked_tf.data.synthetic import (
     default_data_dir,
     write_hrsc_dataset,
 )
+from dked_tf.ops.obb import mbox_to_poly
 
 REALISTIC_VERSION = 1
 REFERENCE_SIZE = 512  # pixel sizes below are for a 512 px long side and scale with the image
@@ -81,12 +82,37 @@ HULL_TYPES = (
 )
 _TYPE_INDEX = {t.name: i for i, t in enumerate(HULL_TYPES)}
 
-WATER_COLORS = ((28, 52, 62), (34, 62, 70), (22, 44, 66), (46, 70, 72), (38, 58, 52), (52, 74, 84), (20, 36, 50),
-                (58, 72, 66))
-CONTAINER_COLORS = ((178, 62, 48), (44, 84, 150), (205, 205, 200), (210, 150, 52), (62, 122, 82), (122, 122, 126),
-                    (150, 92, 62), (222, 190, 72), (40, 130, 150))
-ROOF_COLORS = ((168, 168, 165), (195, 195, 190), (140, 135, 130), (150, 80, 62), (110, 120, 135), (205, 200, 185),
-               (90, 95, 100), (120, 150, 160))
+WATER_COLORS = (
+    (28, 52, 62),
+    (34, 62, 70),
+    (22, 44, 66),
+    (46, 70, 72),
+    (38, 58, 52),
+    (52, 74, 84),
+    (20, 36, 50),
+    (58, 72, 66),
+)
+CONTAINER_COLORS = (
+    (178, 62, 48),
+    (44, 84, 150),
+    (205, 205, 200),
+    (210, 150, 52),
+    (62, 122, 82),
+    (122, 122, 126),
+    (150, 92, 62),
+    (222, 190, 72),
+    (40, 130, 150),
+)
+ROOF_COLORS = (
+    (168, 168, 165),
+    (195, 195, 190),
+    (140, 135, 130),
+    (150, 80, 62),
+    (110, 120, 135),
+    (205, 200, 185),
+    (90, 95, 100),
+    (120, 150, 160),
+)
 
 
 # --------------------------------------------------------------------------- drawing primitives
@@ -147,7 +173,7 @@ def _window(x0, y0, mask, height, width):
     xb, yb = min(x0 + mask.shape[1], width), min(y0 + mask.shape[0], height)
     if xa >= xb or ya >= yb:
         return None, None
-    return (slice(ya, yb), slice(xa, xb)), mask[ya - y0:yb - y0, xa - x0:xb - x0]
+    return (slice(ya, yb), slice(xa, xb)), mask[ya - y0 : yb - y0, xa - x0 : xb - x0]
 
 
 def _ellipse(x, y, rx, ry, n=16):
@@ -208,7 +234,7 @@ def _water(rng, height, width, scale, kind):
     if kind in ("sea", "coast") and rng.random() < 0.35:
         gx, gy = rng.uniform(-0.2, 1.2) * width, rng.uniform(-0.2, 1.2) * height
         radius = rng.uniform(0.25, 0.6) * scale
-        glow = np.exp(-((xs - gx) ** 2 + (ys - gy) ** 2) / (2 * radius ** 2))
+        glow = np.exp(-((xs - gx) ** 2 + (ys - gy) ** 2) / (2 * radius**2))
         image += (glow * (rng.uniform(10, 35) + rng.uniform(4, 16) * np.maximum(swell, 0) ** 2))[..., None]
     return image
 
@@ -310,8 +336,11 @@ def _draw_buildings(rng, land, frame, u0, v0, u1, v1, s, sun, kind):
             b0, b1 = gap, span - gap
             if rng.random() < 0.4:
                 b1 = b0 + (b1 - b0) * rng.uniform(0.4, 0.9)
-            box = (frame.box(u0 + b0, v0 + a0, u0 + b1, v0 + a0 + w) if along_u
-                   else frame.box(u0 + a0, v0 + b0, u0 + a0 + w, v0 + b1))
+            box = (
+                frame.box(u0 + b0, v0 + a0, u0 + b1, v0 + a0 + w)
+                if along_u
+                else frame.box(u0 + a0, v0 + b0, u0 + a0 + w, v0 + b1)
+            )
             roof = np.array(ROOF_COLORS[rng.integers(len(ROOF_COLORS))], np.float32) * rng.uniform(0.9, 1.1)
             _shade(land, [box + sun * rng.uniform(2, 5) * s], 0.45)
             _paint(land, [box], roof)
@@ -380,8 +409,10 @@ def _draw_town(rng, land, frame, v_start, v_end, u_min, u_max, s, sun, port):
             if near:
                 kinds = (["containers", "warehouses", "lot", "tanks"], [0.55, 0.3, 0.1, 0.05])
             else:
-                kinds = (["containers", "warehouses", "houses", "tanks", "park", "lot"],
-                         [0.25, 0.25, 0.25, 0.07, 0.1, 0.08] if port else [0.0, 0.1, 0.6, 0.02, 0.23, 0.05])
+                kinds = (
+                    ["containers", "warehouses", "houses", "tanks", "park", "lot"],
+                    [0.25, 0.25, 0.25, 0.07, 0.1, 0.08] if port else [0.0, 0.1, 0.6, 0.02, 0.23, 0.05],
+                )
             kind = rng.choice(kinds[0], p=kinds[1])
             _draw_buildings(rng, land, frame, u, v, u + length, v + depth, s, sun, kind)
             roads.append(frame.box(u + length, v - road, u + length + road, v + depth))
@@ -412,8 +443,13 @@ def sample_ship(rng, scale, max_length=None, types=None):
             break
     length = float(np.clip(length, lo, hi))
     frac = length / scale
-    weights = np.array([t.weight * (t.lengths[0] <= frac <= t.lengths[1] + 1e-9) *
-                        (types is None or t.name in types) for t in HULL_TYPES], np.float64)
+    weights = np.array(
+        [
+            t.weight * (t.lengths[0] <= frac <= t.lengths[1] + 1e-9) * (types is None or t.name in types)
+            for t in HULL_TYPES
+        ],
+        np.float64,
+    )
     if weights.sum() <= 0:
         weights = np.array([t.weight * (t.lengths[0] <= frac <= t.lengths[1] + 1e-9) for t in HULL_TYPES])
     kind = int(rng.choice(len(HULL_TYPES), p=weights / weights.sum()))
@@ -434,7 +470,7 @@ def _hull(length, width, bow, bow_power=1.6, tip=0.0, stern=0.03, stern_width=0.
     for a in np.linspace(0, np.pi / 2, n):
         right.append((-hl + stern * length * (1 - np.cos(a)), hw * (stern_width + (1 - stern_width) * np.sin(a))))
     for t in np.linspace(0, 1, n + 2)[1:]:
-        right.append((hl - bow * length * (1 - t), hw * (tip + (1 - tip) * (1 - t ** bow_power))))
+        right.append((hl - bow * length * (1 - t), hw * (tip + (1 - tip) * (1 - t**bow_power))))
     right = np.array(right)
     left = right[::-1].copy()
     left[:, 1] *= -1
@@ -445,9 +481,24 @@ def _hull(length, width, bow, bow_power=1.6, tip=0.0, stern=0.03, stern_width=0.
 
 def _carrier_deck(length, width):
     """Flight deck outline of an aircraft carrier: angled deck to port (-y), island sponson to starboard."""
-    pts = np.array([(-0.50, -0.26), (-0.50, 0.30), (-0.30, 0.36), (-0.05, 0.50), (0.20, 0.50), (0.30, 0.36),
-                    (0.42, 0.24), (0.50, 0.06), (0.50, -0.06), (0.40, -0.20), (0.22, -0.28), (0.06, -0.50),
-                    (-0.18, -0.50), (-0.42, -0.36)])
+    pts = np.array(
+        [
+            (-0.50, -0.26),
+            (-0.50, 0.30),
+            (-0.30, 0.36),
+            (-0.05, 0.50),
+            (0.20, 0.50),
+            (0.30, 0.36),
+            (0.42, 0.24),
+            (0.50, 0.06),
+            (0.50, -0.06),
+            (0.40, -0.20),
+            (0.22, -0.28),
+            (0.06, -0.50),
+            (-0.18, -0.50),
+            (-0.42, -0.36),
+        ]
+    )
     return pts * [length, width]
 
 
@@ -474,8 +525,15 @@ def _draw_ship(image, rng, cx, cy, length, width, angle, kind, sun, fade=1.0, ba
         hull = _hull(L, B, rng.uniform(0.35, 0.45), 1.5, 0.0, 0.05, rng.uniform(0.65, 0.85))
     else:  # hovercraft
         hull = _hull(L, B, 0.18, 2.0, 0.45, 0.15, 0.5)
-    tall = {"car carrier": 2.2, "cruise ship": 2.0, "aircraft carrier": 1.6, "container ship": 1.2,
-            "submarine": 0.25, "yacht": 0.6, "hovercraft": 0.5}.get(name, 1.0)
+    tall = {
+        "car carrier": 2.2,
+        "cruise ship": 2.0,
+        "aircraft carrier": 1.6,
+        "container ship": 1.2,
+        "submarine": 0.25,
+        "yacht": 0.6,
+        "hovercraft": 0.5,
+    }.get(name, 1.0)
     pen.shadow(hull, sun * max(0.6, tall * (0.25 * B + 0.6)), 0.45)
 
     def inner(scale_l, scale_w):
@@ -495,8 +553,10 @@ def _draw_ship(image, rng, cx, cy, length, width, angle, kind, sun, fade=1.0, ba
         # island on the starboard side, parked aircraft along the edges
         pen.shadow(_rect(0.09 * L, 0.12 * B, 0.1 * L, 0.36 * B), sun * 0.25 * B, 0.5)
         pen.rect(0.1 * L, 0.36 * B, 0.09 * L, 0.12 * B, (150, 152, 155))
-        planes = [_rect(0.035 * L, 0.05 * B, x * L, y * B) for x, y in
-                  zip(rng.uniform(-0.45, 0.4, int(rng.integers(4, 14))), rng.choice([-0.38, 0.3, 0.42], 14))]
+        planes = [
+            _rect(0.035 * L, 0.05 * B, x * L, y * B)
+            for x, y in zip(rng.uniform(-0.45, 0.4, int(rng.integers(4, 14))), rng.choice([-0.38, 0.3, 0.42], 14))
+        ]
         pen.fill_many(planes, (170, 172, 175), 0.9)
     elif name in ("destroyer", "frigate"):
         color = np.array([rng.uniform(108, 138)] * 3, np.float32) + [0, 2, 6]
@@ -512,8 +572,12 @@ def _draw_ship(image, rng, cx, cy, length, width, angle, kind, sun, fade=1.0, ba
         pen.rect(-0.4 * L, 0, 0.14 * L, 0.7 * B, color * 1.2, 0.7)  # helicopter deck
         pen.fill(_ellipse(0.3 * L, 0, 0.025 * L, 0.025 * L, 8), color * 0.7)  # gun
     elif name == "container ship":
-        hull_color = np.array([(40, 48, 62), (120, 40, 36), (30, 32, 36), (40, 70, 60), (70, 75, 85)]
-                              [rng.integers(5)], np.float32) * g
+        hull_color = (
+            np.array(
+                [(40, 48, 62), (120, 40, 36), (30, 32, 36), (40, 70, 60), (70, 75, 85)][rng.integers(5)], np.float32
+            )
+            * g
+        )
         pen.fill(hull, hull_color)
         pen.fill(inner(0.96, 0.84), hull_color * 1.35 + 10)
         bays = max(3, int(0.6 * L / max(B * 0.55, 2.5)))
@@ -527,7 +591,8 @@ def _draw_ship(image, rng, cx, cy, length, width, angle, kind, sun, fade=1.0, ba
             for j in range(cols):
                 y0 = -0.4 * B + j * 0.8 * B / cols
                 boxes[int(rng.integers(len(CONTAINER_COLORS)))].append(
-                    _rect(pitch * 0.88, 0.8 * B / cols * 0.92, x0 + (i + 0.5) * pitch, y0 + 0.4 * B / cols))
+                    _rect(pitch * 0.88, 0.8 * B / cols * 0.92, x0 + (i + 0.5) * pitch, y0 + 0.4 * B / cols)
+                )
         for c, polys in boxes.items():
             pen.fill_many(polys, np.array(CONTAINER_COLORS[c], np.float32) * rng.uniform(0.85, 1.05))
         pen.shadow(_rect(0.05 * L, 0.9 * B, -0.36 * L), sun * 0.5 * B, 0.45)
@@ -599,8 +664,16 @@ def _wake(image, rng, cx, cy, length, width, angle, strength, scale):
     turb = length * rng.uniform(0.8, 3.5)
     arm = length * rng.uniform(1.0, 3.0)
     half = np.deg2rad(rng.uniform(14, 20))
-    polys = [np.array([[-length * 0.45, -width * 0.35], [-length * 0.45 - turb, -width * 1.2],
-                       [-length * 0.45 - turb, width * 1.2], [-length * 0.45, width * 0.35]])]
+    polys = [
+        np.array(
+            [
+                [-length * 0.45, -width * 0.35],
+                [-length * 0.45 - turb, -width * 1.2],
+                [-length * 0.45 - turb, width * 1.2],
+                [-length * 0.45, width * 0.35],
+            ]
+        )
+    ]
     t = max(0.6, width * 0.18)
     for side in (-1, 1):
         tip = np.array([length * 0.45, 0.0])
@@ -674,8 +747,19 @@ class _Scene:
             base = image[win][part > 0].mean(0) if part.sum() else None
         if moving:
             _wake(image, rng, cx, cy, length, width, angle, rng.uniform(35, 80), self.scale)
-        hull = _draw_ship(image, rng, cx, cy, length, width, angle, kind, self.sun,
-                          fade=rng.uniform(0.12, 0.25) if base is not None else 1.0, base=base)
+        hull = _draw_ship(
+            image,
+            rng,
+            cx,
+            cy,
+            length,
+            width,
+            angle,
+            kind,
+            self.sun,
+            fade=rng.uniform(0.12, 0.25) if base is not None else 1.0,
+            base=base,
+        )
         self.mark(box, dilate=1)
         a = (angle + np.pi / 2) % np.pi - np.pi / 2
         bow = [cx + np.cos(angle) * length / 2, cy + np.sin(angle) * length / 2]
@@ -699,8 +783,11 @@ class _Scene:
             if self.add_ship(image, centre[0], centre[1], length, width, heading, kind, land_tolerance=0.06):
                 if rng.random() < raft:
                     k2, l2, w2 = sample_ship(rng, self.scale, max_length=length * 1.1, types=types)
-                    c2 = centre + m * (width / 2 + w2 / 2 + rng.uniform(0.3, 1.5) * self.s) \
+                    c2 = (
+                        centre
+                        + m * (width / 2 + w2 / 2 + rng.uniform(0.3, 1.5) * self.s)
                         + d * rng.uniform(-0.1, 0.1) * length
+                    )
                     self.add_ship(image, c2[0], c2[1], l2, w2, heading + rng.choice([0, np.pi]), k2)
                 pos += length + rng.uniform(0.5, 8) * self.s
             else:
@@ -714,8 +801,17 @@ class _Scene:
                 kind, length, width = sample_ship(rng, self.scale, types=types)
                 pad = margin * length
                 cx, cy = rng.uniform(-pad, self.width + pad), rng.uniform(-pad, self.height + pad)
-                if self.add_ship(image, cx, cy, length, width, rng.uniform(-np.pi, np.pi), kind,
-                                 moving=rng.random() < moving_p, land_tolerance=0.0):
+                if self.add_ship(
+                    image,
+                    cx,
+                    cy,
+                    length,
+                    width,
+                    rng.uniform(-np.pi, np.pi),
+                    kind,
+                    moving=rng.random() < moving_p,
+                    land_tolerance=0.0,
+                ):
                     break
 
 
@@ -828,8 +924,9 @@ def _harbour(rng, image_shape, scene):
     water = _water(rng, height, width, S, "harbour")
     land_image = _land_texture(rng, height, width, S, rng.uniform(0.6, 1.0))
     # quay line v = q(u), optionally stepped
-    step_u, step_d = (rng.uniform(u_min, u_max) * 0.6, rng.uniform(-0.12, 0.12) * S) if rng.random() < 0.5 \
-        else (u_max + 1, 0.0)
+    step_u, step_d = (
+        (rng.uniform(u_min, u_max) * 0.6, rng.uniform(-0.12, 0.12) * S) if rng.random() < 0.5 else (u_max + 1, 0.0)
+    )
     q = np.where(U > step_u, step_d, 0.0)
     land = V > q
     apron = rng.uniform(10, 22) * s
@@ -843,9 +940,11 @@ def _harbour(rng, image_shape, scene):
         features.append(ua + wd / 2)
         qa = step_d if ua > step_u else 0.0
         land &= ~((U > ua) & (U < ua + wd) & (V > qa - 1) & (V < qa + depth))
-        berths += [Berth(frame.to_image([[ua, qa]])[0], frame.n, depth, frame.t),
-                   Berth(frame.to_image([[ua + wd, qa]])[0], frame.n, depth, -frame.t),
-                   Berth(frame.to_image([[ua, qa + depth]])[0], frame.t, wd, -frame.n)]
+        berths += [
+            Berth(frame.to_image([[ua, qa]])[0], frame.n, depth, frame.t),
+            Berth(frame.to_image([[ua + wd, qa]])[0], frame.n, depth, -frame.t),
+            Berth(frame.to_image([[ua, qa + depth]])[0], frame.t, wd, -frame.n),
+        ]
     piers = []
     for _ in range(int(rng.integers(1, 4))):
         pw, plen = rng.uniform(8, 22) * s, rng.uniform(0.12, 0.42) * S
@@ -868,8 +967,11 @@ def _harbour(rng, image_shape, scene):
     apron_mask = land & (V < q + apron)
     land_image[apron_mask] = concrete + 6 * _noise(rng, height, width, (4.0,), (1.0,))[apron_mask][:, None]
     for up, pw, plen, qp in piers:
-        _paint(land_image, [frame.box(up - pw / 2 + 1.5 * s, qp - plen + 1.5 * s, up + pw / 2 - 1.5 * s, qp)],
-               concrete * 0.93)
+        _paint(
+            land_image,
+            [frame.box(up - pw / 2 + 1.5 * s, qp - plen + 1.5 * s, up + pw / 2 - 1.5 * s, qp)],
+            concrete * 0.93,
+        )
     image = _composite(water, land_image, land_mask, rng, s, quay=True)
     scene.land = land_mask
     if rng.random() < 0.4:
@@ -910,8 +1012,18 @@ def _coast(rng, image_shape, scene):
     surf = np.clip(1 - dist / (2.5 * s + 0.5), 0, 1) * (0.5 + 0.5 * _noise(rng, height, width, (3.0,), (1.0,)))
     water += (surf * 90)[..., None]
     land_image = _land_texture(rng, height, width, S, rng.uniform(0.0, 0.5))
-    _draw_town(rng, land_image, frame, rng.uniform(0.05, 0.2) * S, v_max + 10 * s, u_min, u_max, s, scene.sun,
-               rng.random() < 0.3)
+    _draw_town(
+        rng,
+        land_image,
+        frame,
+        rng.uniform(0.05, 0.2) * S,
+        v_max + 10 * s,
+        u_min,
+        u_max,
+        s,
+        scene.sun,
+        rng.random() < 0.3,
+    )
     inland = cv2.distanceTransform(land_mask, cv2.DIST_L2, 3)
     beach_w = rng.uniform(3, 14) * s
     sand = np.array([210, 196, 160], np.float32) * rng.uniform(0.85, 1.05)
@@ -961,8 +1073,18 @@ def _channel(rng, image_shape, scene):
     for side in (-1, 1):
         sub = _Frame(frame.origin + side * frame.n * half, angle if side > 0 else angle + np.pi)
         lo, hi, _, vmax = sub.extent(height, width)
-        _draw_town(rng, land_image, sub, rng.uniform(8, 25) * s, vmax + 10 * s, lo, hi, s, scene.sun,
-                   canal and rng.random() < 0.7)
+        _draw_town(
+            rng,
+            land_image,
+            sub,
+            rng.uniform(8, 25) * s,
+            vmax + 10 * s,
+            lo,
+            hi,
+            s,
+            scene.sun,
+            canal and rng.random() < 0.7,
+        )
     if not canal:
         inland = cv2.distanceTransform(land_mask, cv2.DIST_L2, 3)
         green = np.array([70, 95, 60], np.float32)
@@ -988,8 +1110,9 @@ def _channel(rng, image_shape, scene):
                 slope = amp * 2 * np.pi / period * np.cos(2 * np.pi * u / period + phase)
             p = frame.to_image([[u, v]])[0]
             heading = angle + np.arctan(slope) + (np.pi if rng.random() < 0.5 else 0.0)
-            if scene.add_ship(image, p[0], p[1], length, width_, heading, kind, moving=rng.random() < 0.8,
-                              land_tolerance=0.0):
+            if scene.add_ship(
+                image, p[0], p[1], length, width_, heading, kind, moving=rng.random() < 0.8, land_tolerance=0.0
+            ):
                 break
     return image
 
@@ -1070,10 +1193,18 @@ def render_realistic_scene(rng, width, height, kind=None):
         cloud = float(opacity[win][part > 0].mean()) if inside else 0.0
         if cloud > 0.85:
             continue  # hidden under cloud
-        difficult = (mbox[2] < DIFFICULT_LENGTH * scene.scale or low_contrast or cloud > 0.5 or visible < 0.5)
-        objects.append({"mbox": [float(v) for v in mbox], "header": [float(v) for v in bow],
-                        "class_id": HULL_TYPES[type_index].class_id, "type": HULL_TYPES[type_index].name,
-                        "difficult": bool(difficult), "truncated": bool(visible < 0.97), "scene": kind})
+        difficult = mbox[2] < DIFFICULT_LENGTH * scene.scale or low_contrast or cloud > 0.5 or visible < 0.5
+        objects.append(
+            {
+                "mbox": [float(v) for v in mbox],
+                "header": [float(v) for v in bow],
+                "class_id": HULL_TYPES[type_index].class_id,
+                "type": HULL_TYPES[type_index].name,
+                "difficult": bool(difficult),
+                "truncated": bool(visible < 0.97),
+                "scene": kind,
+            }
+        )
     return np.clip(image, 0, 255).astype(np.uint8), objects
 
 
@@ -1090,11 +1221,15 @@ def summarize(object_lists):
     if not len(objects):
         return {"images": len(object_lists), "ships": 0}
     return {
-        "images": len(object_lists), "ships": len(objects),
-        "ships_per_image_mean": round(float(np.mean(counts)), 2), "ships_per_image_max": int(max(counts)),
-        "length_px_min": round(float(lengths.min()), 1), "length_px_median": round(float(np.median(lengths)), 1),
+        "images": len(object_lists),
+        "ships": len(objects),
+        "ships_per_image_mean": round(float(np.mean(counts)), 2),
+        "ships_per_image_max": int(max(counts)),
+        "length_px_min": round(float(lengths.min()), 1),
+        "length_px_median": round(float(np.median(lengths)), 1),
         "length_px_max": round(float(lengths.max()), 1),
-        "aspect_min": round(float(aspects.min()), 2), "aspect_max": round(float(aspects.max()), 2),
+        "aspect_min": round(float(aspects.min()), 2),
+        "aspect_max": round(float(aspects.max()), 2),
         "truncated_fraction": round(float(np.mean([o["truncated"] for o in objects])), 3),
         "difficult_fraction": round(float(np.mean([o["difficult"] for o in objects])), 3),
         "types": dict(collections.Counter(o["type"] for o in objects).most_common()),
@@ -1102,8 +1237,9 @@ def summarize(object_lists):
     }
 
 
-def make_realistic_hrsc(out_dir, num_train=300, num_test=100, image_size=512, seed=0, image_format="jpg",
-                        overwrite=False, verbose=1):
+def make_realistic_hrsc(
+    out_dir, num_train=300, num_test=100, image_size=512, seed=0, image_format="jpg", overwrite=False, verbose=1
+):
     """Writes the realistic ship dataset in the HRSC2016 layout; returns the absolute `out_dir`.
 
     out_dir/FullDataSet/AllImages/<id>.<image_format>, out_dir/FullDataSet/Annotations/<id>.xml,
@@ -1114,12 +1250,30 @@ def make_realistic_hrsc(out_dir, num_train=300, num_test=100, image_size=512, se
     image_size: long side in pixels (short side drawn in [0.75, 1] of it) or (min, max) range; ship
     sizes scale with it. Skipped when the manifest shows a complete set with the same parameters.
     """
-    params = {"kind": "hrsc_realistic", "num_train": int(num_train), "num_test": int(num_test),
-              "image_size": image_size if isinstance(image_size, int) else list(image_size),
-              "seed": int(seed), "image_format": image_format, "version": REALISTIC_VERSION}
-    return write_hrsc_dataset(out_dir, params, render_realistic_scene, num_train, num_test, seed, image_size,
-                              image_format, overwrite=overwrite, verbose=verbose, stream=STREAM,
-                              desc="realistic HRSC2016", summarize=summarize)
+    params = {
+        "kind": "hrsc_realistic",
+        "num_train": int(num_train),
+        "num_test": int(num_test),
+        "image_size": image_size if isinstance(image_size, int) else list(image_size),
+        "seed": int(seed),
+        "image_format": image_format,
+        "version": REALISTIC_VERSION,
+    }
+    return write_hrsc_dataset(
+        out_dir,
+        params,
+        render_realistic_scene,
+        num_train,
+        num_test,
+        seed,
+        image_size,
+        image_format,
+        overwrite=overwrite,
+        verbose=verbose,
+        stream=STREAM,
+        desc="realistic HRSC2016",
+        summarize=summarize,
+    )
 
 
 def ensure_realistic_hrsc(out_dir=None, verbose=1, **kwargs):
@@ -1137,8 +1291,6 @@ def ensure_realistic_hrsc(out_dir=None, verbose=1, **kwargs):
 def preview(path, num=6, image_size=512, seed=1, columns=3, tile=400):
     """Saves a grid of realistic samples (one of each scene kind first) with their ground-truth boxes:
     green, difficult orange, bow marked by a dot. tile: tile width in pixels. Returns `path`."""
-    from dked_tf.data.hrsc import _mbox_to_poly
-
     tiles = []
     for i in range(num):
         rng = np.random.default_rng([seed, STREAM + 1, i])
@@ -1147,7 +1299,7 @@ def preview(path, num=6, image_size=512, seed=1, columns=3, tile=400):
         f = tile / max(w, h)
         image = cv2.resize(image, (int(round(w * f)), int(round(h * f))), interpolation=cv2.INTER_AREA)
         for o in objects:
-            poly = _mbox_to_poly(np.array([o["mbox"]]))[0].reshape(4, 2) * f
+            poly = mbox_to_poly(np.array([o["mbox"]]))[0].reshape(4, 2) * f
             color = (255, 150, 0) if o["difficult"] else (60, 255, 60)
             cv2.polylines(image, [np.round(poly * 16).astype(np.int32)], True, color, 1, cv2.LINE_AA, shift=4)
             bow = np.round(np.array(o["header"]) * f).astype(int)
@@ -1160,7 +1312,7 @@ def preview(path, num=6, image_size=512, seed=1, columns=3, tile=400):
         tiles.append(pad)
     while len(tiles) % columns:
         tiles.append(np.full((tile, tile, 3), 32, np.uint8))
-    rows = [np.concatenate(tiles[r:r + columns], 1) for r in range(0, len(tiles), columns)]
+    rows = [np.concatenate(tiles[r : r + columns], 1) for r in range(0, len(tiles), columns)]
     grid = np.concatenate(rows, 0)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     ok, data = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 9])
@@ -1185,9 +1337,15 @@ def main(argv=None):
     if args.preview:
         print(preview(args.preview, seed=args.preview_seed))
     if args.out_dir:
-        make_realistic_hrsc(args.out_dir, num_train=args.num_train, num_test=args.num_test,
-                            image_size=args.image_size, seed=args.seed, image_format=args.image_format,
-                            overwrite=args.overwrite)
+        make_realistic_hrsc(
+            args.out_dir,
+            num_train=args.num_train,
+            num_test=args.num_test,
+            image_size=args.image_size,
+            seed=args.seed,
+            image_format=args.image_format,
+            overwrite=args.overwrite,
+        )
     if not args.preview and not args.out_dir:
         parser.print_help()
         return 2

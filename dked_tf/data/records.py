@@ -120,10 +120,7 @@ class SkipLog:
 
     def summary(self, num_read):
         if self.count and self.verbose:
-            print(
-                f"{self.reader_name}: read {num_read} records, skipped {self.count} "
-                f"(strict=False); first problems:"
-            )
+            print(f"{self.reader_name}: read {num_read} records, skipped {self.count} (strict=False); first problems:")
             for message in self.messages[:5]:
                 print(f"  {message}")
 
@@ -179,8 +176,7 @@ def read_imageset(path):
             if not image_id:
                 continue
             if image_id in seen:
-                raise InputError(f"{path}:{number}: image id {image_id!r} repeats line "
-                                 f"{seen[image_id]}")
+                raise InputError(f"{path}:{number}: image id {image_id!r} repeats line {seen[image_id]}")
             seen[image_id] = number
             ids.append(image_id)
     return ids
@@ -209,6 +205,4 @@ def decode_check_image(path, width=None, height=None):
         raise AnnotationError(path, "corrupt image: OpenCV cannot decode it")
     h, w = image.shape[:2]
     if (width is not None and w != width) or (height is not None and h != height):
-        raise AnnotationError(
-            path, f"image is {w}x{h} pixels but the annotation says {width}x{height}"
-        )
+        raise AnnotationError(path, f"image is {w}x{h} pixels but the annotation says {width}x{height}")

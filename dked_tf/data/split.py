@@ -80,8 +80,11 @@ def tile_windows(width, height, tile_size, overlap):
     least `overlap` pixels (an overlap >= tile_size steps by 1 pixel); the last tile of a row or
     column ends at the border (`window_origins`, the devkit rule)."""
     gap = min(overlap, tile_size - 1)
-    return [(x, y, min(tile_size, width - x), min(tile_size, height - y))
-            for y in window_origins(height, tile_size, gap) for x in window_origins(width, tile_size, gap)]
+    return [
+        (x, y, min(tile_size, width - x), min(tile_size, height - y))
+        for y in window_origins(height, tile_size, gap)
+        for x in window_origins(width, tile_size, gap)
+    ]
 
 
 def _poly5_to_poly4(points):
@@ -192,13 +195,17 @@ def split_record(record, patch_size=1024, gap=200, rate=1.0, iof_threshold=0.7, 
                 kept_polys.append(clipped)
                 kept_classes.append(record.classes[i])
                 kept_diff.append(value)
-            out.append((
-                left, up,
-                np.asarray(kept_polys, np.float32).reshape(-1, 8),
-                np.asarray(kept_classes, np.int32),
-                np.asarray(kept_diff, np.int8),
-                ww, wh,
-            ))
+            out.append(
+                (
+                    left,
+                    up,
+                    np.asarray(kept_polys, np.float32).reshape(-1, 8),
+                    np.asarray(kept_classes, np.int32),
+                    np.asarray(kept_diff, np.int8),
+                    ww,
+                    wh,
+                )
+            )
     return out
 
 
@@ -209,9 +216,22 @@ def _load_records(source, class_names):
     return list(source), resolve_classes(class_names) if class_names is not None else None
 
 
-def split_dota(source, out_dir=None, patch_size=1024, gap=200, rates=(1.0,), iof_threshold=0.7,
-               class_names="dota1.0", truncated_policy="threshold", padding=True, image_ext=".png",
-               skip_empty=False, write_images=True, overwrite=False, verbose=1):
+def split_dota(
+    source,
+    out_dir=None,
+    patch_size=1024,
+    gap=200,
+    rates=(1.0,),
+    iof_threshold=0.7,
+    class_names="dota1.0",
+    truncated_policy="threshold",
+    padding=True,
+    image_ext=".png",
+    skip_empty=False,
+    write_images=True,
+    overwrite=False,
+    verbose=1,
+):
     """Splits DOTA scenes into patches (see the module docstring for the rules).
 
     source: list of ImageRecord or a DOTA split directory (read with `read_dota`).
@@ -243,10 +263,18 @@ def split_dota(source, out_dir=None, patch_size=1024, gap=200, rates=(1.0,), iof
                 pw, ph = (patch_size, patch_size) if padding else (ww, wh)
                 image_path = os.path.join(out_dir, "images", name + image_ext) if out_dir is not None else ""
                 patch = ImageRecord(
-                    image_path=image_path, image_id=name, width=pw, height=ph, polygons=polys,
-                    classes=classes, difficult=diff != 0,
-                    extra={"format": "dota", "difficult_value": diff,
-                           "patch": (record.image_id, float(rate), int(left), int(up))},
+                    image_path=image_path,
+                    image_id=name,
+                    width=pw,
+                    height=ph,
+                    polygons=polys,
+                    classes=classes,
+                    difficult=diff != 0,
+                    extra={
+                        "format": "dota",
+                        "difficult_value": diff,
+                        "patch": (record.image_id, float(rate), int(left), int(up)),
+                    },
                 )
                 patches.append(patch)
                 if out_dir is None:
@@ -258,10 +286,16 @@ def split_dota(source, out_dir=None, patch_size=1024, gap=200, rates=(1.0,), iof
                         if image is None:
                             raise FileNotFoundError(f"{record.image_path}: missing or corrupt image")
                     if scaled is None:
-                        scaled = image if rate == 1 else cv2.resize(
-                            image, (int(round(record.width * rate)), int(round(record.height * rate))),
-                            interpolation=cv2.INTER_CUBIC)
-                    crop = scaled[up:up + wh, left:left + ww]
+                        scaled = (
+                            image
+                            if rate == 1
+                            else cv2.resize(
+                                image,
+                                (int(round(record.width * rate)), int(round(record.height * rate))),
+                                interpolation=cv2.INTER_CUBIC,
+                            )
+                        )
+                    crop = scaled[up : up + wh, left : left + ww]
                     if padding:
                         canvas = np.zeros((patch_size, patch_size, 3), np.uint8)
                         canvas[: crop.shape[0], : crop.shape[1]] = crop

@@ -33,6 +33,13 @@ import sys
 
 import cv2
 import numpy as np
+from tqdm import tqdm
+
+from dked_tf.data.dota import write_dota_label
+from dked_tf.data.hrsc import SHIP_CLASS_ID, poly_hbb, write_hrsc_xml, write_imageset
+from dked_tf.data.records import ImageRecord
+from dked_tf.ops.obb import mbox_to_poly
+from dked_tf.visualize import draw_polygons
 
 GENERATOR_VERSION = 2
 SYNTHETIC_DOTA_CLASSES = ("plane", "small-vehicle", "large-vehicle", "ship", "storage-tank")
@@ -49,7 +56,7 @@ def _noise(rng, height, width, cell_sizes, weights):
         grid = rng.standard_normal((gh, gw)).astype(np.float32)
         big = cv2.resize(grid, (int(gw * cell), int(gh * cell)), interpolation=cv2.INTER_CUBIC)
         oy, ox = rng.integers(0, max(1, big.shape[0] - height)), rng.integers(0, max(1, big.shape[1] - width))
-        out += weight * big[oy:oy + height, ox:ox + width]
+        out += weight * big[oy : oy + height, ox : ox + width]
     return out
 
 
@@ -124,7 +131,7 @@ def _hull_outline(length, width, bow_fraction):
     right = [(-hl, hw * 0.75), (-hl + stern, hw)]
     right += [(hl - bow, hw)]
     for t in np.linspace(0.25, 1.0, 4):
-        right.append((hl - bow + bow * t, hw * (1 - t ** 1.7)))
+        right.append((hl - bow + bow * t, hw * (1 - t**1.7)))
     left = [(x, -y) for x, y in reversed(right[:-1])]
     return np.array(right + left)
 
@@ -136,8 +143,14 @@ def _draw_ship(image, rng, cx, cy, length, width, angle, kind, low_contrast_colo
     if wake:
         wake_len = length * rng.uniform(0.6, 2.0)
         spread = rng.uniform(0.15, 0.35)
-        tri = np.array([[-length / 2, -width * 0.3], [-length / 2 - wake_len, -wake_len * spread - width],
-                        [-length / 2 - wake_len, wake_len * spread + width], [-length / 2, width * 0.3]])
+        tri = np.array(
+            [
+                [-length / 2, -width * 0.3],
+                [-length / 2 - wake_len, -wake_len * spread - width],
+                [-length / 2 - wake_len, wake_len * spread + width],
+                [-length / 2, width * 0.3],
+            ]
+        )
         layer = np.zeros(image.shape[:2], np.float32)
         _fill(layer, _local_to_image(tri, cx, cy, angle), (1.0,))
         layer = cv2.GaussianBlur(layer, (0, 0), max(1.0, width * 0.4))
@@ -170,15 +183,24 @@ def _draw_ship(image, rng, cx, cy, length, width, angle, kind, low_contrast_colo
         x = -hl + length * 0.22
         for _ in range(n):
             c = np.array(colors[rng.integers(len(colors))], np.float32)
-            _fill(image, _local_to_image(_rect(span / n * 0.85, width * 0.6, x + span / n / 2), cx, cy, angle),
-                  deck_color + detail * (c - deck_color))
+            _fill(
+                image,
+                _local_to_image(_rect(span / n * 0.85, width * 0.6, x + span / n / 2), cx, cy, angle),
+                deck_color + detail * (c - deck_color),
+            )
             x += span / n
     elif kind == "tanker":
-        _fill(image, _local_to_image(_rect(length * 0.6, max(1.0, width * 0.08), 0.0), cx, cy, angle),
-              deck_color + detail * 60)
+        _fill(
+            image,
+            _local_to_image(_rect(length * 0.6, max(1.0, width * 0.08), 0.0), cx, cy, angle),
+            deck_color + detail * 60,
+        )
     elif kind == "carrier":
-        _fill(image, _local_to_image(_rect(length * 0.8, max(1.0, width * 0.05), 0.0, -width * 0.05), cx, cy, angle),
-              deck_color + detail * 80)
+        _fill(
+            image,
+            _local_to_image(_rect(length * 0.8, max(1.0, width * 0.05), 0.0, -width * 0.05), cx, cy, angle),
+            deck_color + detail * 80,
+        )
     # superstructure (bridge): near the stern for merchant ships, midship for warships
     pos = {"warship": rng.uniform(-0.1, 0.1), "boat": rng.uniform(-0.2, 0.0)}.get(kind, rng.uniform(-0.38, -0.3))
     sup = _rect(length * rng.uniform(0.08, 0.18), width * rng.uniform(0.45, 0.7), pos * length)
@@ -191,7 +213,9 @@ def _draw_ship(image, rng, cx, cy, length, width, angle, kind, low_contrast_colo
 
 
 def _draw_distractor(image, rng, land, height, width, on_land):
-    kind = rng.choice(["building", "containers", "road"] if on_land else ["rock", "buoy", "slick", "cloud", "pier_block"])
+    kind = rng.choice(
+        ["building", "containers", "road"] if on_land else ["rock", "buoy", "slick", "cloud", "pier_block"]
+    )
     cx, cy = rng.uniform(0, width), rng.uniform(0, height)
     angle = rng.uniform(0, np.pi)
     if kind == "building":
@@ -210,7 +234,9 @@ def _draw_distractor(image, rng, land, height, width, on_land):
         r = rng.uniform(3, 14)
         k = int(rng.integers(6, 11))
         a = np.sort(rng.uniform(0, 2 * np.pi, k))
-        pts = np.stack([cx + r * rng.uniform(0.5, 1.2, k) * np.cos(a), cy + r * rng.uniform(0.5, 1.2, k) * np.sin(a)], 1)
+        pts = np.stack(
+            [cx + r * rng.uniform(0.5, 1.2, k) * np.cos(a), cy + r * rng.uniform(0.5, 1.2, k) * np.sin(a)], 1
+        )
         _fill(image, pts, rng.uniform(70, 140, 3))
     elif kind == "buoy":
         cv2.circle(image, (int(cx), int(cy)), int(rng.integers(1, 3)), (230, 200, 60), -1, cv2.LINE_AA)
@@ -226,7 +252,11 @@ def _draw_distractor(image, rng, land, height, width, on_land):
         image[:] = image * (1 - layer[..., None]) + 235 * layer[..., None]
     elif kind == "pier_block":
         # floating pontoon: rectangular, no bow (a hard negative for ship detectors)
-        _fill(image, _local_to_image(_rect(rng.uniform(10, 40), rng.uniform(3, 6)), cx, cy, angle), rng.uniform(120, 170, 3))
+        _fill(
+            image,
+            _local_to_image(_rect(rng.uniform(10, 40), rng.uniform(3, 6)), cx, cy, angle),
+            rng.uniform(120, 170, 3),
+        )
 
 
 DEFAULT_MIN_SHIP_LENGTH = 0.05  # shortest ship at sea, as a fraction of the image's long side
@@ -255,8 +285,9 @@ def _place(rng, candidate_mask, occupied, blocked, max_overlap=0.08):
     return (candidate_mask & occupied).sum() <= max_overlap * area and (candidate_mask & blocked).sum() <= 0.05 * area
 
 
-def render_hrsc_scene(rng, width, height, min_ship_length=DEFAULT_MIN_SHIP_LENGTH,
-                      max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT):
+def render_hrsc_scene(
+    rng, width, height, min_ship_length=DEFAULT_MIN_SHIP_LENGTH, max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT
+):
     """Draws one ship scene. min_ship_length: shortest ship (at sea and moored), as a fraction
     of the image's long side. max_ship_aspect: most slender ship (length / width; moored ships
     are drawn 4..8, ships at sea 3..10, both capped at it).
@@ -317,8 +348,18 @@ def render_hrsc_scene(rng, width, height, min_ship_length=DEFAULT_MIN_SHIP_LENGT
             return False
         low_contrast = rng.random() < 0.06
         wake = (not moored) and rng.random() < 0.5
-        _draw_ship(image, rng, cx, cy, length, width_, angle, kind,
-                   low_contrast_color=sea_color if low_contrast else None, wake=wake)
+        _draw_ship(
+            image,
+            rng,
+            cx,
+            cy,
+            length,
+            width_,
+            angle,
+            kind,
+            low_contrast_color=sea_color if low_contrast else None,
+            wake=wake,
+        )
         occupied[:] |= mask
         truncated = inside < 0.97 * full_area
         visible = inside / full_area
@@ -327,7 +368,9 @@ def render_hrsc_scene(rng, width, height, min_ship_length=DEFAULT_MIN_SHIP_LENGT
             # gantry / bridge / cloud over part of the ship
             occluded = True
             oc_len = rng.uniform(0.3, 0.8) * length
-            pts_o = _local_to_image(_rect(rng.uniform(0.15, 0.5) * length, width_ * 3 + 10, rng.uniform(-0.3, 0.3) * length), cx, cy, angle)
+            pts_o = _local_to_image(
+                _rect(rng.uniform(0.15, 0.5) * length, width_ * 3 + 10, rng.uniform(-0.3, 0.3) * length), cx, cy, angle
+            )
             if rng.random() < 0.5:
                 _fill(image, pts_o, rng.uniform(60, 110) * np.ones(3), alpha=0.85)
             else:
@@ -340,8 +383,15 @@ def render_hrsc_scene(rng, width, height, min_ship_length=DEFAULT_MIN_SHIP_LENGT
             return True  # less than a quarter inside the image: drawn (clutter), not annotated
         a = (angle + np.pi / 2) % np.pi - np.pi / 2
         bow = np.array([cx + np.cos(angle) * length / 2, cy + np.sin(angle) * length / 2])
-        objects.append({"mbox": [cx, cy, length, width_, a], "header": bow.tolist(), "difficult": bool(difficult),
-                        "truncated": bool(truncated), "kind": str(kind)})
+        objects.append(
+            {
+                "mbox": [cx, cy, length, width_, a],
+                "header": bow.tolist(),
+                "difficult": bool(difficult),
+                "truncated": bool(truncated),
+                "kind": str(kind),
+            }
+        )
         return True
 
     # moored ships: alongside piers and the quay, parallel, touching
@@ -382,8 +432,18 @@ def _plane_outline(length):
     L = length / 2
     fw = length * 0.06
     span = length * 0.5
-    pts = [(L, 0), (L * 0.8, fw), (L * 0.15, fw), (-L * 0.15, span), (-L * 0.3, span), (-L * 0.1, fw),
-           (-L * 0.75, fw), (-L * 0.95, span * 0.4), (-L, span * 0.4), (-L * 0.95, 0)]
+    pts = [
+        (L, 0),
+        (L * 0.8, fw),
+        (L * 0.15, fw),
+        (-L * 0.15, span),
+        (-L * 0.3, span),
+        (-L * 0.1, fw),
+        (-L * 0.75, fw),
+        (-L * 0.95, span * 0.4),
+        (-L, span * 0.4),
+        (-L * 0.95, 0),
+    ]
     right = pts
     left = [(x, -y) for x, y in reversed(pts[1:-1])]
     return np.array(right + left)
@@ -439,8 +499,17 @@ def render_dota_scene(rng, width, height):
             outline = _plane_outline(length)
             lo, hi = outline.min(0), outline.max(0)
             box = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
-            if try_add(box, outline, rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-np.pi, np.pi),
-                       "plane", rng.uniform(190, 245) * np.ones(3), length < 14, apron_u8):
+            if try_add(
+                box,
+                outline,
+                rng.uniform(0, width),
+                rng.uniform(0, height),
+                rng.uniform(-np.pi, np.pi),
+                "plane",
+                rng.uniform(190, 245) * np.ones(3),
+                length < 14,
+                apron_u8,
+            ):
                 break
     # parking rows of vehicles
     for _ in range(int(rng.integers(0, 3))):
@@ -456,8 +525,16 @@ def render_dota_scene(rng, width, height):
             cy = cy0 + np.cos(angle) * off
             color = rng.uniform(40, 230, 3)
             outline = _rect(vl, vw)
-            try_add(outline, outline, cx, cy, angle + rng.normal(0, 0.05), "large-vehicle" if large else "small-vehicle",
-                    color, vl < 6)
+            try_add(
+                outline,
+                outline,
+                cx,
+                cy,
+                angle + rng.normal(0, 0.05),
+                "large-vehicle" if large else "small-vehicle",
+                color,
+                vl < 6,
+            )
     # storage tanks in a grid
     if rng.random() < 0.5:
         r = rng.uniform(0.02, 0.06) * scale
@@ -481,7 +558,17 @@ def render_dota_scene(rng, width, height):
                 area = mask.sum()
                 if area < 4 or (mask & sea_u8).sum() < 0.95 * area or (mask & occupied).sum() > 0:
                     continue
-                _draw_ship(image, rng, cx, cy, length, w, angle, rng.choice(["warship", "cargo", "boat"]), wake=rng.random() < 0.5)
+                _draw_ship(
+                    image,
+                    rng,
+                    cx,
+                    cy,
+                    length,
+                    w,
+                    angle,
+                    rng.choice(["warship", "cargo", "boat"]),
+                    wake=rng.random() < 0.5,
+                )
                 occupied[:] |= mask
                 box = _local_to_image(_rect(length, w), cx, cy, angle)
                 objects.append({"poly": box.reshape(-1).tolist(), "class_name": "ship", "difficult": bool(length < 10)})
@@ -551,12 +638,7 @@ def _write_manifest(out_dir, params, files, stats=None):
 def _progress(iterable, total, verbose, desc):
     if not verbose:
         return iterable
-    try:
-        from tqdm import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, leave=False)
-    except ImportError:
-        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
 def _save_image(path, image_rgb, image_format):
@@ -572,27 +654,46 @@ def _save_image(path, image_rgb, image_format):
 def _hrsc_record(image_dir, image_id, image_format, width, height, objects):
     """ImageRecord of one generated image: HRSC raw fields (`mbox`, `hbb`, `header`, `Class_ID`,
     `truncated`) from the object dicts of a scene renderer."""
-    from dked_tf.data.hrsc import SHIP_CLASS_ID, _mbox_to_poly, poly_hbb
-    from dked_tf.data.records import ImageRecord
-
     mbox = np.array([o["mbox"] for o in objects], np.float64).reshape(-1, 5)
-    hbb = np.round(poly_hbb(_mbox_to_poly(mbox))).astype(np.float64)
+    hbb = np.round(poly_hbb(mbox_to_poly(mbox))).astype(np.float64)
     mbox = np.round(mbox, 4)
     return ImageRecord(
-        image_path=os.path.join(image_dir, f"{image_id}.{image_format}"), image_id=image_id, width=width,
-        height=height, polygons=_mbox_to_poly(mbox).astype(np.float32), classes=np.zeros(len(objects), np.int32),
+        image_path=os.path.join(image_dir, f"{image_id}.{image_format}"),
+        image_id=image_id,
+        width=width,
+        height=height,
+        polygons=mbox_to_poly(mbox).astype(np.float32),
+        classes=np.zeros(len(objects), np.int32),
         difficult=np.array([o["difficult"] for o in objects], bool),
-        extra={"mbox": mbox, "hbb": hbb,
-               "header": np.round(np.array([o["header"] for o in objects], np.float64).reshape(-1, 2), 2),
-               "class_id": np.array([o.get("class_id", SHIP_CLASS_ID) for o in objects], dtype=object),
-               "object_id": np.array([f"{image_id}{k:03d}" for k in range(len(objects))], dtype=object),
-               "truncated": np.array([o["truncated"] for o in objects], bool),
-               "file_name": image_id, "file_fmt": image_format, "depth": 3},
+        extra={
+            "mbox": mbox,
+            "hbb": hbb,
+            "header": np.round(np.array([o["header"] for o in objects], np.float64).reshape(-1, 2), 2),
+            "class_id": np.array([o.get("class_id", SHIP_CLASS_ID) for o in objects], dtype=object),
+            "object_id": np.array([f"{image_id}{k:03d}" for k in range(len(objects))], dtype=object),
+            "truncated": np.array([o["truncated"] for o in objects], bool),
+            "file_name": image_id,
+            "file_fmt": image_format,
+            "depth": 3,
+        },
     )
 
 
-def write_hrsc_dataset(out_dir, params, render, num_train, num_test, seed, image_size, image_format="jpg",
-                       overwrite=False, verbose=1, stream=0, desc="synthetic HRSC2016", summarize=None):
+def write_hrsc_dataset(
+    out_dir,
+    params,
+    render,
+    num_train,
+    num_test,
+    seed,
+    image_size,
+    image_format="jpg",
+    overwrite=False,
+    verbose=1,
+    stream=0,
+    desc="synthetic HRSC2016",
+    summarize=None,
+):
     """Renders scenes and writes them in the HRSC2016 layout; returns the absolute `out_dir`.
 
     Layout: out_dir/FullDataSet/AllImages/<id>.<image_format>, out_dir/FullDataSet/Annotations/<id>.xml,
@@ -609,8 +710,6 @@ def write_hrsc_dataset(out_dir, params, render, num_train, num_test, seed, image
     summarize: optional `summarize(list of object lists) -> dict` stored as the manifest's `stats`.
     Every file is written to a temporary name and moved into place; the manifest comes last.
     """
-    from dked_tf.data.hrsc import write_hrsc_xml, write_imageset
-
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     if not overwrite and _manifest_matches(out_dir, params):
         if verbose:
@@ -636,13 +735,13 @@ def write_hrsc_dataset(out_dir, params, render, num_train, num_test, seed, image
         _save_image(os.path.join(image_dir, image_name), image, image_format)
         record = _hrsc_record(image_dir, image_id, image_format, w, h, objects)
         xml_path = os.path.join(ann_dir, f"{image_id}.xml")
-        _replace_from(xml_path, lambda tmp: write_hrsc_xml(record, tmp))
+        _replace_from(xml_path, lambda tmp, record=record: write_hrsc_xml(record, tmp))
         split_ids[split].append(image_id)
         all_objects.append(objects)
         files += [f"FullDataSet/AllImages/{image_name}", f"FullDataSet/Annotations/{image_id}.xml"]
     for split, ids in split_ids.items():
         path = os.path.join(out_dir, "ImageSets", f"{split}.txt")
-        _replace_from(path, lambda tmp: write_imageset(ids, tmp))
+        _replace_from(path, lambda tmp, ids=ids: write_imageset(ids, tmp))
         files.append(f"ImageSets/{split}.txt")
     _write_manifest(out_dir, params, files, summarize(all_objects) if summarize else None)
     if verbose:
@@ -650,9 +749,18 @@ def write_hrsc_dataset(out_dir, params, render, num_train, num_test, seed, image
     return out_dir
 
 
-def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, seed=0, image_format="jpg",
-                        overwrite=False, verbose=1, min_ship_length=DEFAULT_MIN_SHIP_LENGTH,
-                        max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT):
+def make_synthetic_hrsc(
+    out_dir,
+    num_train=300,
+    num_test=100,
+    image_size=256,
+    seed=0,
+    image_format="jpg",
+    overwrite=False,
+    verbose=1,
+    min_ship_length=DEFAULT_MIN_SHIP_LENGTH,
+    max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT,
+):
     """Writes the easy synthetic ship dataset in the HRSC2016 layout; returns `out_dir`.
 
     Layout and caching: see `write_hrsc_dataset` (one class, Class_ID 100000001).
@@ -661,9 +769,15 @@ def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, se
     log-uniform from it to 70 %). max_ship_aspect: most slender ship, length / width (the
     aspect ratios are drawn from 3..10, capped at it).
     """
-    params = {"kind": "hrsc", "num_train": int(num_train), "num_test": int(num_test),
-              "image_size": image_size if isinstance(image_size, int) else list(image_size),
-              "seed": int(seed), "image_format": image_format, "version": GENERATOR_VERSION}
+    params = {
+        "kind": "hrsc",
+        "num_train": int(num_train),
+        "num_test": int(num_test),
+        "image_size": image_size if isinstance(image_size, int) else list(image_size),
+        "seed": int(seed),
+        "image_format": image_format,
+        "version": GENERATOR_VERSION,
+    }
     if float(min_ship_length) != DEFAULT_MIN_SHIP_LENGTH:
         params["min_ship_length"] = float(min_ship_length)
     if float(max_ship_aspect) != DEFAULT_MAX_SHIP_ASPECT:
@@ -672,24 +786,39 @@ def make_synthetic_hrsc(out_dir, num_train=300, num_test=100, image_size=256, se
     def render(rng, w, h):
         return render_hrsc_scene(rng, w, h, min_ship_length=min_ship_length, max_ship_aspect=max_ship_aspect)
 
-    return write_hrsc_dataset(out_dir, params, render, num_train, num_test, seed, image_size, image_format,
-                              overwrite=overwrite, verbose=verbose, desc="synthetic HRSC2016")
+    return write_hrsc_dataset(
+        out_dir,
+        params,
+        render,
+        num_train,
+        num_test,
+        seed,
+        image_size,
+        image_format,
+        overwrite=overwrite,
+        verbose=verbose,
+        desc="synthetic HRSC2016",
+    )
 
 
-def make_synthetic_dota(out_dir, num_train=100, num_test=30, image_size=512, seed=0, image_format="png",
-                        overwrite=False, verbose=1):
+def make_synthetic_dota(
+    out_dir, num_train=100, num_test=30, image_size=512, seed=0, image_format="png", overwrite=False, verbose=1
+):
     """Writes a multi-class synthetic dataset in the DOTA layout; returns `out_dir`.
 
     out_dir/{train,val}/images/P<nnnn>.<image_format>, out_dir/{train,val}/labelTxt/P<nnnn>.txt
     (with `imagesource:` and `gsd:` headers), out_dir/manifest.json (with the class list,
     `SYNTHETIC_DOTA_CLASSES`, a subset of the DOTA v1.0 names).
     """
-    from dked_tf.data.dota import write_dota_label
-    from dked_tf.data.records import ImageRecord
-
-    params = {"kind": "dota", "num_train": int(num_train), "num_test": int(num_test),
-              "image_size": image_size if isinstance(image_size, int) else list(image_size),
-              "seed": int(seed), "image_format": image_format, "version": GENERATOR_VERSION}
+    params = {
+        "kind": "dota",
+        "num_train": int(num_train),
+        "num_test": int(num_test),
+        "image_size": image_size if isinstance(image_size, int) else list(image_size),
+        "seed": int(seed),
+        "image_format": image_format,
+        "version": GENERATOR_VERSION,
+    }
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     if not overwrite and _manifest_matches(out_dir, params):
         if verbose:
@@ -710,14 +839,19 @@ def make_synthetic_dota(out_dir, num_train=100, num_test=30, image_size=512, see
         image_name = f"{image_id}.{image_format}"
         _save_image(os.path.join(out_dir, split, "images", image_name), image, image_format)
         record = ImageRecord(
-            image_path=os.path.join(out_dir, split, "images", image_name), image_id=image_id, width=w, height=h,
+            image_path=os.path.join(out_dir, split, "images", image_name),
+            image_id=image_id,
+            width=w,
+            height=h,
             polygons=np.round(np.array([o["poly"] for o in objects], np.float64).reshape(-1, 8), 1),
             classes=np.array([SYNTHETIC_DOTA_CLASSES.index(o["class_name"]) for o in objects], np.int32),
             difficult=np.array([o["difficult"] for o in objects], bool),
             extra={"imagesource": "synthetic", "gsd": "0.5"},
         )
-        _replace_from(os.path.join(out_dir, split, "labelTxt", f"{image_id}.txt"),
-                      lambda tmp: write_dota_label(record, tmp, SYNTHETIC_DOTA_CLASSES))
+        _replace_from(
+            os.path.join(out_dir, split, "labelTxt", f"{image_id}.txt"),
+            lambda tmp, record=record: write_dota_label(record, tmp, SYNTHETIC_DOTA_CLASSES),
+        )
         files += [f"{split}/images/{image_name}", f"{split}/labelTxt/{image_id}.txt"]
     _write_atomic(os.path.join(out_dir, "classes.txt"), "".join(c + "\n" for c in SYNTHETIC_DOTA_CLASSES))
     _write_manifest(out_dir, params, files + ["classes.txt"])
@@ -752,29 +886,26 @@ def ensure_synthetic_dota(out_dir=None, verbose=1, **kwargs):
 
 
 def _draw(image, polygons, labels, color):
-    try:
-        from dked_tf.visualize import draw_polygons
-
-        return draw_polygons(image, polygons, labels=labels, color=color, thickness=1)
-    except ImportError:
-        out = image.copy()
-        for poly in np.asarray(polygons).reshape(-1, 4, 2):
-            cv2.polylines(out, [np.round(poly).astype(np.int32)], True, color, 1, cv2.LINE_AA)
-        return out
+    return draw_polygons(image, polygons, labels=labels, color=color, thickness=1)
 
 
-def preview(path, num_hrsc=6, num_dota=2, image_size=256, seed=0, min_ship_length=DEFAULT_MIN_SHIP_LENGTH,
-            max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT):
+def preview(
+    path,
+    num_hrsc=6,
+    num_dota=2,
+    image_size=256,
+    seed=0,
+    min_ship_length=DEFAULT_MIN_SHIP_LENGTH,
+    max_ship_aspect=DEFAULT_MAX_SHIP_ASPECT,
+):
     """Saves a grid of synthetic samples with their boxes (green; difficult in orange) to `path`."""
-    from dked_tf.data.hrsc import _mbox_to_poly
-
     tiles = []
     cell = image_size
     for i in range(num_hrsc):
         rng = np.random.default_rng([seed, 1, i])
         w, h = _image_size(rng, image_size)
         image, objects = render_hrsc_scene(rng, w, h, min_ship_length, max_ship_aspect)
-        polys = _mbox_to_poly(np.array([o["mbox"] for o in objects]).reshape(-1, 5))
+        polys = mbox_to_poly(np.array([o["mbox"] for o in objects]).reshape(-1, 5))
         diff = np.array([o["difficult"] for o in objects], bool)
         image = _draw(image, polys[~diff], None, (0, 255, 0))
         image = _draw(image, polys[diff], None, (255, 140, 0))
@@ -794,7 +925,7 @@ def preview(path, num_hrsc=6, num_dota=2, image_size=256, seed=0, min_ship_lengt
     rows = int(np.ceil(len(canvas_tiles) / cols))
     while len(canvas_tiles) < rows * cols:
         canvas_tiles.append(np.full((cell, cell, 3), 255, np.uint8))
-    grid = np.concatenate([np.concatenate(canvas_tiles[r * cols:(r + 1) * cols], 1) for r in range(rows)], 0)
+    grid = np.concatenate([np.concatenate(canvas_tiles[r * cols : (r + 1) * cols], 1) for r in range(rows)], 0)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     cv2.imwrite(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     return path
@@ -808,22 +939,42 @@ def main(argv=None):
     parser.add_argument("--num-test", type=int, default=None)
     parser.add_argument("--image-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--min-ship-length", type=float, default=DEFAULT_MIN_SHIP_LENGTH,
-                        help="HRSC: shortest ship, fraction of the image side (default %(default)s)")
-    parser.add_argument("--max-ship-aspect", type=float, default=DEFAULT_MAX_SHIP_ASPECT,
-                        help="HRSC: most slender ship, length / width (default %(default)s)")
+    parser.add_argument(
+        "--min-ship-length",
+        type=float,
+        default=DEFAULT_MIN_SHIP_LENGTH,
+        help="HRSC: shortest ship, fraction of the image side (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-ship-aspect",
+        type=float,
+        default=DEFAULT_MAX_SHIP_ASPECT,
+        help="HRSC: most slender ship, length / width (default %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--preview", metavar="PNG", help="save a picture of samples with their boxes")
     args = parser.parse_args(argv)
     if args.preview:
-        print(preview(args.preview, seed=args.seed, min_ship_length=args.min_ship_length,
-                      max_ship_aspect=args.max_ship_aspect))
+        print(
+            preview(
+                args.preview, seed=args.seed, min_ship_length=args.min_ship_length, max_ship_aspect=args.max_ship_aspect
+            )
+        )
     if args.out_dir:
-        kwargs = {k: v for k, v in (("num_train", args.num_train), ("num_test", args.num_test),
-                                    ("image_size", args.image_size)) if v is not None}
+        kwargs = {
+            k: v
+            for k, v in (("num_train", args.num_train), ("num_test", args.num_test), ("image_size", args.image_size))
+            if v is not None
+        }
         if args.format == "hrsc":
-            make_synthetic_hrsc(args.out_dir, seed=args.seed, overwrite=args.overwrite,
-                                min_ship_length=args.min_ship_length, max_ship_aspect=args.max_ship_aspect, **kwargs)
+            make_synthetic_hrsc(
+                args.out_dir,
+                seed=args.seed,
+                overwrite=args.overwrite,
+                min_ship_length=args.min_ship_length,
+                max_ship_aspect=args.max_ship_aspect,
+                **kwargs,
+            )
         else:
             make_synthetic_dota(args.out_dir, seed=args.seed, overwrite=args.overwrite, **kwargs)
     if not args.preview and not args.out_dir:

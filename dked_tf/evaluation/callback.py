@@ -32,9 +32,21 @@ class MeanAPCallback(keras.callbacks.Callback):
     `student` is evaluated).
     """
 
-    def __init__(self, val_data, class_names=None, image_size=None, every_n_epochs=1,
-                 metric=("voc07", "voc12"), verbose=1, batch_size=8, score_threshold=0.05,
-                 nms_iou_threshold=0.3, max_detections=300, graph=True, **eval_kwargs):
+    def __init__(
+        self,
+        val_data,
+        class_names=None,
+        image_size=None,
+        every_n_epochs=1,
+        metric=("voc07", "voc12"),
+        verbose=1,
+        batch_size=8,
+        score_threshold=0.05,
+        nms_iou_threshold=0.3,
+        max_detections=300,
+        graph=True,
+        **eval_kwargs,
+    ):
         super().__init__()
         metrics = (metric,) if isinstance(metric, str) else tuple(metric)
         for name in metrics:
@@ -59,8 +71,7 @@ class MeanAPCallback(keras.callbacks.Callback):
         self._dataset = None  # the evaluation pipeline over the records, built once
         is_records = isinstance(val_data, (list, tuple))
         if is_records and image_size is None:
-            raise ValueError("MeanAPCallback: image_size is required when val_data is a list of "
-                             "records")
+            raise ValueError("MeanAPCallback: image_size is required when val_data is a list of records")
 
     def _class_names(self, net):
         if self.class_names is not None:
@@ -72,9 +83,12 @@ class MeanAPCallback(keras.callbacks.Callback):
 
     def _detect_fn(self, net):
         if self._detect is None or self._detect[0] is not net:
-            self._detect = (net, runner.make_detect_fn(net, self.score_threshold,
-                                                       self.nms_iou_threshold,
-                                                       self.max_detections, self.graph))
+            self._detect = (
+                net,
+                runner.make_detect_fn(
+                    net, self.score_threshold, self.nms_iou_threshold, self.max_detections, self.graph
+                ),
+            )
         return self._detect[1]
 
     def evaluate(self):
@@ -84,17 +98,21 @@ class MeanAPCallback(keras.callbacks.Callback):
         detect = self._detect_fn(net)
         if isinstance(self.val_data, (list, tuple)):
             if self._dataset is None:
-                self._dataset = build_dataset(list(self.val_data), self.image_size,
-                                              self.batch_size, training=False)
+                self._dataset = build_dataset(list(self.val_data), self.image_size, self.batch_size, training=False)
             detections = runner.predict_records(
-                net, self.val_data, self.image_size, batch_size=self.batch_size,
-                class_names=class_names, verbose=self.verbose, detect_fn=detect,
-                dataset=self._dataset)
+                net,
+                self.val_data,
+                self.image_size,
+                batch_size=self.batch_size,
+                class_names=class_names,
+                verbose=self.verbose,
+                detect_fn=detect,
+                dataset=self._dataset,
+            )
             ground_truths = self.val_data
         else:
             detections, ground_truths = self._run_dataset(detect, class_names)
-        return evaluate_all_metrics(detections, ground_truths, class_names, self.metrics,
-                                    **self.eval_kwargs)
+        return evaluate_all_metrics(detections, ground_truths, class_names, self.metrics, **self.eval_kwargs)
 
     def _run_dataset(self, detect, class_names):
         detections = {name: [] for name in class_names}
@@ -104,8 +122,7 @@ class MeanAPCallback(keras.callbacks.Callback):
             total = total if total > 0 else None
         except (AttributeError, TypeError):
             total = None
-        for images, targets in runner.progress(self.val_data, total=total,
-                                               verbose=self.verbose, desc="val mAP"):
+        for images, targets in runner.progress(self.val_data, total=total, verbose=self.verbose, desc="val mAP"):
             decoded = detect(images)
             polygons = np.asarray(decoded["polygons"], np.float64)
             scores = np.asarray(decoded["scores"], np.float64)
@@ -118,13 +135,11 @@ class MeanAPCallback(keras.callbacks.Callback):
             for b in range(len(polygons)):
                 image_id = f"batch_image_{len(ground_truths)}"
                 valid = gt_weights[b] > 0
-                ground_truths[image_id] = (gt_polys[b][valid], gt_classes[b][valid],
-                                           gt_difficult[b][valid])
+                ground_truths[image_id] = (gt_polys[b][valid], gt_classes[b][valid], gt_difficult[b][valid])
                 for k in range(int(counts[b])):
                     label = int(classes[b, k])
                     if 0 <= label < len(class_names):
-                        detections[class_names[label]].append(
-                            (image_id, float(scores[b, k]), polygons[b, k]))
+                        detections[class_names[label]].append((image_id, float(scores[b, k]), polygons[b, k]))
         return detections, ground_truths
 
     def on_epoch_end(self, epoch, logs=None):

@@ -30,8 +30,7 @@ def load_dota_ground_truth(gt_dir, image_ids, problems):
     for image_id in image_ids:
         path = os.path.join(gt_dir, image_id + ".txt")
         if not os.path.isfile(path):
-            problems.report("missing ground-truth files", f"{path}: ground truth of image "
-                            f"{image_id!r} is missing")
+            problems.report("missing ground-truth files", f"{path}: ground truth of image {image_id!r} is missing")
             continue
         parsed = parse_dota_label(path, devkit=True, problems=problems)
         truths[image_id] = (parsed["polygons"], parsed["names"], parsed["difficult_value"] != 0)
@@ -46,8 +45,7 @@ def load_hrsc_ground_truth(gt_dir, image_ids, problems):
     for image_id in image_ids:
         path = os.path.join(gt_dir, image_id + ".xml")
         if not os.path.isfile(path):
-            problems.report("missing ground-truth files", f"{path}: ground truth of image "
-                            f"{image_id!r} is missing")
+            problems.report("missing ground-truth files", f"{path}: ground truth of image {image_id!r} is missing")
             continue
         try:
             record = read_hrsc_xml(path, class_mode="ship", check_images=False)
@@ -55,8 +53,11 @@ def load_hrsc_ground_truth(gt_dir, image_ids, problems):
             problems.report("bad ground-truth files", str(error))
             continue
         mbox = np.asarray(record.extra.get("mbox", np.zeros((0, 5))), np.float64).reshape(-1, 5)
-        polygons = (np.asarray(mbox_to_poly(mbox), np.float64).reshape(-1, 8) if len(mbox)
-                    else np.asarray(record.polygons, np.float64))
+        polygons = (
+            np.asarray(mbox_to_poly(mbox), np.float64).reshape(-1, 8)
+            if len(mbox)
+            else np.asarray(record.polygons, np.float64)
+        )
         truths[image_id] = (polygons, ["ship"] * len(polygons), np.asarray(record.difficult, bool))
         paths[image_id] = record.image_path
     return truths, paths
@@ -71,11 +72,12 @@ def load_detections(det_dir, class_names, image_ids, problems):
     image_ids = set(image_ids)
     known = set(class_names)
     for path in sorted(glob.glob(os.path.join(det_dir, TASK1_PREFIX + "*.txt"))):
-        name = os.path.basename(path)[len(TASK1_PREFIX):-len(".txt")]
+        name = os.path.basename(path)[len(TASK1_PREFIX) : -len(".txt")]
         if name not in known:
-            problems.report("result files of classes outside the class list",
-                            f"{path}: class {name!r} is not in the class list "
-                            f"({', '.join(class_names)})")
+            problems.report(
+                "result files of classes outside the class list",
+                f"{path}: class {name!r} is not in the class list ({', '.join(class_names)})",
+            )
     detections, missing = {}, []
     for name in class_names:
         path = os.path.join(det_dir, f"{TASK1_PREFIX}{name}.txt")
@@ -90,12 +92,21 @@ def load_detections(det_dir, class_names, image_ids, problems):
 def _list_ids(gt_dir, extension):
     if not os.path.isdir(gt_dir):
         raise InputError(f"{gt_dir}: ground-truth folder does not exist")
-    return sorted(os.path.splitext(f)[0] for f in os.listdir(gt_dir)
-                  if f.lower().endswith(extension))
+    return sorted(os.path.splitext(f)[0] for f in os.listdir(gt_dir) if f.lower().endswith(extension))
 
 
-def evaluate_folders(fmt, gt_dir, det_dir, imageset=None, metric="voc07", classes=None,
-                     strict=True, iou_threshold=0.5, comparison=">", difficult=None):
+def evaluate_folders(
+    fmt,
+    gt_dir,
+    det_dir,
+    imageset=None,
+    metric="voc07",
+    classes=None,
+    strict=True,
+    iou_threshold=0.5,
+    comparison=">",
+    difficult=None,
+):
     """Reads the folders and evaluates.
 
     fmt: "dota" (gt_dir holds labelTxt files) or "hrsc" (HRSC2016 XML files).
@@ -105,8 +116,9 @@ def evaluate_folders(fmt, gt_dir, det_dir, imageset=None, metric="voc07", classe
     Returns (EvalResult, context dict with problems, missing, truths, detections, class_names,
     image_paths, other_classes) or raises InputError (ValueError) naming the bad input.
     """
-    class_names = resolve_classes(classes, default="dota1.0" if fmt == "dota" else class_names_for("ship"),
-                                  comma_list=True)
+    class_names = resolve_classes(
+        classes, default="dota1.0" if fmt == "dota" else class_names_for("ship"), comma_list=True
+    )
     if difficult is None:
         difficult = "count" if classes == "dota1.5" else "ignore"
     problems = Problems(strict)
@@ -120,21 +132,36 @@ def evaluate_folders(fmt, gt_dir, det_dir, imageset=None, metric="voc07", classe
     else:
         image_ids = _list_ids(gt_dir, extension)
     if not image_ids:
-        raise InputError(f"no images to evaluate (no {extension} files in {gt_dir}"
-                         + (f" / no ids in {imageset}" if imageset else "") + ")")
+        raise InputError(
+            f"no images to evaluate (no {extension} files in {gt_dir}"
+            + (f" / no ids in {imageset}" if imageset else "")
+            + ")"
+        )
     image_paths = {}
     if fmt == "dota":
         truths = load_dota_ground_truth(gt_dir, image_ids, problems)
     else:
         truths, image_paths = load_hrsc_ground_truth(gt_dir, image_ids, problems)
     detections, missing = load_detections(det_dir, class_names, set(truths), problems)
-    result = evaluate_detections(detections, truths, class_names, metric=metric,
-                                 iou_threshold=iou_threshold, comparison=comparison,
-                                 difficult=difficult)
+    result = evaluate_detections(
+        detections,
+        truths,
+        class_names,
+        metric=metric,
+        iou_threshold=iou_threshold,
+        comparison=comparison,
+        difficult=difficult,
+    )
     other = sorted({n for _, names, _ in truths.values() for n in names} - set(class_names))
-    context = {"problems": problems, "missing": missing, "truths": truths,
-               "detections": detections, "class_names": class_names,
-               "image_paths": image_paths, "other_classes": other}
+    context = {
+        "problems": problems,
+        "missing": missing,
+        "truths": truths,
+        "detections": detections,
+        "class_names": class_names,
+        "image_paths": image_paths,
+        "other_classes": other,
+    }
     return result, context
 
 
@@ -152,23 +179,26 @@ def _find_image(gt_dir, image_id):
     return None
 
 
-def write_plots(out_dir, result, truths, detections, class_names, gt_dir, image_paths,
-                max_overlays, overlay_score):
+def write_plots(out_dir, result, truths, detections, class_names, gt_dir, image_paths, max_overlays, overlay_score):
     """pr_curves.png and overlays/<image_id>.png (ground truth green, detections with score >=
     overlay_score orange) of the first `max_overlays` images found next to the ground truth
     (`<gt_dir>/../images`, `../AllImages`, gt_dir) or in image_paths. Returns the written paths."""
     os.makedirs(out_dir, exist_ok=True)
-    written = [visualize.plot_pr_curves(result.pr_curves, os.path.join(out_dir, "pr_curves.png"),
-                                        ap=result.per_class,
-                                        title=f"{result.metric} mAP = {result.map:.4f}")]
+    written = [
+        visualize.plot_pr_curves(
+            result.pr_curves,
+            os.path.join(out_dir, "pr_curves.png"),
+            ap=result.per_class,
+            title=f"{result.metric} mAP = {result.map:.4f}",
+        )
+    ]
     per_image = {}
     for name in class_names:
         columns = detections.get(name) or {"image_ids": [], "scores": [], "polygons": []}
-        for image_id, score, poly in zip(columns["image_ids"], columns["scores"],
-                                         columns["polygons"]):
+        for image_id, score, poly in zip(columns["image_ids"], columns["scores"], columns["polygons"]):
             if score >= overlay_score:
                 per_image.setdefault(image_id, []).append((score, poly, name))
-    for image_id in list(truths)[:max(0, max_overlays)]:
+    for image_id in list(truths)[: max(0, max_overlays)]:
         path = image_paths.get(image_id) or _find_image(gt_dir, image_id)
         image = cv2.imread(path, cv2.IMREAD_COLOR) if path and os.path.isfile(path) else None
         if image is None:
@@ -178,8 +208,11 @@ def write_plots(out_dir, result, truths, detections, class_names, gt_dir, image_
         dets = per_image.get(image_id, [])
         det_polys = np.asarray([d[1] for d in dets], np.float64).reshape(-1, 8)
         canvas = visualize.draw_detections_vs_gt(
-            image, gt_polys, det_polys, [d[0] for d in dets],
-            labels=[d[2] for d in dets] if len(class_names) > 1 else None)
-        written.append(visualize.save_image(os.path.join(out_dir, "overlays", image_id + ".png"),
-                                            canvas))
+            image,
+            gt_polys,
+            det_polys,
+            [d[0] for d in dets],
+            labels=[d[2] for d in dets] if len(class_names) > 1 else None,
+        )
+        written.append(visualize.save_image(os.path.join(out_dir, "overlays", image_id + ".png"), canvas))
     return written

@@ -90,16 +90,14 @@ class EvalResult:
     def format_table(self):
         """Plain-text per-class table (AP in %, #GT, #det) and the mAP."""
         width = max([len("class"), len("mAP")] + [len(n) for n in self.per_class])
-        lines = [f"{'class':<{width}}  {'AP':>7}  {'#GT':>7}  {'#det':>8}",
-                 "-" * (width + 28)]
+        lines = [f"{'class':<{width}}  {'AP':>7}  {'#GT':>7}  {'#det':>8}", "-" * (width + 28)]
         for name, ap in self.per_class.items():
-            lines.append(f"{name:<{width}}  {100 * ap:7.2f}  {self.num_gt[name]:7d}  "
-                         f"{self.num_det[name]:8d}")
+            lines.append(f"{name:<{width}}  {100 * ap:7.2f}  {self.num_gt[name]:7d}  {self.num_det[name]:8d}")
         lines.append("-" * (width + 28))
-        lines.append(f"{'mAP':<{width}}  {100 * self.map:7.2f}  "
-                     f"{sum(self.num_gt.values()):7d}  {sum(self.num_det.values()):8d}")
-        lines.append(f"({self.metric}, IoU {self.comparison} {self.iou_threshold:g}, "
-                     f"difficult: {self.difficult})")
+        lines.append(
+            f"{'mAP':<{width}}  {100 * self.map:7.2f}  {sum(self.num_gt.values()):7d}  {sum(self.num_det.values()):8d}"
+        )
+        lines.append(f"({self.metric}, IoU {self.comparison} {self.iou_threshold:g}, difficult: {self.difficult})")
         return "\n".join(lines)
 
 
@@ -108,8 +106,12 @@ def resolve_settings(preset=None, metric=None, iou_threshold=None, comparison=No
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     settings = dict(PRESETS[preset] if preset else DEFAULTS)
-    for key, value in (("metric", metric), ("iou_threshold", iou_threshold),
-                       ("comparison", comparison), ("difficult", difficult)):
+    for key, value in (
+        ("metric", metric),
+        ("iou_threshold", iou_threshold),
+        ("comparison", comparison),
+        ("difficult", difficult),
+    ):
         if value is not None:
             settings[key] = value
     if settings["metric"] not in METRICS:
@@ -200,8 +202,9 @@ def _prepare_ground_truths(ground_truths, class_names):
             )
         bad = np.flatnonzero(~np.isfinite(polys).all(axis=1))
         if len(bad):
-            raise ValueError(f"ground truth of image {image_id!r}, object {int(bad[0])}: "
-                             f"non-finite polygon {polys[bad[0]].tolist()}")
+            raise ValueError(
+                f"ground truth of image {image_id!r}, object {int(bad[0])}: non-finite polygon {polys[bad[0]].tolist()}"
+            )
         ids = []
         for label in labels:
             if isinstance(label, (str, np.str_)):
@@ -209,8 +212,10 @@ def _prepare_ground_truths(ground_truths, class_names):
             else:
                 label = int(label)
                 if not 0 <= label < len(class_names):
-                    raise ValueError(f"ground truth of image {image_id!r}: class index {label} is "
-                                     f"outside the {len(class_names)} class names")
+                    raise ValueError(
+                        f"ground truth of image {image_id!r}: class index {label} is "
+                        f"outside the {len(class_names)} class names"
+                    )
                 ids.append(label)
         index = len(image_ids)
         image_ids.append(image_id)
@@ -241,24 +246,30 @@ def _prepare_columns(columns, class_name, image_lookup):
         scores = np.asarray(columns["scores"], np.float64).reshape(-1)
         polygons = np.asarray(columns["polygons"], np.float64)
     except KeyError as error:
-        raise ValueError(f"detections of class {class_name!r}: the columnar form needs keys "
-                         f"image_ids, scores, polygons (missing {error})") from None
+        raise ValueError(
+            f"detections of class {class_name!r}: the columnar form needs keys "
+            f"image_ids, scores, polygons (missing {error})"
+        ) from None
     polygons = polygons.reshape(-1, 8) if polygons.size or len(ids) == 0 else polygons
     if not (len(ids) == len(scores) == len(polygons)) or polygons.shape[1:] != (8,):
-        raise ValueError(f"detections of class {class_name!r}: image_ids [{len(ids)}], scores "
-                         f"{list(scores.shape)} and polygons {list(polygons.shape)} (want [D, 8]) "
-                         f"do not agree")
+        raise ValueError(
+            f"detections of class {class_name!r}: image_ids [{len(ids)}], scores "
+            f"{list(scores.shape)} and polygons {list(polygons.shape)} (want [D, 8]) "
+            f"do not agree"
+        )
     images = np.fromiter((image_lookup.get(str(i), -1) for i in ids), np.int64, len(ids))
     unknown = np.flatnonzero(images < 0)
     if len(unknown):
         k = int(unknown[0])
-        raise ValueError(f"detection {k} of class {class_name!r} names image {ids[k]!r}, "
-                         f"which is not among the ground-truth images")
+        raise ValueError(
+            f"detection {k} of class {class_name!r} names image {ids[k]!r}, which is not among the ground-truth images"
+        )
     bad = np.flatnonzero(~(np.isfinite(scores) & np.isfinite(polygons).all(axis=1)))
     if len(bad):
         k = int(bad[0])
-        raise ValueError(f"detection {k} of class {class_name!r} (image {ids[k]!r}) has a "
-                         f"non-finite score or coordinate")
+        raise ValueError(
+            f"detection {k} of class {class_name!r} (image {ids[k]!r}) has a non-finite score or coordinate"
+        )
     return images, scores, polygons
 
 
@@ -277,24 +288,27 @@ def _prepare_detections(entries, class_name, image_lookup):
         try:
             image_id, score, poly = entry
         except (TypeError, ValueError):
-            raise ValueError(f"detection {k} of class {class_name!r}: expected "
-                             f"(image_id, score, poly[8]), got {entry!r}") from None
+            raise ValueError(
+                f"detection {k} of class {class_name!r}: expected (image_id, score, poly[8]), got {entry!r}"
+            ) from None
         index = image_lookup.get(str(image_id))
         if index is None:
-            raise ValueError(f"detection {k} of class {class_name!r} names image {image_id!r}, "
-                             f"which is not among the ground-truth images")
+            raise ValueError(
+                f"detection {k} of class {class_name!r} names image {image_id!r}, "
+                f"which is not among the ground-truth images"
+            )
         images[k] = index
         scores[k] = score
         poly = np.asarray(poly, np.float64).reshape(-1)
         if poly.shape != (8,):
-            raise ValueError(f"detection {k} of class {class_name!r}: poly must have 8 numbers, "
-                             f"got {poly.size}")
+            raise ValueError(f"detection {k} of class {class_name!r}: poly must have 8 numbers, got {poly.size}")
         polygons[k] = poly
     bad = np.flatnonzero(~(np.isfinite(scores) & np.isfinite(polygons).all(axis=1)))
     if len(bad):
         k = int(bad[0])
-        raise ValueError(f"detection {k} of class {class_name!r} (image "
-                         f"{entries[k][0]!r}) has a non-finite score or coordinate")
+        raise ValueError(
+            f"detection {k} of class {class_name!r} (image {entries[k][0]!r}) has a non-finite score or coordinate"
+        )
     return images, scores, polygons
 
 
@@ -361,8 +375,7 @@ def general_quad_iou(a, b):
         origin = np.zeros((len(pair), 1, 2))
         tri_a = np.concatenate([origin, a[pair, i][:, None], next_a[pair, i][:, None]], axis=1)
         tri_b = np.concatenate([origin, b[pair, j][:, None], next_b[pair, j][:, None]], axis=1)
-        overlap = shapely.area(shapely.intersection(shapely.polygons(tri_a),
-                                                    shapely.polygons(tri_b)))
+        overlap = shapely.area(shapely.intersection(shapely.polygons(tri_a), shapely.polygons(tri_b)))
         np.add.at(inter, pair, weight[pair, i, j] * overlap)
     union = np.abs(area_a) + np.abs(area_b) - inter
     # (self-intersecting input can make the union <= 0; polyiou divides all the same)
@@ -408,16 +421,17 @@ def _best_ground_truth(det_image, det_polys, gt_image, gt_polys, num_images, thr
             pair_det = np.repeat(np.arange(start, stop), counts)
             within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
             pair_gt = gt_order[np.repeat(gt_start[det_image[start:stop]], counts) + within]
-            width = (np.minimum(det_box[2][pair_det], gt_box[2][pair_gt])
-                     - np.maximum(det_box[0][pair_det], gt_box[0][pair_gt]))
-            height = (np.minimum(det_box[3][pair_det], gt_box[3][pair_gt])
-                      - np.maximum(det_box[1][pair_det], gt_box[1][pair_gt]))
+            width = np.minimum(det_box[2][pair_det], gt_box[2][pair_gt]) - np.maximum(
+                det_box[0][pair_det], gt_box[0][pair_gt]
+            )
+            height = np.minimum(det_box[3][pair_det], gt_box[3][pair_gt]) - np.maximum(
+                det_box[1][pair_det], gt_box[1][pair_gt]
+            )
             keep = (width + 1.0 > 0) & (height + 1.0 > 0)
             if bound:
                 a = det_area[pair_det]
                 b = gt_area[pair_gt]
-                overlap = np.minimum(np.maximum(width, 0.0) * np.maximum(height, 0.0),
-                                     np.minimum(a, b))
+                overlap = np.minimum(np.maximum(width, 0.0) * np.maximum(height, 0.0), np.minimum(a, b))
                 union = a + b - overlap
                 upper = np.where(union > 0, overlap / np.where(union > 0, union, 1.0), 0.0)
                 exact_needed = ~(det_convex[pair_det] & gt_convex[pair_gt])
@@ -428,12 +442,11 @@ def _best_ground_truth(det_image, det_polys, gt_image, gt_polys, num_images, thr
                 convex = det_convex[pair_det] & gt_convex[pair_gt]
                 iou = np.empty(len(pair_det))
                 if convex.any():
-                    iou[convex] = np.asarray(poly_iou_pairwise(
-                        det_polys[pair_det[convex]], gt_polys[pair_gt[convex]]),
-                        np.float64).reshape(-1)
+                    iou[convex] = np.asarray(
+                        poly_iou_pairwise(det_polys[pair_det[convex]], gt_polys[pair_gt[convex]]), np.float64
+                    ).reshape(-1)
                 if not convex.all():
-                    iou[~convex] = general_quad_iou(det_polys[pair_det[~convex]],
-                                                    gt_polys[pair_gt[~convex]])
+                    iou[~convex] = general_quad_iou(det_polys[pair_det[~convex]], gt_polys[pair_gt[~convex]])
                 # pairs are grouped by detection, ground truths in input order inside a group
                 group_start = np.flatnonzero(np.r_[True, pair_det[1:] != pair_det[:-1]])
                 group_det = pair_det[group_start]
@@ -461,8 +474,7 @@ def _rank_and_match(det_image, det_scores, det_polys, gt, class_index, settings)
     num_positives = int(np.count_nonzero(~gt_difficult))
 
     threshold = settings["iou_threshold"]
-    best_iou, best_gt = _best_ground_truth(det_image, det_polys, gt_image, gt_polys,
-                                           len(gt.image_ids), threshold)
+    best_iou, best_gt = _best_ground_truth(det_image, det_polys, gt_image, gt_polys, len(gt.image_ids), threshold)
     matched = best_iou > threshold if settings["comparison"] == ">" else best_iou >= threshold
     hits_difficult = np.zeros(len(det_image), bool)
     hits_difficult[matched] = gt_difficult[best_gt[matched]]
@@ -489,23 +501,30 @@ def _class_key_lookup(detections, class_names):
     for key in detections:
         if isinstance(key, (int, np.integer)):
             if not 0 <= int(key) < len(class_names):
-                raise ValueError(f"detections: class index {key} is outside the "
-                                 f"{len(class_names)} class names")
+                raise ValueError(f"detections: class index {key} is outside the {len(class_names)} class names")
             name = class_names[int(key)]
         else:
             name = str(key)
             if name not in class_names:
-                raise ValueError(f"detections: class {name!r} is not in the class list "
-                                 f"{list(class_names)}")
+                raise ValueError(f"detections: class {name!r} is not in the class list {list(class_names)}")
         if name in mapping.values():
             raise ValueError(f"detections: class {name!r} is given twice")
         mapping[key] = name
     return {name: key for key, name in mapping.items()}
 
 
-def evaluate_all_metrics(detections, ground_truths, class_names, metrics=METRICS, *,
-                         iou_threshold=None, comparison=None, difficult=None, preset=None,
-                         mean_over="all"):
+def evaluate_all_metrics(
+    detections,
+    ground_truths,
+    class_names,
+    metrics=METRICS,
+    *,
+    iou_threshold=None,
+    comparison=None,
+    difficult=None,
+    preset=None,
+    mean_over="all",
+):
     """Matches once and scores several AP metrics. Returns dict metric -> EvalResult.
 
     Arguments as in `evaluate_detections`; `metrics`: iterable of "voc07" / "voc12".
@@ -528,8 +547,7 @@ def evaluate_all_metrics(detections, ground_truths, class_names, metrics=METRICS
     for class_index, name in enumerate(class_names):
         entries = detections[keys[name]] if name in keys else []
         det_image, det_scores, det_polys = _prepare_detections(entries, name, gt.image_index)
-        tp, fp, positives, _ = _rank_and_match(det_image, det_scores, det_polys, gt,
-                                               class_index, base)
+        tp, fp, positives, _ = _rank_and_match(det_image, det_scores, det_polys, gt, class_index, base)
         recall, precision = _pr_curve(tp, fp, positives)
         num_gt[name] = positives
         num_det[name] = len(det_image)
@@ -556,8 +574,17 @@ def evaluate_all_metrics(detections, ground_truths, class_names, metrics=METRICS
     return results
 
 
-def evaluate_detections(detections, ground_truths, class_names, metric=None, iou_threshold=None,
-                        comparison=None, difficult=None, preset=None, mean_over="all"):
+def evaluate_detections(
+    detections,
+    ground_truths,
+    class_names,
+    metric=None,
+    iou_threshold=None,
+    comparison=None,
+    difficult=None,
+    preset=None,
+    mean_over="all",
+):
     """Rotated-box AP per class and mAP, the DOTA devkit's Task1 evaluator by default.
 
     detections: dict class name (or index into class_names) -> list of
@@ -576,7 +603,13 @@ def evaluate_detections(detections, ground_truths, class_names, metric=None, iou
     """
     settings = resolve_settings(preset, metric, iou_threshold, comparison, difficult)
     results = evaluate_all_metrics(
-        detections, ground_truths, class_names, (settings["metric"],),
-        iou_threshold=settings["iou_threshold"], comparison=settings["comparison"],
-        difficult=settings["difficult"], mean_over=mean_over)
+        detections,
+        ground_truths,
+        class_names,
+        (settings["metric"],),
+        iou_threshold=settings["iou_threshold"],
+        comparison=settings["comparison"],
+        difficult=settings["difficult"],
+        mean_over=mean_over,
+    )
     return results[settings["metric"]]

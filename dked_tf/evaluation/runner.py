@@ -35,8 +35,7 @@ def _to_numpy(value):
     return np.asarray(value)
 
 
-def make_detect_fn(model, score_threshold=0.05, iou_threshold=0.3, max_detections=300,
-                   graph=True):
+def make_detect_fn(model, score_threshold=0.05, iou_threshold=0.3, max_detections=300, graph=True):
     """Returns fn(images float32 [B, S, S, 3]) -> decode dict of numpy arrays
     (`polygons [B, K, 8]`, `scores [B, K]`, `classes [B, K]`, `num_detections [B]`, input
     pixels), using `model.decode` on the head outputs, or `predict_on_batch` for models whose
@@ -45,15 +44,16 @@ def make_detect_fn(model, score_threshold=0.05, iou_threshold=0.3, max_detection
     graph and the decode eagerly."""
     model = inference_model(model)
     if hasattr(model, "decode"):
+
         def forward_and_decode(images):
             head = model(images, training=False)["head"]
-            return model.decode(head, score_threshold=score_threshold,
-                                iou_threshold=iou_threshold, max_detections=max_detections)
+            return model.decode(
+                head, score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections
+            )
 
         # One graph for network + decode when the decode traces (OrientedDetector's does);
         # otherwise the network in a graph and the decode eagerly.
-        state = {"graph": tf.function(forward_and_decode, reduce_retracing=True) if graph
-                 else None}
+        state = {"graph": tf.function(forward_and_decode, reduce_retracing=True) if graph else None}
 
         def network(images):
             return model(images, training=False)["head"]
@@ -65,11 +65,20 @@ def make_detect_fn(model, score_threshold=0.05, iou_threshold=0.3, max_detection
                 try:
                     decoded = state["graph"](images)
                     return {key: _to_numpy(value) for key, value in decoded.items()}
-                except (TypeError, ValueError, NotImplementedError, AttributeError,
-                        tf.errors.OperatorNotAllowedInGraphError):
+                except (
+                    TypeError,
+                    ValueError,
+                    NotImplementedError,
+                    AttributeError,
+                    tf.errors.OperatorNotAllowedInGraphError,
+                ):
                     state["graph"] = None
-            decoded = model.decode(forward(images), score_threshold=score_threshold,
-                                   iou_threshold=iou_threshold, max_detections=max_detections)
+            decoded = model.decode(
+                forward(images),
+                score_threshold=score_threshold,
+                iou_threshold=iou_threshold,
+                max_detections=max_detections,
+            )
             return {key: _to_numpy(value) for key, value in decoded.items()}
 
         return detect
@@ -77,8 +86,10 @@ def make_detect_fn(model, score_threshold=0.05, iou_threshold=0.3, max_detection
     def detect_with_predict(images):
         decoded = model.predict_on_batch(images)
         if not isinstance(decoded, dict) or "polygons" not in decoded:
-            raise TypeError("the model has no `decode` method and its prediction is not the "
-                            "decode dict (polygons, scores, classes, num_detections)")
+            raise TypeError(
+                "the model has no `decode` method and its prediction is not the "
+                "decode dict (polygons, scores, classes, num_detections)"
+            )
         return {key: _to_numpy(value) for key, value in decoded.items()}
 
     return detect_with_predict
@@ -90,9 +101,19 @@ def _valid_counts(decoded, batch):
     return np.full(batch, np.asarray(decoded["scores"]).shape[1], np.int64)
 
 
-def predict_records(model, records, image_size, batch_size=8, score_threshold=0.05,
-                    iou_threshold=0.3, max_detections=300, class_names=None, verbose=1,
-                    detect_fn=None, dataset=None):
+def predict_records(
+    model,
+    records,
+    image_size,
+    batch_size=8,
+    score_threshold=0.05,
+    iou_threshold=0.3,
+    max_detections=300,
+    class_names=None,
+    verbose=1,
+    detect_fn=None,
+    dataset=None,
+):
     """Detections of `model` on `records`, in original image pixels.
 
     records: list of ImageRecord (images read from `image_path`). image_size: S of the
@@ -134,18 +155,31 @@ def predict_records(model, records, image_size, batch_size=8, score_threshold=0.
             original = original.reshape(k, 8)
             for poly, score, label in zip(original, scores[b, :k], classes[b, :k]):
                 if not 0 <= label < len(class_names):
-                    raise ValueError(f"the model predicted class {label}, but there are only "
-                                     f"{len(class_names)} class names")
+                    raise ValueError(
+                        f"the model predicted class {label}, but there are only {len(class_names)} class names"
+                    )
                 if not (np.isfinite(score) and np.isfinite(poly).all()):
-                    raise ValueError(f"non-finite detection on image {image_id!r}: score "
-                                     f"{score}, polygon {poly.tolist()}")
+                    raise ValueError(
+                        f"non-finite detection on image {image_id!r}: score {score}, polygon {poly.tolist()}"
+                    )
                 detections[class_names[label]].append((image_id, float(score), poly))
     return detections
 
 
-def evaluate_model(model, records, class_names, image_size, metric="voc07", *, batch_size=8,
-                   score_threshold=0.05, nms_iou_threshold=0.3, max_detections=300, verbose=1,
-                   **eval_kwargs):
+def evaluate_model(
+    model,
+    records,
+    class_names,
+    image_size,
+    metric="voc07",
+    *,
+    batch_size=8,
+    score_threshold=0.05,
+    nms_iou_threshold=0.3,
+    max_detections=300,
+    verbose=1,
+    **eval_kwargs,
+):
     """predict_records + evaluate_detections on the records' own ground truth.
 
     metric: "voc07" / "voc12" -> EvalResult, or a tuple of them -> dict metric -> EvalResult.
@@ -153,10 +187,17 @@ def evaluate_model(model, records, class_names, image_size, metric="voc07", *, b
     difficult, preset, mean_over) go to the evaluator.
     """
     records = list(records)
-    detections = predict_records(model, records, image_size, batch_size=batch_size,
-                                 score_threshold=score_threshold, iou_threshold=nms_iou_threshold,
-                                 max_detections=max_detections, class_names=class_names,
-                                 verbose=verbose)
+    detections = predict_records(
+        model,
+        records,
+        image_size,
+        batch_size=batch_size,
+        score_threshold=score_threshold,
+        iou_threshold=nms_iou_threshold,
+        max_detections=max_detections,
+        class_names=class_names,
+        verbose=verbose,
+    )
     if isinstance(metric, (tuple, list)):
         return evaluate_all_metrics(detections, records, class_names, metric, **eval_kwargs)
     return evaluate_detections(detections, records, class_names, metric=metric, **eval_kwargs)

@@ -56,8 +56,11 @@ class RunProgress(keras.callbacks.Callback):
         left = float(np.mean(recent)) * (self.epochs - epoch - 1)
         losses = " ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k in SHOWN_LOGS)
         # leading newline: Keras' progress bar of this epoch has not ended its line yet
-        print(f"\n[{self.stage}] epoch {epoch + 1}/{self.epochs} {losses} | elapsed {format_clock(self.seconds)}, "
-              f"ETA {format_clock(left)}", flush=True)
+        print(
+            f"\n[{self.stage}] epoch {epoch + 1}/{self.epochs} {losses} | elapsed {format_clock(self.seconds)}, "
+            f"ETA {format_clock(left)}",
+            flush=True,
+        )
 
 
 class EpochBackup(keras.callbacks.BackupAndRestore):

@@ -17,15 +17,22 @@ MERGE_IOU = 0.1
 def detect_records(model, records, class_names, cfg, verbose=1):
     """Detections of `model` on `records` (class -> [(image_id, score, poly [8])], original
     pixels) with the config's input size, batch and decode thresholds."""
-    return predict_records(model, records, cfg.data.image_size, batch_size=cfg.eval_batch_size,
-                           score_threshold=cfg.model.score_threshold, iou_threshold=cfg.model.iou_threshold,
-                           max_detections=cfg.model.max_detections, class_names=list(class_names), verbose=verbose)
+    return predict_records(
+        model,
+        records,
+        cfg.data.image_size,
+        batch_size=cfg.eval_batch_size,
+        score_threshold=cfg.model.score_threshold,
+        iou_threshold=cfg.model.iou_threshold,
+        max_detections=cfg.model.max_detections,
+        class_names=list(class_names),
+        verbose=verbose,
+    )
 
 
 def detect_scenes(model, patches, class_names, cfg, verbose=1):
     """DOTA: detections on the patch records merged back to their scenes (scene pixels)."""
-    return merge_detections(detect_records(model, patches, class_names, cfg, verbose=verbose),
-                            iou_threshold=MERGE_IOU)
+    return merge_detections(detect_records(model, patches, class_names, cfg, verbose=verbose), iou_threshold=MERGE_IOU)
 
 
 def evaluate_map(model, records, class_names, cfg, verbose=1, return_results=False):
@@ -41,7 +48,8 @@ def score_detections(detections, records, class_names, return_results=False):
     """The metrics dict of `evaluate_map` for ready detections (class -> [(id, score, poly)])."""
     results = {m: evaluate_detections(detections, records, list(class_names), metric=m) for m in ("voc07", "voc12")}
     metrics = {
-        "map07": float(results["voc07"].map), "map12": float(results["voc12"].map),
+        "map07": float(results["voc07"].map),
+        "map12": float(results["voc12"].map),
         "per_class07": {k: float(v) for k, v in results["voc07"].per_class.items()},
         "per_class12": {k: float(v) for k, v in results["voc12"].per_class.items()},
         "num_gt": {k: int(v) for k, v in dict(results["voc07"].num_gt).items()},

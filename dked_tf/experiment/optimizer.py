@@ -37,8 +37,12 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         return tf.where(step < warmup, warm_lr, cosine_lr)
 
     def get_config(self):
-        return {"peak": self.peak, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps, "floor": self.floor}
+        return {
+            "peak": self.peak,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "floor": self.floor,
+        }
 
 
 def make_optimizer(train_cfg, steps_per_epoch):
@@ -56,8 +60,13 @@ def make_optimizer(train_cfg, steps_per_epoch):
     if name == "adamw":
         optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=train_cfg.weight_decay, **clip)
     elif name == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=train_cfg.momentum, nesterov=True,
-                                         weight_decay=train_cfg.weight_decay or None, **clip)
+        optimizer = keras.optimizers.SGD(
+            learning_rate=schedule,
+            momentum=train_cfg.momentum,
+            nesterov=True,
+            weight_decay=train_cfg.weight_decay or None,
+            **clip,
+        )
     else:
         raise ValueError(f"unknown optimizer {train_cfg.optimizer!r}; use 'adamw' or 'sgd'")
     if train_cfg.weight_decay:

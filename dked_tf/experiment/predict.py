@@ -26,8 +26,18 @@ from dked_tf.experiment.saving import is_saved_detector, load_detector
 from dked_tf.ops.nms import batched_rotated_nms
 
 
-def detect_image(model, image, image_size, *, tile_size=0, overlap=None, score_threshold=0.3, iou_threshold=0.3,
-                 max_detections=300, batch_size=4):
+def detect_image(
+    model,
+    image,
+    image_size,
+    *,
+    tile_size=0,
+    overlap=None,
+    score_threshold=0.3,
+    iou_threshold=0.3,
+    max_detections=300,
+    batch_size=4,
+):
     """Detections of one image uint8 [H, W, 3] RGB of any size.
 
     image_size: the model input side S (pixels). tile_size: tile side in original pixels; an
@@ -44,12 +54,13 @@ def detect_image(model, image, image_size, *, tile_size=0, overlap=None, score_t
         windows = [(0, 0, width, height)]
     polygons, scores, classes = [], [], []
     for start in range(0, len(windows), batch_size):
-        chunk = windows[start:start + batch_size]
-        boxed = [letterbox_image_np(image[y:y + h, x:x + w], image_size) for x, y, w, h in chunk]
+        chunk = windows[start : start + batch_size]
+        boxed = [letterbox_image_np(image[y : y + h, x : x + w], image_size) for x, y, w, h in chunk]
         batch = tf.constant(np.stack([b[0] for b in boxed]))
         head = model(batch, training=False)["head"]
-        out = model.decode(head, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                           max_detections=max_detections)
+        out = model.decode(
+            head, score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections
+        )
         out = {k: np.asarray(v) for k, v in out.items()}
         for i, ((x, y, _, _), (_, scale, (pad_x, pad_y))) in enumerate(zip(chunk, boxed)):
             n = int(out["num_detections"][i])
@@ -76,9 +87,22 @@ def _progress(items, verbose, desc):
     return tqdm(items, desc=desc, unit="img")
 
 
-def predict_images(model, paths, out_dir, class_names, image_size, *, tile_size=0, overlap=None,
-                   score_threshold=0.3, iou_threshold=0.3, max_detections=300, batch_size=4, draw=True,
-                   verbose=1):
+def predict_images(
+    model,
+    paths,
+    out_dir,
+    class_names,
+    image_size,
+    *,
+    tile_size=0,
+    overlap=None,
+    score_threshold=0.3,
+    iou_threshold=0.3,
+    max_detections=300,
+    batch_size=4,
+    draw=True,
+    verbose=1,
+):
     """`detect_image` over image files; writes `out_dir/Task1_<class>.txt` (every class, lines
     `image_id score x1 y1 ... x4 y4`, original pixels; image_id = file name without extension)
     and, with draw, `out_dir/images/<image_id>.png` with the detections drawn.
@@ -92,8 +116,16 @@ def predict_images(model, paths, out_dir, class_names, image_size, *, tile_size=
     for path in _progress(paths, verbose, "predict"):
         image = read_image_rgb(path)
         polys, scores, classes = detect_image(
-            model, image, image_size, tile_size=tile_size, overlap=overlap, score_threshold=score_threshold,
-            iou_threshold=iou_threshold, max_detections=max_detections, batch_size=batch_size)
+            model,
+            image,
+            image_size,
+            tile_size=tile_size,
+            overlap=overlap,
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
+            max_detections=max_detections,
+            batch_size=batch_size,
+        )
         image_id = os.path.splitext(os.path.basename(path))[0]
         for poly, score, cls in zip(polys, scores, classes):
             detections[class_names[int(cls)]].append((image_id, float(score), poly))

@@ -34,22 +34,36 @@ def seed_summary(seeds):
         for key in ("student", "student_dked"):
             values = [v[key][metric] for v in seeds.values() if metric in v.get(key, {})]
             if values:
-                summary.setdefault(key, {}).update({
-                    f"{metric}_mean": float(np.mean(values)), f"{metric}_spread": float(np.ptp(values)),
-                    metric: [float(v) for v in values]})
-        gains = [v["student_dked"][metric] - v["student"][metric] for v in seeds.values()
-                 if metric in v.get("student", {}) and metric in v.get("student_dked", {})]
+                summary.setdefault(key, {}).update(
+                    {
+                        f"{metric}_mean": float(np.mean(values)),
+                        f"{metric}_spread": float(np.ptp(values)),
+                        metric: [float(v) for v in values],
+                    }
+                )
+        gains = [
+            v["student_dked"][metric] - v["student"][metric]
+            for v in seeds.values()
+            if metric in v.get("student", {}) and metric in v.get("student_dked", {})
+        ]
         if gains:
             summary[f"dked_gain_{metric}"] = [float(g) for g in gains]
             summary[f"dked_gain_{metric}_mean"] = float(np.mean(gains))
-    pairs = [(v["student"]["quality_median"], v["student_dked"]["quality_median"]) for v in seeds.values()
-             if "quality_median" in v.get("student", {}) and "quality_median" in v.get("student_dked", {})]
+    pairs = [
+        (v["student"]["quality_median"], v["student_dked"]["quality_median"])
+        for v in seeds.values()
+        if "quality_median" in v.get("student", {}) and "quality_median" in v.get("student_dked", {})
+    ]
     if pairs:
         student_q, dked_q = (np.array(x, np.float64) for x in zip(*pairs))
-        summary["quality"] = {"student": student_q.tolist(), "student_dked": dked_q.tolist(),
-                              "student_spread": float(np.ptp(student_q)), "student_dked_spread": float(np.ptp(dked_q)),
-                              "dked_gain": (dked_q - student_q).tolist(),
-                              "dked_gain_mean": float(np.mean(dked_q - student_q))}
+        summary["quality"] = {
+            "student": student_q.tolist(),
+            "student_dked": dked_q.tolist(),
+            "student_spread": float(np.ptp(student_q)),
+            "student_dked_spread": float(np.ptp(dked_q)),
+            "dked_gain": (dked_q - student_q).tolist(),
+            "dked_gain_mean": float(np.mean(dked_q - student_q)),
+        }
     return summary
 
 
@@ -65,44 +79,60 @@ def render_report(results, cfg, title, paper, labels):
     models = results.get("models", {})
     lines = [f"# DKED on {title}: teacher, student, distilled student", ""]
     lines.append(f"Dataset: {results.get('dataset', '?')}. Preset: `{cfg.preset}`. Input {cfg.data.image_size} px.")
-    lines.append(f"Metric: {results.get('metric', {}).get('name', 'rotated VOC AP')}; mAP(07) = 11-point, "
-                 f"mAP(12) = all-point. Latency: batch 1, forward pass only, this machine's CPU.")
+    lines.append(
+        f"Metric: {results.get('metric', {}).get('name', 'rotated VOC AP')}; mAP(07) = 11-point, "
+        f"mAP(12) = all-point. Latency: batch 1, forward pass only, this machine's CPU."
+    )
     lines.append("")
-    lines.append("| Methods | mAP(07) | mAP(12) | Params (M) | GFLOPs | Latency CPU (ms) | Train (s) | Loc. q | Paper mAP |")
+    lines.append(
+        "| Methods | mAP(07) | mAP(12) | Params (M) | GFLOPs | Latency CPU (ms) | Train (s) | Loc. q | Paper mAP |"
+    )
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key in ("teacher", "student", "student_dked"):
         if key not in models:
             continue
         m = models[key]
         paper_label, paper_map = paper[key]
-        lines.append(f"| {labels[key]} | {100 * m['map07']:.2f} | {100 * m['map12']:.2f} | {m['params'] / 1e6:.2f} | "
-                     f"{m['gflops']:.2f} | {m['latency_ms_cpu']:.1f} | {m['train_seconds']:.0f} | "
-                     f"{_quality(m)} | {paper_map:.2f} ({paper_label}) |")
+        lines.append(
+            f"| {labels[key]} | {100 * m['map07']:.2f} | {100 * m['map12']:.2f} | {m['params'] / 1e6:.2f} | "
+            f"{m['gflops']:.2f} | {m['latency_ms_cpu']:.1f} | {m['train_seconds']:.0f} | "
+            f"{_quality(m)} | {paper_map:.2f} ({paper_label}) |"
+        )
     lines.append("")
-    lines.append("Loc. q: median localisation quality of the box regression at the positive cells of the test "
-                 "images (`dked_tf.evaluation.diagnostics`; 1 = exact box). mAP(07) cannot fall below 9.09 once the "
-                 "top-ranked detection is a true positive (11-point AP at recall 0), so near that floor q is the "
-                 "more telling figure.")
+    lines.append(
+        "Loc. q: median localisation quality of the box regression at the positive cells of the test "
+        "images (`dked_tf.evaluation.diagnostics`; 1 = exact box). mAP(07) cannot fall below 9.09 once the "
+        "top-ranked detection is a true positive (11-point AP at recall 0), so near that floor q is the "
+        "more telling figure."
+    )
     seed_count = len(results.get("seeds", {}))
     if seed_count > 1 and int(cfg.seed_jobs) > 1:
-        lines.append(f"Train (s) of the students: wall time while {min(int(cfg.seed_jobs), seed_count)} seeds "
-                     "trained side by side (one process each, `--jobs`), sharing the CPU cores.")
+        lines.append(
+            f"Train (s) of the students: wall time while {min(int(cfg.seed_jobs), seed_count)} seeds "
+            "trained side by side (one process each, `--jobs`), sharing the CPU cores."
+        )
     lines.append("")
     if "student" in models and "student_dked" in models:
         gain07 = 100 * (models["student_dked"]["map07"] - models["student"]["map07"])
         gain12 = 100 * (models["student_dked"]["map12"] - models["student"]["map12"])
         paper_gain = paper["student_dked"][1] - paper["student"][1]
-        lines.append(f"**DKED gain over the student:** {gain07:+.2f} mAP(07), {gain12:+.2f} mAP(12) "
-                     f"(paper: {paper['student'][1]:.2f} → {paper['student_dked'][1]:.2f}, {paper_gain:+.2f}).")
+        lines.append(
+            f"**DKED gain over the student:** {gain07:+.2f} mAP(07), {gain12:+.2f} mAP(12) "
+            f"(paper: {paper['student'][1]:.2f} → {paper['student_dked'][1]:.2f}, {paper_gain:+.2f})."
+        )
         if "teacher" in models:
             gap = 100 * (models["teacher"]["map07"] - models["student"]["map07"])
             if gap > 0:
-                lines.append(f"Teacher − student gap: {gap:+.2f} mAP(07); the DKED student closes "
-                             f"{gain07 / gap * 100:.0f}% of it.")
+                lines.append(
+                    f"Teacher − student gap: {gap:+.2f} mAP(07); the DKED student closes "
+                    f"{gain07 / gap * 100:.0f}% of it."
+                )
             else:
-                lines.append(f"Teacher − student gap: {gap:+.2f} mAP(07): the teacher is NOT better than "
-                             "the student in this run, so distillation has nothing to transfer; train the "
-                             "teacher longer (`--set teacher_train.epochs=...`) before reading the DKED gain.")
+                lines.append(
+                    f"Teacher − student gap: {gap:+.2f} mAP(07): the teacher is NOT better than "
+                    "the student in this run, so distillation has nothing to transfer; train the "
+                    "teacher longer (`--set teacher_train.epochs=...`) before reading the DKED gain."
+                )
         if not summary_has_spread(results):
             lines.append("A single seed: run `--seeds 0 1` to compare the gain with the seed-to-seed spread.")
         lines.append("")
@@ -110,18 +140,26 @@ def render_report(results, cfg, title, paper, labels):
     if summary:
         lines.append("## Seeds")
         lines.append("")
-        lines.append("| seed | student mAP(07) | DKED mAP(07) | gain | student mAP(12) | DKED mAP(12) | gain | "
-                     "student q | DKED q |")
+        lines.append(
+            "| seed | student mAP(07) | DKED mAP(07) | gain | student mAP(12) | DKED mAP(12) | gain | "
+            "student q | DKED q |"
+        )
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for seed, entry in sorted(results.get("seeds", {}).items()):
             if "student" in entry and "student_dked" in entry:
                 cells = []
                 for metric in ("map07", "map12"):
                     s, d = entry["student"].get(metric), entry["student_dked"].get(metric)
-                    cells += (["-"] * 3 if s is None or d is None
-                              else [f"{100 * s:.2f}", f"{100 * d:.2f}", f"{100 * (d - s):+.2f}"])
-                lines.append(f"| {seed} | " + " | ".join(cells)
-                             + f" | {_quality(entry['student'])} | {_quality(entry['student_dked'])} |")
+                    cells += (
+                        ["-"] * 3
+                        if s is None or d is None
+                        else [f"{100 * s:.2f}", f"{100 * d:.2f}", f"{100 * (d - s):+.2f}"]
+                    )
+                lines.append(
+                    f"| {seed} | "
+                    + " | ".join(cells)
+                    + f" | {_quality(entry['student'])} | {_quality(entry['student_dked'])} |"
+                )
         for metric, label in (("map07", "mAP(07)"), ("map12", "mAP(12)")):
             spread = summary.get("student", {}).get(f"{metric}_spread")
             if spread is None:
@@ -129,31 +167,42 @@ def render_report(results, cfg, title, paper, labels):
             gains = summary.get(f"dked_gain_{metric}", [])
             beaten = sum(g > spread for g in gains)
             lines.append("")
-            lines.append(f"{label}: seed-to-seed spread (max − min) of the student {100 * spread:.2f}, of the DKED "
-                         f"student {100 * summary.get('student_dked', {}).get(f'{metric}_spread', 0):.2f}; "
-                         f"mean gain {100 * summary.get(f'dked_gain_{metric}_mean', 0):+.2f}; the gain exceeds "
-                         f"the student's spread on {beaten} of {len(gains)} seeds.")
+            lines.append(
+                f"{label}: seed-to-seed spread (max − min) of the student {100 * spread:.2f}, of the DKED "
+                f"student {100 * summary.get('student_dked', {}).get(f'{metric}_spread', 0):.2f}; "
+                f"mean gain {100 * summary.get(f'dked_gain_{metric}_mean', 0):+.2f}; the gain exceeds "
+                f"the student's spread on {beaten} of {len(gains)} seeds."
+            )
         quality = summary.get("quality")
         if quality:
             lines.append("")
-            lines.append(f"Localisation quality q: spread of the student {quality['student_spread']:.3f}, of the DKED "
-                         f"student {quality['student_dked_spread']:.3f}; DKED gain per seed "
-                         + ", ".join(f"{g:+.3f}" for g in quality["dked_gain"])
-                         + f" (mean {quality['dked_gain_mean']:+.3f}).")
+            lines.append(
+                f"Localisation quality q: spread of the student {quality['student_spread']:.3f}, of the DKED "
+                f"student {quality['student_dked_spread']:.3f}; DKED gain per seed "
+                + ", ".join(f"{g:+.3f}" for g in quality["dked_gain"])
+                + f" (mean {quality['dked_gain_mean']:+.3f})."
+            )
         lines.append("")
     exported = results.get("export")
     if exported:
         lines.append("## Export of the distilled student")
         lines.append("")
         for name, entry in exported.items():
-            extra = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in entry.items() if k not in ("path", "megabytes"))
+            extra = ", ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in entry.items()
+                if k not in ("path", "megabytes")
+            )
             lines.append(f"- {name}: `{entry['path']}` ({entry['megabytes']:.2f} MB){'; ' + extra if extra else ''}")
         lines.append("")
-    lines.append("Pictures: `pr_curves/` (precision-recall per model and metric), `detections/` (test images: ground "
-                 "truth and detections with score ≥ 0.3).")
+    lines.append(
+        "Pictures: `pr_curves/` (precision-recall per model and metric), `detections/` (test images: ground "
+        "truth and detections with score ≥ 0.3)."
+    )
     lines.append("")
-    lines.append(f"The paper's figures are for the real {title} with paper-scale models; on the synthetic "
-                 "set and the small CPU presets compare the ordering and the gain, not the absolute values.")
+    lines.append(
+        f"The paper's figures are for the real {title} with paper-scale models; on the synthetic "
+        "set and the small CPU presets compare the ordering and the gain, not the absolute values."
+    )
     lines.append("")
     return "\n".join(lines)

@@ -17,8 +17,14 @@ def save_detector(model, run_dir, *, architecture, class_names, image_size, over
     overrides, anything in `extra`) into run_dir. Returns run_dir."""
     os.makedirs(run_dir, exist_ok=True)
     model.save_weights(os.path.join(run_dir, WEIGHTS_FILE))
-    meta = {"architecture": architecture, "num_classes": len(class_names), "class_names": list(class_names),
-            "image_size": int(image_size), "overrides": dict(overrides or {}), "weights": WEIGHTS_FILE}
+    meta = {
+        "architecture": architecture,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "image_size": int(image_size),
+        "overrides": dict(overrides or {}),
+        "weights": WEIGHTS_FILE,
+    }
     meta.update(extra)
     write_json(os.path.join(run_dir, MODEL_FILE), meta)
     return run_dir
@@ -26,8 +32,11 @@ def save_detector(model, run_dir, *, architecture, class_names, image_size, over
 
 def is_saved_detector(run_dir):
     """True when run_dir holds both files of a saved detector."""
-    return bool(run_dir) and os.path.isfile(os.path.join(run_dir, MODEL_FILE)) and \
-        os.path.isfile(os.path.join(run_dir, WEIGHTS_FILE))
+    return (
+        bool(run_dir)
+        and os.path.isfile(os.path.join(run_dir, MODEL_FILE))
+        and os.path.isfile(os.path.join(run_dir, WEIGHTS_FILE))
+    )
 
 
 def load_detector(run_dir):
@@ -36,8 +45,9 @@ def load_detector(run_dir):
         run_dir = os.path.dirname(run_dir)
     meta_path = os.path.join(run_dir, MODEL_FILE)
     if not os.path.isfile(meta_path):
-        raise FileNotFoundError(f"{run_dir} is not a saved detector: {MODEL_FILE} is missing "
-                                f"(write one with `dked-tf train --out DIR`)")
+        raise FileNotFoundError(
+            f"{run_dir} is not a saved detector: {MODEL_FILE} is missing (write one with `dked-tf train --out DIR`)"
+        )
     with open(meta_path, encoding="utf-8") as handle:
         meta = json.load(handle)
     model = build_detector(meta["architecture"], meta["num_classes"], meta["image_size"], **meta.get("overrides", {}))

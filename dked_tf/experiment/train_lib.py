@@ -60,8 +60,20 @@ class TrainResult:
 # ----------------------------------------------------------------------------- fitting
 
 
-def fit(model, train_ds, *, epochs, stage, callbacks=(), checkpoint_dir=None, resume=True, verbose=1,
-        steps_per_epoch=None, validation_data=None, checkpoint_every=1):
+def fit(
+    model,
+    train_ds,
+    *,
+    epochs,
+    stage,
+    callbacks=(),
+    checkpoint_dir=None,
+    resume=True,
+    verbose=1,
+    steps_per_epoch=None,
+    validation_data=None,
+    checkpoint_every=1,
+):
     """`model.fit` (model compiled) with one progress line per epoch, resumable backups in
     `checkpoint_dir/backup` every `checkpoint_every` epochs (0: none) and the wall time spent
     training in `checkpoint_dir/clock.json`. verbose: 0 silent, 1 Keras progress bar, 2 one
@@ -88,8 +100,15 @@ def fit(model, train_ds, *, epochs, stage, callbacks=(), checkpoint_dir=None, re
     callbacks.append(progress)
     prebuild_optimizer(model)
     fit_verbose = 2 if verbose == 2 else 1 if verbose else 0
-    history = model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=fit_verbose, shuffle=False,
-                        steps_per_epoch=steps_per_epoch, validation_data=validation_data)
+    history = model.fit(
+        train_ds,
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=fit_verbose,
+        shuffle=False,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_data,
+    )
     logs = {k: [float(x) for x in v] for k, v in history.history.items()}
     for key, values in logs.items():
         if values and not np.isfinite(values[-1]):
@@ -104,17 +123,24 @@ def make_distillation_losses(distill_cfg):
     extra = distill_cfg.extra or {}
     return distill_losses.distillation_losses(
         scales=(distill_cfg.correlation_scale, distill_cfg.response_scale, distill_cfg.prediction_scale),
-        correlation=extra.get("correlation"), response=extra.get("response"),
-        prediction={"lam": distill_cfg.lam, "margin": distill_cfg.delta, **extra.get("prediction", {})})
+        correlation=extra.get("correlation"),
+        response=extra.get("response"),
+        prediction={"lam": distill_cfg.lam, "margin": distill_cfg.delta, **extra.get("prediction", {})},
+    )
 
 
 def make_distiller(teacher, student, distill_cfg, image_size):
     """A `Distiller` of the frozen `teacher` and `student` configured from a DistillConfig
     (`distill.extra["distiller"]` holds further Distiller keyword arguments)."""
     teacher.trainable = False
-    return Distiller(teacher, student, distillation_losses=make_distillation_losses(distill_cfg),
-                     student_loss_weight=distill_cfg.student_loss_weight, image_size=int(image_size),
-                     **dict((distill_cfg.extra or {}).get("distiller", {})))
+    return Distiller(
+        teacher,
+        student,
+        distillation_losses=make_distillation_losses(distill_cfg),
+        student_loss_weight=distill_cfg.student_loss_weight,
+        image_size=int(image_size),
+        **dict((distill_cfg.extra or {}).get("distiller", {})),
+    )
 
 
 # ----------------------------------------------------------------------------- one run
@@ -129,8 +155,22 @@ def role_settings(cfg, role):
     raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
 
 
-def train(cfg, role, seed=None, out=None, teacher=None, *, records=None, stage=None, architecture=None,
-          init_from=None, backup_dir=None, resume=True, verbose=1, callbacks=()):
+def train(
+    cfg,
+    role,
+    seed=None,
+    out=None,
+    teacher=None,
+    *,
+    records=None,
+    stage=None,
+    architecture=None,
+    init_from=None,
+    backup_dir=None,
+    resume=True,
+    verbose=1,
+    callbacks=(),
+):
     """Train one detector of `cfg` (an ExperimentConfig) and save it to `out`.
 
     role: "teacher" (model.teacher, teacher_train schedule) or "student" (model.student, train
@@ -166,23 +206,50 @@ def train(cfg, role, seed=None, out=None, teacher=None, *, records=None, stage=N
             meta["teacher"] = os.path.abspath(teacher)
             teacher, teacher_meta = load_detector(teacher)
             if list(teacher_meta["class_names"]) != list(class_names):
-                raise ValueError(f"the teacher in {meta['teacher']} was trained on classes "
-                                 f"{teacher_meta['class_names']}, the data has {list(class_names)}")
+                raise ValueError(
+                    f"the teacher in {meta['teacher']} was trained on classes "
+                    f"{teacher_meta['class_names']}, the data has {list(class_names)}"
+                )
             if teacher_meta["image_size"] != cfg.data.image_size and verbose:
-                print(f"note: teacher trained at {teacher_meta['image_size']} px, distilling at "
-                      f"{cfg.data.image_size} px")
+                print(
+                    f"note: teacher trained at {teacher_meta['image_size']} px, distilling at {cfg.data.image_size} px"
+                )
         trained = make_distiller(teacher, model, cfg.distill, cfg.data.image_size)
         trained.compile(optimizer=optimizer)
     else:
         trained = model
         trained.compile(optimizer=optimizer, jit_compile=False)
-    outcome = fit(trained, dataset, epochs=schedule.epochs, stage=stage, callbacks=callbacks,
-                  checkpoint_dir=backup_dir, resume=resume, verbose=verbose,
-                  checkpoint_every=schedule.checkpoint_every)
+    outcome = fit(
+        trained,
+        dataset,
+        epochs=schedule.epochs,
+        stage=stage,
+        callbacks=callbacks,
+        checkpoint_dir=backup_dir,
+        resume=resume,
+        verbose=verbose,
+        checkpoint_every=schedule.checkpoint_every,
+    )
     if out:
-        save_detector(model, out, architecture=architecture, class_names=class_names, image_size=cfg.data.image_size,
-                      overrides=overrides, tile_size=tile_size_for(cfg), train_seconds=outcome.train_seconds, **meta)
-        write_json(os.path.join(out, HISTORY_FILE), {"history": outcome.history,
-                                                      "train_seconds": outcome.train_seconds})
-    return TrainResult(model=model, outcome=outcome, folder=out, architecture=architecture, schedule=schedule,
-                       class_names=tuple(class_names))
+        save_detector(
+            model,
+            out,
+            architecture=architecture,
+            class_names=class_names,
+            image_size=cfg.data.image_size,
+            overrides=overrides,
+            tile_size=tile_size_for(cfg),
+            train_seconds=outcome.train_seconds,
+            **meta,
+        )
+        write_json(
+            os.path.join(out, HISTORY_FILE), {"history": outcome.history, "train_seconds": outcome.train_seconds}
+        )
+    return TrainResult(
+        model=model,
+        outcome=outcome,
+        folder=out,
+        architecture=architecture,
+        schedule=schedule,
+        class_names=tuple(class_names),
+    )

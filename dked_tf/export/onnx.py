@@ -7,13 +7,13 @@ export is checked with onnxruntime against Keras and the ONNX op types are liste
 sidecar json (`<name>.json`).
 """
 
-import json
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
 
-from dked_tf.data.augment import LETTERBOX_PAD_VALUE
+from dked_tf.export.metadata import detector_metadata, write_metadata
 from dked_tf.export.tflite import cell_candidates_tf, make_cells_function
 
 DEFAULT_OPSET = 17
@@ -41,8 +41,6 @@ def list_onnx_ops(path):
 
 def _patch_tf2onnx():
     # tf2onnx 1.17 still uses numpy aliases removed in numpy 2; Keras ships the fix.
-    import warnings
-
     try:
         from keras.src.export.tf2onnx_lib import patch_tf2onnx
     except ImportError:
@@ -52,8 +50,19 @@ def _patch_tf2onnx():
         patch_tf2onnx()
 
 
-def export_onnx(model, path, image_size, opset=DEFAULT_OPSET, class_names=None, check=True,
-                score_threshold=0.05, iou_threshold=0.3, max_detections=300, atol=1e-3, verbose=1):
+def export_onnx(
+    model,
+    path,
+    image_size,
+    opset=DEFAULT_OPSET,
+    class_names=None,
+    check=True,
+    score_threshold=0.05,
+    iou_threshold=0.3,
+    max_detections=300,
+    atol=1e-3,
+    verbose=1,
+):
     """Writes `path` (.onnx) and `<path minus .onnx>.json`. Returns the sidecar dict.
 
     check: run onnxruntime and Keras on one random letterboxed image and record the largest
@@ -67,33 +76,32 @@ def export_onnx(model, path, image_size, opset=DEFAULT_OPSET, class_names=None, 
     path = str(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tf2onnx.convert.from_function(
-        function, input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")],
-        opset=int(opset), output_path=path,
+        function,
+        input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")],
+        opset=int(opset),
+        output_path=path,
     )
     ops = list_onnx_ops(path)
-    sidecar = {
-        "format": "onnx",
-        "model": os.path.basename(path),
-        "opset": int(opset),
-        "image_size": size,
-        "input_name": "images",
-        "input_dtype": "float32",
-        "input_range": "0..1",
-        "letterbox_pad_value": LETTERBOX_PAD_VALUE,
-        "nms": "host",
-        "num_classes": int(model.num_classes),
-        "class_names": list(class_names) if class_names else None,
-        "strides": [int(s) for s in model.strides],
-        "score_threshold": float(score_threshold),
-        "iou_threshold": float(iou_threshold),
-        "max_detections": int(max_detections),
-        "outputs": {"polygons": "polygons", "scores": "scores", "classes": "classes"},
-        "onnx_ops": ops,
-    }
+    sidecar = detector_metadata(
+        model,
+        "onnx",
+        size,
+        class_names,
+        score_threshold,
+        iou_threshold,
+        max_detections,
+        model=os.path.basename(path),
+        opset=int(opset),
+        input_name="images",
+        input_dtype="float32",
+        input_range="0..1",
+        nms="host",
+        outputs={"polygons": "polygons", "scores": "scores", "classes": "classes"},
+        onnx_ops=ops,
+    )
     if check:
         sidecar["check"] = check_onnx_against_keras(path, model, size, atol=atol)
-    with open(os.path.splitext(path)[0] + ".json", "w") as f:
-        json.dump(sidecar, f, indent=2)
+    write_metadata(os.path.splitext(path)[0] + ".json", sidecar)
     if verbose:
         print(f"written {path} (opset {opset}); ONNX ops: {', '.join(ops)}")
     return sidecar

@@ -25,7 +25,8 @@ import os
 import keras
 import tensorflow as tf
 
-from dked_tf.data.augment import LETTERBOX_PAD_VALUE, letterbox_image_tf
+from dked_tf.data.augment import letterbox_image_tf
+from dked_tf.export.metadata import detector_metadata, write_metadata
 
 METADATA_FILENAME = "dked_tf_export.json"
 
@@ -73,8 +74,9 @@ def _decode_bytes_tf(encoded):
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def export_saved_model(model, path, image_size, score_threshold=0.05, iou_threshold=0.3,
-                       max_detections=300, class_names=None, verbose=0):
+def export_saved_model(
+    model, path, image_size, score_threshold=0.05, iou_threshold=0.3, max_detections=300, class_names=None, verbose=0
+):
     """Writes a SavedModel with `serving_default` and `serving_image_bytes` signatures.
 
     model: an OrientedDetector (built). path: output folder. image_size: S of the square
@@ -86,15 +88,20 @@ def export_saved_model(model, path, image_size, score_threshold=0.05, iou_thresh
     max_detections = int(max_detections)
 
     # One inner function, traced once and shared by both signatures.
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, size, size, 3], tf.float32),
-        tf.TensorSpec([None], tf.float32),
-        tf.TensorSpec([None, 2], tf.float32),
-    ], autograph=False)
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, size, size, 3], tf.float32),
+            tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None, 2], tf.float32),
+        ],
+        autograph=False,
+    )
     def detect_letterboxed(batch, scale, offset):
         outputs = model(batch, training=False)
         detections = model.decode(
-            outputs["head"], score_threshold=score_threshold, iou_threshold=iou_threshold,
+            outputs["head"],
+            score_threshold=score_threshold,
+            iou_threshold=iou_threshold,
             max_detections=max_detections,
         )
         return undo_letterbox_tf(detections, scale, offset)
@@ -118,39 +125,39 @@ def export_saved_model(model, path, image_size, score_threshold=0.05, iou_thresh
     # autograph=False: the graph code is written with explicit TF control flow, and
     # converting every Keras layer's Python with autograph dominates the export time.
     images_fn = tf.function(
-        serve_images, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
+        serve_images,
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")],
         autograph=False,
     )
     bytes_fn = tf.function(
-        serve_image_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
+        serve_image_bytes,
+        input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
         autograph=False,
     )
     images_fn.get_concrete_function()
     bytes_fn.get_concrete_function()
 
-    metadata = {
-        "format": "saved_model",
-        "image_size": size,
-        "score_threshold": score_threshold,
-        "iou_threshold": iou_threshold,
-        "max_detections": max_detections,
-        "letterbox_pad_value": LETTERBOX_PAD_VALUE,
-        "num_classes": int(model.num_classes),
-        "class_names": list(class_names) if class_names else None,
-        "strides": [int(s) for s in model.strides],
-        "signatures": {
+    metadata = detector_metadata(
+        model,
+        "saved_model",
+        size,
+        class_names,
+        score_threshold,
+        iou_threshold,
+        max_detections,
+        signatures={
             "serving_default": {"inputs": {"images": "uint8 [B, H, W, 3]"}},
             "serving_image_bytes": {"inputs": {"image_bytes": "string [B] (JPEG/PNG)"}},
         },
-        "outputs": {
+        outputs={
             "detection_polygons": "float32 [B, K, 8], original pixels",
             "detection_rboxes": "float32 [B, K, 5] cx cy w h theta (le90, radians)",
             "detection_scores": "float32 [B, K]",
             "detection_classes": "int32 [B, K]",
             "num_detections": "int32 [B]",
         },
-        "nms": "exact class-aware rotated NMS in graph",
-    }
+        nms="exact class-aware rotated NMS in graph",
+    )
 
     # Not `archive.track(model)`: the variables the endpoints use are tracked from the traced
     # functions, and walking the whole Keras object graph for lookup tables (there are none)
@@ -170,8 +177,7 @@ def export_saved_model(model, path, image_size, score_threshold=0.05, iou_thresh
     archive.write_out(str(path), verbose=False)  # its listing shows every captured variable
     assets = os.path.join(str(path), "assets")
     os.makedirs(assets, exist_ok=True)
-    with open(os.path.join(assets, METADATA_FILENAME), "w") as f:
-        json.dump(metadata, f, indent=2)
+    write_metadata(os.path.join(assets, METADATA_FILENAME), metadata)
     return metadata
 
 

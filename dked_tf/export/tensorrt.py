@@ -20,8 +20,9 @@ class TensorRTUnavailableError(RuntimeError):
     """TensorRT (or TF-TRT) is not available in this environment."""
 
 
-def trtexec_command(onnx_path, engine_path, fp16=True, int8=False, calibration_cache=None,
-                    workspace_mb=1024, trtexec="trtexec"):
+def trtexec_command(
+    onnx_path, engine_path, fp16=True, int8=False, calibration_cache=None, workspace_mb=1024, trtexec="trtexec"
+):
     """The `trtexec` command line (a string) that builds `engine_path` from `onnx_path`."""
     parts = [trtexec, f"--onnx={onnx_path}", f"--saveEngine={engine_path}"]
     if fp16:
@@ -43,8 +44,9 @@ def tensorrt_available():
     return True
 
 
-def build_tensorrt_engine(onnx_path, engine_path=None, fp16=True, int8=False, int8_calibrator=None,
-                          workspace_mb=1024, verbose=1):
+def build_tensorrt_engine(
+    onnx_path, engine_path=None, fp16=True, int8=False, int8_calibrator=None, workspace_mb=1024, verbose=1
+):
     """Builds a TensorRT engine from an ONNX file if `tensorrt` is importable.
 
     Returns dict: `built` (bool), `engine` (path), `trtexec` (the equivalent command line),
@@ -125,8 +127,9 @@ def tftrt_unavailable_message(reason):
     )
 
 
-def convert_tftrt(saved_model_dir, out, precision="FP16", calibration_images=None,
-                  signature_key="serving_default", verbose=1):
+def convert_tftrt(
+    saved_model_dir, out, precision="FP16", calibration_images=None, signature_key="serving_default", verbose=1
+):
     """TF-TRT conversion of a SavedModel. Fails at once (TensorRTUnavailableError) without
     TensorRT in TensorFlow.
 
@@ -151,6 +154,7 @@ def convert_tftrt(saved_model_dir, out, precision="FP16", calibration_images=Non
         use_calibration=precision == "INT8",
     )
     if precision == "INT8":
+
         def calibration_input():
             for batch in calibration_images:
                 yield (batch,)

@@ -12,7 +12,6 @@ the .tflite gives image size, class names, strides, thresholds and output names.
 """
 
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -20,9 +19,11 @@ import tempfile
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from dked_tf.data.augment import LETTERBOX_PAD_VALUE, letterbox_image_tf
+from dked_tf.data.augment import letterbox_image_tf
 from dked_tf.data.pipeline import build_dataset
+from dked_tf.export.metadata import detector_metadata, write_metadata
 from dked_tf.ops.head_contract import MIN_BOX_SIDE
 from dked_tf.ops.nms import fast_rotated_nms_tf
 
@@ -57,8 +58,17 @@ def cell_candidates_tf(cells):
     return polygons, scores, classes
 
 
-def make_cells_function(model, image_size, nms="host", uint8_input=False, score_threshold=0.05,
-                        iou_threshold=0.3, max_detections=300, batch_size=1, fast_nms_candidates=200):
+def make_cells_function(
+    model,
+    image_size,
+    nms="host",
+    uint8_input=False,
+    score_threshold=0.05,
+    iou_threshold=0.3,
+    max_detections=300,
+    batch_size=1,
+    fast_nms_candidates=200,
+):
     """The tf.function that gets converted: images -> dict of per-cell (or fast-NMS) outputs.
 
     Input `images`: float32 [batch, S, S, 3] in [0, 1], or uint8 pixels if `uint8_input`.
@@ -74,15 +84,25 @@ def make_cells_function(model, image_size, nms="host", uint8_input=False, score_
         polygons, scores, classes = cell_candidates_tf(model.decode_cells(head))
         if nms == "host":
             return {"polygons": polygons, "scores": scores, "classes": classes}
-        return _fast_nms_outputs(fast_rotated_nms_tf, polygons, scores, classes, score_threshold,
-                                 iou_threshold, max_detections, size, fast_nms_candidates)
+        return _fast_nms_outputs(
+            fast_rotated_nms_tf,
+            polygons,
+            scores,
+            classes,
+            score_threshold,
+            iou_threshold,
+            max_detections,
+            size,
+            fast_nms_candidates,
+        )
 
     spec = tf.TensorSpec([batch_size, size, size, 3], dtype, name="images")
     return tf.function(cells_fn, input_signature=[spec], autograph=False)
 
 
-def _fast_nms_outputs(fast_nms, polygons, scores, classes, score_threshold, iou_threshold, max_detections,
-                      image_size, max_candidates):
+def _fast_nms_outputs(
+    fast_nms, polygons, scores, classes, score_threshold, iou_threshold, max_detections, image_size, max_candidates
+):
     """Per image: class-aware builtin-only matrix NMS -> fixed-size [B, K, ...] detections.
 
     Class awareness: each class's polygons are shifted by class * 2S along x, so boxes of
@@ -96,8 +116,14 @@ def _fast_nms_outputs(fast_nms, polygons, scores, classes, score_threshold, iou_
         xs, ys = polygons[b][:, 0::2], polygons[b][:, 1::2]
         extent = tf.minimum(tf.reduce_max(xs, 1) - tf.reduce_min(xs, 1), tf.reduce_max(ys, 1) - tf.reduce_min(ys, 1))
         valid_scores = scores[b] * tf.cast(extent > MIN_BOX_SIDE, tf.float32)
-        indices, count = fast_nms(shifted, valid_scores, iou_threshold, max_output=max_detections,
-                                  max_candidates=max_candidates, score_threshold=score_threshold)
+        indices, count = fast_nms(
+            shifted,
+            valid_scores,
+            iou_threshold,
+            max_output=max_detections,
+            max_candidates=max_candidates,
+            score_threshold=score_threshold,
+        )
         valid = indices >= 0
         safe = tf.maximum(indices, 0)
         mask = tf.cast(valid, tf.float32)
@@ -121,8 +147,7 @@ def _letterboxed_from_files(folder, image_size, limit):
     if not names:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) for the representative dataset")
     for name in names[:limit]:
-        image = tf.io.decode_image(tf.io.read_file(os.path.join(folder, name)), channels=3,
-                                   expand_animations=False)
+        image = tf.io.decode_image(tf.io.read_file(os.path.join(folder, name)), channels=3, expand_animations=False)
         yield letterbox_image_tf(image, image_size)[0].numpy()
 
 
@@ -183,8 +208,9 @@ def list_tflite_ops(model_content_or_path):
     return sorted({op["op_name"] for op in interpreter._get_ops_details()} - {"DELEGATE"})
 
 
-def convert_saved_model_to_tflite(saved_model_dir, quantize="none", representative=None,
-                                  uint8_input=False, signature_key="serving_default"):
+def convert_saved_model_to_tflite(
+    saved_model_dir, quantize="none", representative=None, uint8_input=False, signature_key="serving_default"
+):
     """TFLiteConverter with builtins only. Returns the .tflite bytes.
 
     representative: a callable returning an iterable of lists of input arrays (int8 only).
@@ -231,13 +257,12 @@ def _write_frozen_saved_model(function, directory):
     Freezing first is what makes Keras 3 models convert correctly (converting the
     un-frozen function gives NaN outputs) and it skips the slow variable/object-graph
     serialization."""
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
     concrete = function.get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
     structure = concrete.structured_outputs
-    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in concrete.inputs
-             if t.dtype != tf.resource]
+    specs = [
+        tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in concrete.inputs if t.dtype != tf.resource
+    ]
 
     def named_outputs(*inputs):
         return tf.nest.pack_sequence_as(structure, tf.nest.flatten(frozen(*inputs)))
@@ -260,9 +285,22 @@ def convert_function_to_tflite(function, quantize="none", representative=None, u
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def export_tflite(model, path, image_size, quantize="none", representative_images=None, nms="host",
-                  uint8_input=False, score_threshold=0.05, iou_threshold=0.3, max_detections=300,
-                  class_names=None, num_representative=300, fast_nms_candidates=200, verbose=1):
+def export_tflite(
+    model,
+    path,
+    image_size,
+    quantize="none",
+    representative_images=None,
+    nms="host",
+    uint8_input=False,
+    score_threshold=0.05,
+    iou_threshold=0.3,
+    max_detections=300,
+    class_names=None,
+    num_representative=300,
+    fast_nms_candidates=200,
+    verbose=1,
+):
     """Writes `path` (.tflite) and its sidecar json (same name, `.json`). Returns the sidecar dict.
 
     model: a built OrientedDetector. quantize: "none" | "fp16" | "int8". representative_images:
@@ -274,9 +312,16 @@ def export_tflite(model, path, image_size, quantize="none", representative_image
     if quantize not in QUANTIZE_CHOICES:
         raise ValueError(f"quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
     graph_uint8 = uint8_input and quantize != "int8"  # int8 models quantize the float input instead
-    function = make_cells_function(model, size, nms=nms, uint8_input=graph_uint8,
-                                   score_threshold=score_threshold, iou_threshold=iou_threshold,
-                                   max_detections=max_detections, fast_nms_candidates=fast_nms_candidates)
+    function = make_cells_function(
+        model,
+        size,
+        nms=nms,
+        uint8_input=graph_uint8,
+        score_threshold=score_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+        fast_nms_candidates=fast_nms_candidates,
+    )
     representative = None
     if quantize == "int8":
         if representative_images is None:
@@ -297,36 +342,39 @@ def export_tflite(model, path, image_size, quantize="none", representative_image
     if nms == "host":
         outputs = {"polygons": "polygons", "scores": "scores", "classes": "classes"}
     else:
-        outputs = {"polygons": "detection_polygons", "scores": "detection_scores",
-                   "classes": "detection_classes", "num_detections": "num_detections"}
-    sidecar = {
-        "format": "tflite",
-        "model": os.path.basename(path),
-        "image_size": size,
-        "input_name": "images",
-        "input_dtype": "uint8" if uint8_input else "float32",
-        "input_range": "0..255" if uint8_input else "0..1",
-        "letterbox_pad_value": LETTERBOX_PAD_VALUE,
-        "quantize": quantize,
-        "nms": nms,
-        "num_classes": int(model.num_classes),
-        "class_names": list(class_names) if class_names else None,
-        "strides": [int(s) for s in model.strides],
-        "score_threshold": float(score_threshold),
-        "iou_threshold": float(iou_threshold),
-        "max_detections": int(max_detections),
-        "pre_nms_top_k": int(model.pre_nms_top_k),
-        "min_box_side": MIN_BOX_SIDE,
-        "outputs": outputs,
-        "coordinates": "letterboxed input pixels: original = (value - offset) / scale",
-        "tflite_ops": list_tflite_ops(content),
-        "size_bytes": len(content),
-    }
-    with open(os.path.splitext(path)[0] + ".json", "w") as f:
-        json.dump(sidecar, f, indent=2)
+        outputs = {
+            "polygons": "detection_polygons",
+            "scores": "detection_scores",
+            "classes": "detection_classes",
+            "num_detections": "num_detections",
+        }
+    sidecar = detector_metadata(
+        model,
+        "tflite",
+        size,
+        class_names,
+        score_threshold,
+        iou_threshold,
+        max_detections,
+        model=os.path.basename(path),
+        input_name="images",
+        input_dtype="uint8" if uint8_input else "float32",
+        input_range="0..255" if uint8_input else "0..1",
+        quantize=quantize,
+        nms=nms,
+        pre_nms_top_k=int(model.pre_nms_top_k),
+        min_box_side=MIN_BOX_SIDE,
+        outputs=outputs,
+        coordinates="letterboxed input pixels: original = (value - offset) / scale",
+        tflite_ops=list_tflite_ops(content),
+        size_bytes=len(content),
+    )
+    write_metadata(os.path.splitext(path)[0] + ".json", sidecar)
     if verbose:
-        print(f"written {path} ({len(content) / 1e6:.2f} MB, {quantize}, nms={nms}); "
-              f"ops: {', '.join(sidecar['tflite_ops'])}")
+        print(
+            f"written {path} ({len(content) / 1e6:.2f} MB, {quantize}, nms={nms}); "
+            f"ops: {', '.join(sidecar['tflite_ops'])}"
+        )
     return sidecar
 
 
@@ -352,13 +400,26 @@ def load_device_runner():
     return module
 
 
-def predict_tflite(path, records, class_names=None, score_threshold=0.05, iou_threshold=0.3,
-                   max_detections=300, num_threads=2, verbose=1):
+def predict_tflite(
+    path,
+    records,
+    class_names=None,
+    score_threshold=0.05,
+    iou_threshold=0.3,
+    max_detections=300,
+    num_threads=2,
+    verbose=1,
+):
     """Runs a .tflite over records with the device runner -> dict class name -> list of
     (image_id, score, poly[8]) in original pixels (the evaluator's input)."""
     runner = load_device_runner()
-    detector = runner.TFLiteDetector(path, num_threads=num_threads, score_threshold=score_threshold,
-                                     iou_threshold=iou_threshold, max_detections=max_detections)
+    detector = runner.TFLiteDetector(
+        path,
+        num_threads=num_threads,
+        score_threshold=score_threshold,
+        iou_threshold=iou_threshold,
+        max_detections=max_detections,
+    )
     names = list(class_names or detector.class_names)
     detections = {name: [] for name in names}
     for number, record in enumerate(records, 1):
@@ -369,4 +430,3 @@ def predict_tflite(path, records, class_names=None, score_threshold=0.05, iou_th
         if verbose and (number % 50 == 0 or number == len(records)):
             print(f"tflite predict {number}/{len(records)}")
     return detections
-

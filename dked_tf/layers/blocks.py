@@ -42,8 +42,17 @@ class ConvBNAct(layers.Layer):
     (symmetric pad k//2, then "valid"), so the output size is ceil(H / stride).
     """
 
-    def __init__(self, filters, kernel_size=3, strides=1, dilation_rate=1, activation="leaky",
-                 depthwise=False, use_bn=True, **kwargs):
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        strides=1,
+        dilation_rate=1,
+        activation="leaky",
+        depthwise=False,
+        use_bn=True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if activation not in ACTIVATIONS:
             raise ValueError(f"blocks.py: ConvBNAct activation {activation!r} not in {ACTIVATIONS}")
@@ -59,23 +68,37 @@ class ConvBNAct(layers.Layer):
         padding = "valid" if self.pad is not None else "same"
         if self.depthwise:
             self.conv = layers.DepthwiseConv2D(
-                self.kernel_size, strides=self.strides, padding=padding,
-                dilation_rate=self.dilation_rate, use_bias=not self.use_bn,
-                depthwise_initializer=conv_initializer(), name="dwconv")
+                self.kernel_size,
+                strides=self.strides,
+                padding=padding,
+                dilation_rate=self.dilation_rate,
+                use_bias=not self.use_bn,
+                depthwise_initializer=conv_initializer(),
+                name="dwconv",
+            )
         else:
             self.conv = layers.Conv2D(
-                self.filters, self.kernel_size, strides=self.strides, padding=padding,
-                dilation_rate=self.dilation_rate, use_bias=not self.use_bn,
-                kernel_initializer=conv_initializer(), name="conv")
-        self.bn = (layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="bn")
-                   if self.use_bn else None)
+                self.filters,
+                self.kernel_size,
+                strides=self.strides,
+                padding=padding,
+                dilation_rate=self.dilation_rate,
+                use_bias=not self.use_bn,
+                kernel_initializer=conv_initializer(),
+                name="conv",
+            )
+        self.bn = (
+            layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="bn") if self.use_bn else None
+        )
         self.act = _activation(self.activation)
 
     def build(self, input_shape):
         shape = tuple(input_shape)
         if self.depthwise and shape[-1] is not None and shape[-1] != self.filters:
-            raise ValueError(f"blocks.py: depthwise ConvBNAct needs filters == input channels, "
-                             f"got filters={self.filters}, input {shape}")
+            raise ValueError(
+                f"blocks.py: depthwise ConvBNAct needs filters == input channels, "
+                f"got filters={self.filters}, input {shape}"
+            )
         if self.pad is not None:
             self.pad.build(shape)
             shape = self.pad.compute_output_shape(shape)
@@ -98,13 +121,20 @@ class ConvBNAct(layers.Layer):
 
         def size(n):
             return None if n is None else -(-n // s)
+
         return (b, size(h), size(w), self.filters)
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, kernel_size=self.kernel_size, strides=self.strides,
-                      dilation_rate=self.dilation_rate, activation=self.activation,
-                      depthwise=self.depthwise, use_bn=self.use_bn)
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.dilation_rate,
+            activation=self.activation,
+            depthwise=self.depthwise,
+            use_bn=self.use_bn,
+        )
         return config
 
 
@@ -155,7 +185,7 @@ class DropBlock(layers.Layer):
     def call(self, x, training=None):
         if not training or self.drop_prob <= 0.0:
             return x
-        gamma = self.drop_prob / float(self.block_size ** 2)
+        gamma = self.drop_prob / float(self.block_size**2)
         shape = ops.shape(x)
         noise = keras.random.uniform((shape[0], shape[1], shape[2], 1), seed=self.seed_generator)
         seeds = ops.cast(noise < gamma, x.dtype)
@@ -178,8 +208,7 @@ def channel_shuffle(x, groups):
     axes, flatten back. Lowers to RESHAPE + TRANSPOSE + RESHAPE."""
     channels = x.shape[-1]
     if channels is None or channels % groups:
-        raise ValueError(f"blocks.py: channel_shuffle needs channels ({channels}) divisible "
-                         f"by groups ({groups})")
+        raise ValueError(f"blocks.py: channel_shuffle needs channels ({channels}) divisible by groups ({groups})")
     shape = ops.shape(x)
     x = ops.reshape(x, (-1, shape[1], shape[2], groups, channels // groups))
     x = ops.transpose(x, (0, 1, 2, 4, 3))
@@ -196,8 +225,7 @@ class _SeparableBranch(layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        self.dw = ConvBNAct(channels, 3, strides=self.strides, depthwise=True,
-                            activation="linear", name="dw")
+        self.dw = ConvBNAct(channels, 3, strides=self.strides, depthwise=True, activation="linear", name="dw")
         self.pw = ConvBNAct(self.filters, 1, activation="leaky", name="pw")
         self.dw.build(input_shape)
         self.pw.build(self.dw.compute_output_shape(input_shape))
@@ -253,16 +281,15 @@ class CSA(layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels % 2 or channels % self.groups:
-            raise ValueError(f"blocks.py: CSA needs even channels divisible by groups={self.groups}, "
-                             f"got {channels}")
+            raise ValueError(f"blocks.py: CSA needs even channels divisible by groups={self.groups}, got {channels}")
         self.half = channels // 2
         half_shape = tuple(input_shape[:-1]) + (self.half,)
         self.branch = _SeparableBranch(self.half, name="branch")
         self.branch.build(half_shape)
 
     def call(self, x, training=None):
-        left = x[..., :self.half]
-        right = self.branch(x[..., self.half:], training=training)
+        left = x[..., : self.half]
+        right = self.branch(x[..., self.half :], training=training)
         return channel_shuffle(ops.concatenate([left, right], axis=-1), self.groups)
 
     def compute_output_shape(self, input_shape):
@@ -289,8 +316,7 @@ class CSAPart(layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if (2 * channels) % self.groups:
-            raise ValueError(f"blocks.py: CSA_part needs 2*channels divisible by groups="
-                             f"{self.groups}, got {channels}")
+            raise ValueError(f"blocks.py: CSA_part needs 2*channels divisible by groups={self.groups}, got {channels}")
         self.branch = _SeparableBranch(channels, name="branch")
         self.branch.build(input_shape)
 
@@ -328,8 +354,9 @@ class _DynamicDilatedBranch(layers.Layer):
         channels = input_shape[-1]
         self.routing = layers.Dense(1, kernel_initializer=conv_initializer(), name="routing")
         self.routing.build((None, channels))
-        self.dw = layers.DepthwiseConv2D(3, padding="same", dilation_rate=self.dilation_rate,
-                                         depthwise_initializer=conv_initializer(), name="dw")
+        self.dw = layers.DepthwiseConv2D(
+            3, padding="same", dilation_rate=self.dilation_rate, depthwise_initializer=conv_initializer(), name="dw"
+        )
         self.dw.build(input_shape)
         self.bn = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="bn")
         self.bn.build(input_shape)
@@ -337,9 +364,9 @@ class _DynamicDilatedBranch(layers.Layer):
         self.pw.build(input_shape)
 
     def call(self, x, training=None):
-        pooled = ops.mean(x, axis=(1, 2))                        # [B, C]
-        alpha = ops.sigmoid(self.routing(pooled))                # [B, 1]
-        y = self.dw(x) * alpha[:, None, None, :]                 # [B, H, W, C]
+        pooled = ops.mean(x, axis=(1, 2))  # [B, C]
+        alpha = ops.sigmoid(self.routing(pooled))  # [B, 1]
+        y = self.dw(x) * alpha[:, None, None, :]  # [B, H, W, C]
         y = self.bn(y, training=training)
         return self.pw(y, training=training)
 
@@ -370,8 +397,8 @@ class DRF(layers.Layer):
         self.branch_b.build(half_shape)
 
     def call(self, x, training=None):
-        a = self.branch_a(x[..., :self.half], training=training)
-        b = self.branch_b(x[..., self.half:], training=training)
+        a = self.branch_a(x[..., : self.half], training=training)
+        b = self.branch_b(x[..., self.half :], training=training)
         return a + b
 
     def compute_output_shape(self, input_shape):

@@ -12,8 +12,8 @@ It is evaluated as ONE convolution with the K kernels stacked on the output axis
 that separates the K directions and the attention-weighted sum over them, so the exported
 graph contains only TFLite builtins (CONV_2D / DEPTHWISE_CONV_2D, MEAN, FULLY_CONNECTED,
 SOFTMAX, RESHAPE, MUL, SUM, ADD) in fp32, fp16 and int8. (A reshape + reduction rather than
-K channel slices: the gradient of K slices materialises K full-size tensors in training.) The kernel set depends only on weights, so converters fold it to a
-constant.
+K channel slices: the gradient of K slices materialises K full-size tensors in training.) The
+kernel set depends only on weights, so converters fold it to a constant.
 
 Rotation convention: image axes (x right = kernel column, y down = kernel row); a positive
 angle turns the kernel counter-clockwise as displayed, so the copy at pi/2 equals
@@ -100,9 +100,7 @@ def kernel_rotation_matrix(kernel_size, angle, interpolation="ring"):
                         if wx > 1e-12 and wy > 1e-12:
                             matrix[flat(x, y), flat(gx, gy)] += wx * wy
     else:
-        raise ValueError(
-            f"ddc.py: interpolation must be 'ring' or 'bilinear', got {interpolation!r}"
-        )
+        raise ValueError(f"ddc.py: interpolation must be 'ring' or 'bilinear', got {interpolation!r}")
     matrix[np.abs(matrix) < 1e-12] = 0.0
     return matrix
 
@@ -185,9 +183,9 @@ class DynamicDirectionalConv(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         # validates kernel_size / interpolation early
-        self._rotations = rotation_matrices(
-            self.kernel_size, self.num_directions, self.interpolation
-        ).astype(np.float32)
+        self._rotations = rotation_matrices(self.kernel_size, self.num_directions, self.interpolation).astype(
+            np.float32
+        )
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -204,17 +202,11 @@ class DynamicDirectionalConv(keras.layers.Layer):
             regularizer=self.kernel_regularizer,
         )
         out_channels = channels if self.depthwise else self.filters
-        self.bias = (
-            self.add_weight(name="bias", shape=(out_channels,), initializer="zeros")
-            if self.use_bias
-            else None
-        )
+        self.bias = self.add_weight(name="bias", shape=(out_channels,), initializer="zeros") if self.use_bias else None
         hidden = max(4, channels // max(1, self.attention_reduction))
         self.attention_hidden = keras.layers.Dense(hidden, activation="relu", name="attn_hidden")
         self.attention_hidden.build((None, channels))
-        self.attention_logits = keras.layers.Dense(
-            self.num_directions, name="attn_logits", kernel_initializer="zeros"
-        )
+        self.attention_logits = keras.layers.Dense(self.num_directions, name="attn_logits", kernel_initializer="zeros")
         self.attention_logits.build((None, hidden))
         self.output_channels = out_channels
 
@@ -245,9 +237,7 @@ class DynamicDirectionalConv(keras.layers.Layer):
             responses = tf.nn.depthwise_conv2d(
                 inputs, kernel, strides=[1, self.strides, self.strides, 1], padding=padding
             )
-            mixed = _split_channels(responses, self.input_channels, num) * tf.reshape(
-                weights, (-1, 1, 1, 1, num)
-            )
+            mixed = _split_channels(responses, self.input_channels, num) * tf.reshape(weights, (-1, 1, 1, 1, num))
             output = tf.reduce_sum(mixed, axis=4)
         else:
             # regular kernel [k, k, C, K·F]: output channel j·F + f is direction j, filter f
@@ -257,9 +247,7 @@ class DynamicDirectionalConv(keras.layers.Layer):
                 (self.kernel_size, self.kernel_size, self.input_channels, num * self.filters),
             )
             responses = tf.nn.conv2d(inputs, kernel, strides=self.strides, padding=padding)
-            mixed = _split_channels(responses, num, self.filters) * tf.reshape(
-                weights, (-1, 1, 1, num, 1)
-            )
+            mixed = _split_channels(responses, num, self.filters) * tf.reshape(weights, (-1, 1, 1, num, 1))
             output = tf.reduce_sum(mixed, axis=3)
         if self.bias is not None:
             output = output + keras.ops.cast(self.bias, inputs.dtype)

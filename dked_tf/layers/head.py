@@ -19,8 +19,14 @@ def _prior_bias(prior_prob):
 
 
 def _final_conv(filters, name, bias):
-    return layers.Conv2D(filters, 1, use_bias=True, kernel_initializer=conv_initializer(),
-                         bias_initializer=keras.initializers.Constant(bias), name=name)
+    return layers.Conv2D(
+        filters,
+        1,
+        use_bias=True,
+        kernel_initializer=conv_initializer(),
+        bias_initializer=keras.initializers.Constant(bias),
+        name=name,
+    )
 
 
 class _DetectionHead(layers.Layer):
@@ -62,7 +68,7 @@ class GGHLHead(_DetectionHead):
         hidden_shape = tuple(input_shape[:-1]) + (hidden,)
         self.loc_out.build(hidden_shape)
         self.cls_out.build(hidden_shape)
-        if self.prior_prob is not None:   # objectness bias only (OBJECTNESS_CHANNEL)
+        if self.prior_prob is not None:  # objectness bias only (OBJECTNESS_CHANNEL)
             self.loc_out.bias.assign(_objectness_bias_vector(bias))
 
     def call(self, x, training=None):
@@ -72,8 +78,7 @@ class GGHLHead(_DetectionHead):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, hidden_channels=self.hidden_channels,
-                      prior_prob=self.prior_prob)
+        config.update(num_classes=self.num_classes, hidden_channels=self.hidden_channels, prior_prob=self.prior_prob)
         return config
 
 
@@ -108,8 +113,7 @@ class LoDetHead(_DetectionHead):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, groups=self.groups,
-                      prior_prob=self.prior_prob)
+        config.update(num_classes=self.num_classes, groups=self.groups, prior_prob=self.prior_prob)
         return config
 
 

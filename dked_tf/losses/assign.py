@@ -74,8 +74,7 @@ _OBJ_S = slice(8, 12)
 _OBJ_R, _OBJ_MIX, _OBJ_OMEGA = 12, 13, 14
 
 
-def level_thresholds(image_size, strides=(8, 16, 32), iou_threshold=IOU_THRESHOLD,
-                     reference_size=None):
+def level_thresholds(image_size, strides=(8, 16, 32), iou_threshold=IOU_THRESHOLD, reference_size=None):
     """(tau_0, tau_1) in pixels for input size S (Python number or scalar tensor).
 
     reference_size: input size (pixels) at which the unscaled thresholds apply; they are
@@ -141,11 +140,22 @@ def _object_geometry(polygons):
     gliding = tf.where(horizontal[..., None], tf.zeros_like(gliding), gliding)
 
     return {
-        "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax, "w": w, "h": h,
-        "cx": 0.5 * (xmin + xmax), "cy": 0.5 * (ymin + ymax),
-        "centre_x": tf.reduce_mean(xs, axis=-1), "centre_y": tf.reduce_mean(ys, axis=-1),
-        "long_side": long_side, "short_side": short_side, "cos": cos, "sin": sin,
-        "area_ratio": area_ratio, "gliding": gliding,
+        "xmin": xmin,
+        "ymin": ymin,
+        "xmax": xmax,
+        "ymax": ymax,
+        "w": w,
+        "h": h,
+        "cx": 0.5 * (xmin + xmax),
+        "cy": 0.5 * (ymin + ymax),
+        "centre_x": tf.reduce_mean(xs, axis=-1),
+        "centre_y": tf.reduce_mean(ys, axis=-1),
+        "long_side": long_side,
+        "short_side": short_side,
+        "cos": cos,
+        "sin": sin,
+        "area_ratio": area_ratio,
+        "gliding": gliding,
     }
 
 
@@ -190,18 +200,21 @@ def _encode_level(geo, classes, weights, valid, level, stride, grid, num_classes
     cell_x = e(gx) + dx
     cell_y = e(gy) + dy
     in_window = (
-        (tf.abs(dx) <= e(radius_w) + 1.0) & (tf.abs(dy) <= e(radius_h) + 1.0)
-        & (cell_x >= 0.0) & (cell_x < grid_f) & (cell_y >= 0.0) & (cell_y < grid_f))
+        (tf.abs(dx) <= e(radius_w) + 1.0)
+        & (tf.abs(dy) <= e(radius_h) + 1.0)
+        & (cell_x >= 0.0)
+        & (cell_x < grid_f)
+        & (cell_y >= 0.0)
+        & (cell_y < grid_f)
+    )
 
     u = e(geo["cos"]) * dx + e(geo["sin"]) * dy
     v = -e(geo["sin"]) * dx + e(geo["cos"]) * dy
-    gauss = tf.exp(-0.5 * (tf.square(2.0 * u / e(spread_long))
-                           + tf.square(2.0 * v / e(spread_short))))
+    gauss = tf.exp(-0.5 * (tf.square(2.0 * u / e(spread_long)) + tf.square(2.0 * v / e(spread_short))))
 
     px = (cell_x + 0.5) * s
     py = (cell_y + 0.5) * s
-    inside = ((py > e(geo["ymin"])) & (px < e(geo["xmax"]))
-              & (py < e(geo["ymax"])) & (px > e(geo["xmin"])))
+    inside = (py > e(geo["ymin"])) & (px < e(geo["xmax"])) & (py < e(geo["ymax"])) & (px > e(geo["xmin"]))
     positive = e(valid) & in_window & inside & (gauss > HEATMAP_FLOOR)  # [B, M, P]
 
     # Scatter indices (clamped; masked entries scatter neutral values).
@@ -209,15 +222,16 @@ def _encode_level(geo, classes, weights, valid, level, stride, grid, num_classes
     ix = tf.clip_by_value(tf.cast(cell_x, tf.int32), 0, last)
     iy = tf.clip_by_value(tf.cast(cell_y, tf.int32), 0, last)
     b_idx = tf.broadcast_to(tf.range(batch)[:, None, None], tf.shape(ix))
-    c_idx = tf.broadcast_to(tf.clip_by_value(classes, 0, num_classes - 1)[..., None],
-                            tf.shape(ix))
+    c_idx = tf.broadcast_to(tf.clip_by_value(classes, 0, num_classes - 1)[..., None], tf.shape(ix))
     cell_index = tf.stack([b_idx, iy, ix], axis=-1)  # [B, M, P, 3]
     class_index = tf.stack([b_idx, iy, ix, c_idx], axis=-1)  # [B, M, P, 4]
 
     gauss_pos = tf.where(positive, gauss, tf.zeros_like(gauss))
     heatmap = tf.tensor_scatter_nd_max(
         tf.zeros(tf.stack([batch, grid, grid, num_classes]), tf.float32),
-        tf.reshape(class_index, [-1, 4]), tf.reshape(gauss_pos, [-1]))
+        tf.reshape(class_index, [-1, 4]),
+        tf.reshape(gauss_pos, [-1]),
+    )
 
     # Owner: among per-class winners (max Gaussian of their class at the cell, later
     # object on ties), the one with the highest object index -- GGHL's sequential rule.
@@ -227,15 +241,20 @@ def _encode_level(geo, classes, weights, valid, level, stride, grid, num_classes
     owner = tf.tensor_scatter_nd_max(
         tf.fill(tf.stack([batch, grid, grid]), tf.constant(-1, tf.int32)),
         tf.reshape(cell_index, [-1, 3]),
-        tf.reshape(tf.where(is_winner, object_id, -tf.ones_like(object_id)), [-1]))
+        tf.reshape(tf.where(is_winner, object_id, -tf.ones_like(object_id)), [-1]),
+    )
 
     # Gather the owner's attributes; row M of the table is an all-zero dummy (no owner).
-    table = tf.concat([
-        tf.stack([geo["cx"], geo["cy"], geo["w"], geo["h"],
-                  geo["xmin"], geo["ymin"], geo["xmax"], geo["ymax"]], axis=-1),
-        geo["gliding"],
-        tf.stack([geo["area_ratio"], weights, omega], axis=-1),
-    ], axis=-1)  # [B, M, 15]
+    table = tf.concat(
+        [
+            tf.stack(
+                [geo["cx"], geo["cy"], geo["w"], geo["h"], geo["xmin"], geo["ymin"], geo["xmax"], geo["ymax"]], axis=-1
+            ),
+            geo["gliding"],
+            tf.stack([geo["area_ratio"], weights, omega], axis=-1),
+        ],
+        axis=-1,
+    )  # [B, M, 15]
     table = tf.pad(table, [[0, 0], [0, 1], [0, 0]])
     is_positive = owner >= 0  # [B, G, G]
     owner_row = tf.where(is_positive, owner, tf.fill(tf.shape(owner), num_objects))
@@ -246,25 +265,33 @@ def _encode_level(geo, classes, weights, valid, level, stride, grid, num_classes
     pcx = centres[None, None, :]
     pcy = centres[None, :, None]
     pos_f = tf.cast(is_positive, tf.float32)
-    distances = tf.stack([
-        pcy - attrs[..., _OBJ_YMIN], attrs[..., _OBJ_XMAX] - pcx,
-        attrs[..., _OBJ_YMAX] - pcy, pcx - attrs[..., _OBJ_XMIN]], axis=-1)
+    distances = tf.stack(
+        [
+            pcy - attrs[..., _OBJ_YMIN],
+            attrs[..., _OBJ_XMAX] - pcx,
+            attrs[..., _OBJ_YMAX] - pcy,
+            pcx - attrs[..., _OBJ_XMIN],
+        ],
+        axis=-1,
+    )
     distances = distances * pos_f[..., None]
     mix = tf.where(is_positive, attrs[..., _OBJ_MIX], tf.ones_like(pos_f))
-    return tf.concat([
-        attrs[..., _OBJ_CX:_OBJ_H + 1],
-        distances,
-        attrs[..., _OBJ_S],
-        attrs[..., _OBJ_R:_OBJ_R + 1],
-        pos_f[..., None],
-        mix[..., None],
-        attrs[..., _OBJ_OMEGA:_OBJ_OMEGA + 1],
-        heatmap,
-    ], axis=-1)
+    return tf.concat(
+        [
+            attrs[..., _OBJ_CX : _OBJ_H + 1],
+            distances,
+            attrs[..., _OBJ_S],
+            attrs[..., _OBJ_R : _OBJ_R + 1],
+            pos_f[..., None],
+            mix[..., None],
+            attrs[..., _OBJ_OMEGA : _OBJ_OMEGA + 1],
+            heatmap,
+        ],
+        axis=-1,
+    )
 
 
-def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32),
-                   level_reference_size=None):
+def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32), level_reference_size=None):
     """GGHL OLA targets for every pyramid level.
 
     targets: dict with ``polygons`` float [B, M, 8] (pixels of the letterboxed S x S input),
@@ -296,8 +323,10 @@ def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32),
     used = weights > 0.0
     class_ok = (classes >= 0) & (classes < num_classes)
     check = tf.debugging.assert_equal(
-        tf.reduce_all(class_ok | ~used), True,
-        message=f"assign.encode_targets: a non-padding target row has a class id outside [0, {num_classes})")
+        tf.reduce_all(class_ok | ~used),
+        True,
+        message=f"assign.encode_targets: a non-padding target row has a class id outside [0, {num_classes})",
+    )
     with tf.control_dependencies([check]):
         polygons = tf.identity(polygons)
 
@@ -314,11 +343,11 @@ def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32),
     outputs = []
     for level, stride in enumerate(strides):
         grid = _grid_size(image_size, stride)
-        encoded = _encode_level(geo, classes, weights, valid & level_masks[level], level,
-                                stride, grid, num_classes, batch)
+        encoded = _encode_level(
+            geo, classes, weights, valid & level_masks[level], level, stride, grid, num_classes, batch
+        )
         static_grid = grid if isinstance(grid, int) else None
-        encoded = tf.ensure_shape(
-            encoded, [None, static_grid, static_grid, TARGET_BOX_CHANNELS + num_classes])
+        encoded = tf.ensure_shape(encoded, [None, static_grid, static_grid, TARGET_BOX_CHANNELS + num_classes])
         outputs.append(encoded)
     return outputs
 

@@ -70,7 +70,8 @@ class DistillationLoss(keras.layers.Layer):
         if not value > 0.0:
             raise ValueError(
                 f"distill.py: {type(self).__name__} weight must be > 0, got {value}; switch a loss "
-                "off with enabled=False (or Distiller.set_loss_switches)")
+                "off with enabled=False (or Distiller.set_loss_switches)"
+            )
         self._weight = value
 
     def build_modules(self, teacher_shapes, student_shapes):
@@ -196,9 +197,7 @@ class DirectionalResponseLoss(DistillationLoss):
                 temperature=self.temperature,
                 name=f"resp_ddc_{level}",
             )
-            project = keras.layers.Conv2D(
-                teacher_channels, 1, name=f"resp_project_{level}"
-            )
+            project = keras.layers.Conv2D(teacher_channels, 1, name=f"resp_project_{level}")
             ddc.build((None,) + student_shape[1:])
             project.build((None,) + student_shape[1:])
             self.extractors.append((ddc, project))
@@ -221,9 +220,7 @@ class DirectionalResponseLoss(DistillationLoss):
                 student = tf.image.resize(student, tf.shape(target)[1:3], method="bilinear")
             mask = heatmap_max(_f32(encoded[level]))
             error = tf.reduce_mean(tf.square(target - student), axis=-1)  # [B, H, W]
-            per_image = tf.reduce_sum(mask * error, axis=(1, 2)) / tf.maximum(
-                tf.reduce_sum(mask, axis=(1, 2)), 1e-6
-            )
+            per_image = tf.reduce_sum(mask * error, axis=(1, 2)) / tf.maximum(tf.reduce_sum(mask, axis=(1, 2)), 1e-6)
             total += tf.reduce_mean(per_image)
         return {"resp": self.weight * total}
 
@@ -277,9 +274,7 @@ class PredictionDistillationLoss(DistillationLoss):
 
     term_names = PREDICTION_TERMS
 
-    def __init__(
-        self, weight=1.0, lam=0.5, margin=0.05, objectness=True, enabled=True, **kwargs
-    ):
+    def __init__(self, weight=1.0, lam=0.5, margin=0.05, objectness=True, enabled=True, **kwargs):
         super().__init__(weight=weight, enabled=enabled, **kwargs)
         if not 0.0 <= float(lam) <= 1.0:
             raise ValueError(f"distill.py: lam must be in [0, 1], got {lam}")

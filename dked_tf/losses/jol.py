@@ -129,10 +129,14 @@ def box_terms(decoded, encoded_level, stride, image_size):
     loss_iou0 = beta * (1.0 - giou_from_distances(decoded["pred_l"], gt_l))
     loss_s0 = tf.reduce_sum(tf.square(decoded["pred_s"] - enc[..., TARGET_GLIDING_CHANNELS]), axis=-1)
     loss_r0 = tf.square(decoded["pred_r"] - enc[..., TARGET_AREA_RATIO_CHANNEL])
-    loss_l0 = beta * tf.reduce_sum(
-        smooth_l1(decoded["pred_l"] / float(stride), gt_l / float(stride)), axis=-1)
-    return {"iou": loss_iou0, "s": loss_s0, "r": loss_r0, "l": loss_l0,
-            "box": loss_iou0 + loss_s0 + loss_r0 + 0.2 * loss_l0}
+    loss_l0 = beta * tf.reduce_sum(smooth_l1(decoded["pred_l"] / float(stride), gt_l / float(stride)), axis=-1)
+    return {
+        "iou": loss_iou0,
+        "s": loss_s0,
+        "r": loss_r0,
+        "l": loss_l0,
+        "box": loss_iou0 + loss_s0 + loss_r0 + 0.2 * loss_l0,
+    }
 
 
 def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_weight=None):
@@ -179,13 +183,11 @@ def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_we
 
     t_pos = (1.0 - LABEL_SMOOTHING) + LABEL_SMOOTHING / n_cls
     t_neg = LABEL_SMOOTHING / n_cls
-    cls_pos_channels = gt_class * quality_bce(
-        dec["class_logits"], -quality_energy[..., None], t_pos)
+    cls_pos_channels = gt_class * quality_bce(dec["class_logits"], -quality_energy[..., None], t_pos)
     if plain_class_weight is None:
         plain_class_weight = DEFAULT_PLAIN_CLASS_WEIGHT
     if plain_class_weight:
-        cls_pos_channels += float(plain_class_weight) * gt_class * class_bce(
-            dec["class_logits"], t_pos)
+        cls_pos_channels += float(plain_class_weight) * gt_class * class_bce(dec["class_logits"], t_pos)
     cls_neg_channels = (1.0 - gt_class) * class_bce(dec["class_logits"], t_neg)
     cls_pos_cell = tf.reduce_sum(cls_pos_channels, axis=-1)
     cls_neg_cell = tf.reduce_sum(cls_neg_channels, axis=-1)
@@ -197,8 +199,13 @@ def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_we
     w_reg = weight * (gt_prob + g) / 2.0
 
     return {
-        "obj_pos": obj_pos, "obj_neg": obj_neg, "cls_pos": cls_pos, "cls_neg": cls_neg,
-        "iou": loss_iou0 * w_reg, "s": loss_s0 * w_reg, "r": loss_r0 * w_reg,
+        "obj_pos": obj_pos,
+        "obj_neg": obj_neg,
+        "cls_pos": cls_pos,
+        "cls_neg": cls_neg,
+        "iou": loss_iou0 * w_reg,
+        "s": loss_s0 * w_reg,
+        "r": loss_r0 * w_reg,
         "l": loss_l0 * w_reg,
         "box": box["box"],
         "quality": quality,
@@ -207,8 +214,11 @@ def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_we
         "positive": positive,
         "weight": weight,
         "num_positives": tf.reduce_sum(positive, axis=[1, 2]),
-        "pred_l": dec["pred_l"], "pred_s": dec["pred_s"], "pred_r": dec["pred_r"],
-        "obj_prob": dec["obj_prob"], "class_prob": dec["class_prob"],
+        "pred_l": dec["pred_l"],
+        "pred_s": dec["pred_s"],
+        "pred_r": dec["pred_r"],
+        "obj_prob": dec["obj_prob"],
+        "class_prob": dec["class_prob"],
     }
 
 
@@ -236,7 +246,8 @@ def jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_
     if not (len(head_outputs) == len(encoded) == len(strides)):
         raise ValueError(
             f"jol.jol_loss: got {len(head_outputs)} head levels, {len(encoded)} target levels "
-            f"and {len(strides)} strides; they must match")
+            f"and {len(strides)} strides; they must match"
+        )
     terms = {name: tf.constant(0.0) for name in JOL_TERM_NAMES}
     cells = []
     for head_level, encoded_level, stride in zip(head_outputs, encoded, strides):
@@ -244,15 +255,17 @@ def jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_
         if None not in head_grid and None not in target_grid and head_grid != target_grid:
             raise ValueError(
                 f"jol.jol_loss: stride {stride}: head grid {tuple(head_grid)} != target grid "
-                f"{tuple(target_grid)} (image_size {image_size} must match the model input)")
+                f"{tuple(target_grid)} (image_size {image_size} must match the model input)"
+            )
         head_classes = _classes(head_level, HEAD_BOX_CHANNELS)
         target_classes = _classes(encoded_level, TARGET_BOX_CHANNELS)
         if head_classes is not None and target_classes is not None and head_classes != target_classes:
             raise ValueError(
-                f"jol.jol_loss: stride {stride}: head has {head_classes} classes, targets "
-                f"{target_classes}")
-        level_cells = per_cell_terms(head_level, encoded_level, stride, image_size,
-                                     plain_class_weight=plain_class_weight)
+                f"jol.jol_loss: stride {stride}: head has {head_classes} classes, targets {target_classes}"
+            )
+        level_cells = per_cell_terms(
+            head_level, encoded_level, stride, image_size, plain_class_weight=plain_class_weight
+        )
         cells.append(level_cells)
         level = reduce_level_terms(level_cells)
         terms = {name: terms[name] + level[name] for name in JOL_TERM_NAMES}

@@ -30,8 +30,14 @@ def darknet_conv_layers(model):
     return sorted(convs, key=lambda layer: int(layer.name.rsplit("_", 1)[-1]))
 
 
-def build_darknet53(width=1.0, depths=DARKNET_STAGE_DEPTHS, stem_channels=32,
-                    activation="leaky", input_shape=(None, None, 3), name="darknet53"):
+def build_darknet53(
+    width=1.0,
+    depths=DARKNET_STAGE_DEPTHS,
+    stem_channels=32,
+    activation="leaky",
+    input_shape=(None, None, 3),
+    name="darknet53",
+):
     """Darknet53 (YOLOv3): stem conv3x3(32), then five stride-2 stages of
     64/128/256/512/1024 channels (x `width`) with `depths` residual blocks each
     (1x1 to C/2, 3x3 back to C, identity add). Outputs `[C3, C4, C5]` (256/512/1024 x width
@@ -42,8 +48,7 @@ def build_darknet53(width=1.0, depths=DARKNET_STAGE_DEPTHS, stem_channels=32,
     counter = [0]
 
     def conv(x, filters, kernel, strides=1):
-        layer = ConvBNAct(filters, kernel, strides=strides, activation=activation,
-                          name=f"conv_{counter[0]:03d}")
+        layer = ConvBNAct(filters, kernel, strides=strides, activation=activation, name=f"conv_{counter[0]:03d}")
         counter[0] += 1
         return layer(x)
 
@@ -88,10 +93,12 @@ def load_darknet_weights(model, path, max_convs=None, verbose=1):
     def take(count, what, layer):
         nonlocal offset
         if offset + count > data.size:
-            raise ValueError(f"backbones.py: {path} ends early while reading {what} of "
-                             f"{layer.name} (needs {count} floats at {offset}, file has "
-                             f"{data.size})")
-        out = data[offset:offset + count]
+            raise ValueError(
+                f"backbones.py: {path} ends early while reading {what} of "
+                f"{layer.name} (needs {count} floats at {offset}, file has "
+                f"{data.size})"
+            )
+        out = data[offset : offset + count]
         offset += count
         return out
 
@@ -111,8 +118,10 @@ def load_darknet_weights(model, path, max_convs=None, verbose=1):
             kernel = take(cout * cin * kh * kw, "kernel", layer)
             layer.conv.set_weights([kernel.reshape(cout, cin, kh, kw).transpose(2, 3, 1, 0), bias])
     if verbose:
-        print(f"loaded {len(convs)} Darknet convs from {path} (version {major}.{minor}."
-              f"{revision}; {data.size - offset} floats left unused)")
+        print(
+            f"loaded {len(convs)} Darknet convs from {path} (version {major}.{minor}."
+            f"{revision}; {data.size - offset} floats left unused)"
+        )
     return len(convs)
 
 
@@ -136,8 +145,9 @@ MOBILENETV2_TAPS = ("block_5_add", "block_12_add", "out_relu")
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
 
-def build_mobilenetv2(alpha=1.0, weights=None, input_shape=(None, None, 3), name="mobilenetv2",
-                      bn_momentum=BN_MOMENTUM):
+def build_mobilenetv2(
+    alpha=1.0, weights=None, input_shape=(None, None, 3), name="mobilenetv2", bn_momentum=BN_MOMENTUM
+):
     """MobileNetV2 (keras.applications) with taps after block 6 (32*alpha ch, stride 8),
     block 13 (96*alpha ch, stride 16) and the final 1x1 conv (1280 ch, stride 32), i.e. the
     PyTorch `features[6]`, `features[13]`, `conv` of LO-Det (Keras `block_5_add`,
@@ -152,13 +162,17 @@ def build_mobilenetv2(alpha=1.0, weights=None, input_shape=(None, None, 3), name
     if weights not in (None, "imagenet") and not os.path.exists(str(weights)):
         raise FileNotFoundError(f"backbones.py: MobileNetV2 weights file not found: {weights}")
     if weights == "imagenet" and alpha not in IMAGENET_ALPHAS:
-        raise ValueError(f"backbones.py: ImageNet MobileNetV2 weights exist only for alpha in "
-                         f"{IMAGENET_ALPHAS}, got {alpha}")
+        raise ValueError(
+            f"backbones.py: ImageNet MobileNetV2 weights exist only for alpha in {IMAGENET_ALPHAS}, got {alpha}"
+        )
     images = keras.Input(input_shape, name="images")
     scaled = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(images)
     base = keras.applications.MobileNetV2(
-        input_shape=tuple(input_shape), alpha=alpha, include_top=False,
-        weights="imagenet" if weights == "imagenet" else None)
+        input_shape=tuple(input_shape),
+        alpha=alpha,
+        include_top=False,
+        weights="imagenet" if weights == "imagenet" else None,
+    )
     if weights not in (None, "imagenet"):
         base.load_weights(weights)
     for layer in base.layers:
@@ -166,6 +180,5 @@ def build_mobilenetv2(alpha=1.0, weights=None, input_shape=(None, None, 3), name
         # behind a short training run and inference outputs collapse. PyTorch's 0.1 = 0.9 here.
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = bn_momentum
-    tapped = keras.Model(base.inputs, [base.get_layer(n).output for n in MOBILENETV2_TAPS],
-                         name=f"{name}_base")
+    tapped = keras.Model(base.inputs, [base.get_layer(n).output for n in MOBILENETV2_TAPS], name=f"{name}_base")
     return keras.Model(images, tapped(scaled), name=name)

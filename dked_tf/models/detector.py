@@ -9,6 +9,7 @@ per-cell decode without NMS using TFLite builtin ops only (for exported graphs).
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from dked_tf.layers.head import HEADS
 from dked_tf.losses import assign as assign_lib
@@ -26,8 +27,7 @@ from dked_tf.ops.head_contract import (
 from dked_tf.ops.nms import rotated_nms_tf
 from dked_tf.ops.obb import poly_to_rbox_tf
 
-BACKBONES = {"darknet53": backbones_lib.build_darknet53,
-             "mobilenetv2": backbones_lib.build_mobilenetv2}
+BACKBONES = {"darknet53": backbones_lib.build_darknet53, "mobilenetv2": backbones_lib.build_mobilenetv2}
 
 
 @keras.saving.register_keras_serializable(package="dked_tf")
@@ -50,11 +50,26 @@ class OrientedDetector(keras.Model):
         at which GGHL's level thresholds apply; None: 800, scaled by S/800).
     """
 
-    def __init__(self, num_classes, backbone="darknet53", neck="gghl_fpn", head="gghl",
-                 backbone_kwargs=None, neck_kwargs=None, head_kwargs=None, image_size=800,
-                 horizontal_threshold=0.9, score_threshold=0.05, iou_threshold=0.3,
-                 max_detections=100, pre_nms_top_k=1000, preset=None,
-                 plain_class_weight=None, level_reference_size=None, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        backbone="darknet53",
+        neck="gghl_fpn",
+        head="gghl",
+        backbone_kwargs=None,
+        neck_kwargs=None,
+        head_kwargs=None,
+        image_size=800,
+        horizontal_threshold=0.9,
+        score_threshold=0.05,
+        iou_threshold=0.3,
+        max_detections=100,
+        pre_nms_top_k=1000,
+        preset=None,
+        plain_class_weight=None,
+        level_reference_size=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if backbone not in BACKBONES:
             raise ValueError(f"detector.py: unknown backbone {backbone!r}; one of {list(BACKBONES)}")
@@ -75,17 +90,14 @@ class OrientedDetector(keras.Model):
         self.max_detections = int(max_detections)
         self.pre_nms_top_k = int(pre_nms_top_k)
         self.preset = preset
-        self.plain_class_weight = (None if plain_class_weight is None
-                                   else float(plain_class_weight))
-        self.level_reference_size = (None if level_reference_size is None
-                                     else float(level_reference_size))
+        self.plain_class_weight = None if plain_class_weight is None else float(plain_class_weight)
+        self.level_reference_size = None if level_reference_size is None else float(level_reference_size)
 
         self.backbone = BACKBONES[backbone](**self.backbone_kwargs)
         backbone_channels = [int(t.shape[-1]) for t in self.backbone.outputs]
         self.neck = necks_lib.NECKS[neck](backbone_channels, **self.neck_kwargs)
         neck_channels = [int(t.shape[-1]) for t in self.neck.outputs]
-        self.heads = [HEADS[head](self.num_classes, name=f"head_p{level}", **self.head_kwargs)
-                      for level in (3, 4, 5)]
+        self.heads = [HEADS[head](self.num_classes, name=f"head_p{level}", **self.head_kwargs) for level in (3, 4, 5)]
         for layer, channels in zip(self.heads, neck_channels):
             layer.build((None, None, None, channels))
         self.channels = {"backbone": backbone_channels, "neck": neck_channels}
@@ -121,14 +133,15 @@ class OrientedDetector(keras.Model):
         objectness = tf.concat(objectness, axis=1)
         class_probs = tf.concat(class_probs, axis=1)
         best = tf.reduce_max(class_probs, axis=-1)
-        return {"polygons": polygons,
-                "scores": tf.sqrt(objectness * best),
-                "classes": tf.cast(tf.math.argmax(class_probs, axis=-1), tf.int32),
-                "objectness": objectness,
-                "class_probs": class_probs}
+        return {
+            "polygons": polygons,
+            "scores": tf.sqrt(objectness * best),
+            "classes": tf.cast(tf.math.argmax(class_probs, axis=-1), tf.int32),
+            "objectness": objectness,
+            "class_probs": class_probs,
+        }
 
-    def decode(self, head_outputs, score_threshold=None, iou_threshold=None,
-               max_detections=None, pre_nms_top_k=None):
+    def decode(self, head_outputs, score_threshold=None, iou_threshold=None, max_detections=None, pre_nms_top_k=None):
         """Head outputs -> detections after class-aware exact rotated NMS (per image).
 
         Returns dict with K = max_detections (rows past `num_detections` are zero):
@@ -151,8 +164,9 @@ class OrientedDetector(keras.Model):
             polys = tf.gather(polys, order)
             classes = tf.gather(classes, order)
             xs, ys = polys[:, 0::2], polys[:, 1::2]
-            extent = tf.minimum(tf.reduce_max(xs, 1) - tf.reduce_min(xs, 1),
-                                tf.reduce_max(ys, 1) - tf.reduce_min(ys, 1))
+            extent = tf.minimum(
+                tf.reduce_max(xs, 1) - tf.reduce_min(xs, 1), tf.reduce_max(ys, 1) - tf.reduce_min(ys, 1)
+            )
             # degenerate boxes (HBB side <= MIN_BOX_SIDE px after clipping) are invalid
             valid = tf.logical_and(scores > score_threshold, extent > MIN_BOX_SIDE)
             polys = tf.boolean_mask(polys, valid)
@@ -163,14 +177,13 @@ class OrientedDetector(keras.Model):
                 members = tf.reshape(tf.where(tf.equal(classes, c)), [-1])
 
                 def class_nms(members=members):
-                    keep, num_kept = rotated_nms_tf(tf.gather(polys, members),
-                                                    tf.gather(scores, members),
-                                                    iou_threshold, max_output=k)
+                    keep, num_kept = rotated_nms_tf(
+                        tf.gather(polys, members), tf.gather(scores, members), iou_threshold, max_output=k
+                    )
                     return tf.gather(members, tf.cast(keep[:num_kept], tf.int64))
 
                 # rotated_nms_tf cannot take zero boxes (gather on an empty order)
-                kept.append(tf.cond(tf.size(members) > 0, class_nms,
-                                    lambda: tf.zeros([0], tf.int64)))
+                kept.append(tf.cond(tf.size(members) > 0, class_nms, lambda: tf.zeros([0], tf.int64)))
             kept = tf.concat(kept, axis=0)
             kept_scores = tf.gather(scores, kept)
             n = tf.minimum(tf.shape(kept)[0], k)
@@ -179,21 +192,26 @@ class OrientedDetector(keras.Model):
             out_polys = tf.gather(polys, kept)
             out_rboxes = poly_to_rbox_tf(out_polys)
             pad = k - n
-            return (tf.pad(out_polys, [[0, pad], [0, 0]]),
-                    tf.pad(tf.cast(out_rboxes, tf.float32), [[0, pad], [0, 0]]),
-                    tf.pad(kept_scores, [[0, pad]]),
-                    tf.pad(tf.gather(classes, kept), [[0, pad]]),
-                    n)
+            return (
+                tf.pad(out_polys, [[0, pad], [0, 0]]),
+                tf.pad(tf.cast(out_rboxes, tf.float32), [[0, pad], [0, 0]]),
+                tf.pad(kept_scores, [[0, pad]]),
+                tf.pad(tf.gather(classes, kept), [[0, pad]]),
+                n,
+            )
 
         polys, rboxes, scores, classes, counts = tf.map_fn(
-            one_image, (cells["polygons"], cells["scores"], cells["classes"]),
-            fn_output_signature=(tf.TensorSpec([k, 8], tf.float32),
-                                 tf.TensorSpec([k, 5], tf.float32),
-                                 tf.TensorSpec([k], tf.float32),
-                                 tf.TensorSpec([k], tf.int32),
-                                 tf.TensorSpec([], tf.int32)))
-        return {"polygons": polys, "rboxes": rboxes, "scores": scores,
-                "classes": classes, "num_detections": counts}
+            one_image,
+            (cells["polygons"], cells["scores"], cells["classes"]),
+            fn_output_signature=(
+                tf.TensorSpec([k, 8], tf.float32),
+                tf.TensorSpec([k, 5], tf.float32),
+                tf.TensorSpec([k], tf.float32),
+                tf.TensorSpec([k], tf.int32),
+                tf.TensorSpec([], tf.int32),
+            ),
+        )
+        return {"polygons": polys, "rboxes": rboxes, "scores": scores, "classes": classes, "num_detections": counts}
 
     def cells_function(self, image_size=None, batch_size=1):
         """A `tf.function` with a fixed input signature `[batch_size, S, S, 3]` returning
@@ -203,6 +221,7 @@ class OrientedDetector(keras.Model):
         @tf.function(input_signature=[tf.TensorSpec([batch_size, size, size, 3], tf.float32)])
         def cells(images):
             return self.decode_cells(self(images, training=False)["head"])
+
         return cells
 
     def to_tflite(self, image_size=None, batch_size=1):
@@ -211,12 +230,8 @@ class OrientedDetector(keras.Model):
         (converting the un-frozen concrete function of a Keras 3 model gives a flatbuffer
         with READ_VARIABLE ops / NaN outputs). Outputs in the order of the sorted keys:
         class_probs, classes, objectness, polygons, scores."""
-        from tensorflow.python.framework.convert_to_constants import (
-            convert_variables_to_constants_v2)
-
         concrete = self.cells_function(image_size, batch_size).get_concrete_function()
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [convert_variables_to_constants_v2(concrete)])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([convert_variables_to_constants_v2(concrete)])
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         return converter.convert()
 
@@ -236,8 +251,7 @@ class OrientedDetector(keras.Model):
         head = y_pred["head"] if isinstance(y_pred, dict) else y_pred
         image_size = self._input_size(x, head)
         encoded = self.encode_targets(y, image_size)
-        terms = jol_loss(head, encoded, self.strides, image_size,
-                         plain_class_weight=self.plain_class_weight)
+        terms = jol_loss(head, encoded, self.strides, image_size, plain_class_weight=self.plain_class_weight)
         for name, tracker in self.loss_trackers.items():
             if name in terms:
                 tracker.update_state(terms[name])
@@ -249,8 +263,9 @@ class OrientedDetector(keras.Model):
     def encode_targets(self, targets, image_size):
         """OLA targets of the pipeline `targets` for this detector (its classes, strides and
         `level_reference_size`): the `assign.encode_targets` levels [B, H_l, W_l, 16 + nC]."""
-        return assign_lib.encode_targets(targets, image_size, self.num_classes, strides=self.strides,
-                              level_reference_size=self.level_reference_size)
+        return assign_lib.encode_targets(
+            targets, image_size, self.num_classes, strides=self.strides, level_reference_size=self.level_reference_size
+        )
 
     def _input_size(self, images, head):
         if images is not None and images.shape[1] is not None:
@@ -267,17 +282,26 @@ class OrientedDetector(keras.Model):
 
     # ---------------------------------------------------------------- config
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable,
-                "num_classes": self.num_classes, "backbone": self.backbone_name,
-                "neck": self.neck_name, "head": self.head_name,
-                "backbone_kwargs": dict(self.backbone_kwargs),
-                "neck_kwargs": dict(self.neck_kwargs), "head_kwargs": dict(self.head_kwargs),
-                "image_size": self.image_size,
-                "horizontal_threshold": self.horizontal_threshold,
-                "score_threshold": self.score_threshold, "iou_threshold": self.iou_threshold,
-                "max_detections": self.max_detections, "pre_nms_top_k": self.pre_nms_top_k,
-                "preset": self.preset, "plain_class_weight": self.plain_class_weight,
-                "level_reference_size": self.level_reference_size}
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "num_classes": self.num_classes,
+            "backbone": self.backbone_name,
+            "neck": self.neck_name,
+            "head": self.head_name,
+            "backbone_kwargs": dict(self.backbone_kwargs),
+            "neck_kwargs": dict(self.neck_kwargs),
+            "head_kwargs": dict(self.head_kwargs),
+            "image_size": self.image_size,
+            "horizontal_threshold": self.horizontal_threshold,
+            "score_threshold": self.score_threshold,
+            "iou_threshold": self.iou_threshold,
+            "max_detections": self.max_detections,
+            "pre_nms_top_k": self.pre_nms_top_k,
+            "preset": self.preset,
+            "plain_class_weight": self.plain_class_weight,
+            "level_reference_size": self.level_reference_size,
+        }
 
     @property
     def config(self):
@@ -289,28 +313,40 @@ class OrientedDetector(keras.Model):
 
     def parameter_counts(self):
         """Trainable + non-trainable parameters of backbone, neck, heads and the total."""
+
         def count(weights):
             return int(sum(int(tf.size(w)) for w in weights))
+
         heads = [w for h in self.heads for w in h.weights]
-        return {"backbone": count(self.backbone.weights), "neck": count(self.neck.weights),
-                "head": count(heads), "total": count(self.weights),
-                "trainable": count(self.trainable_weights)}
+        return {
+            "backbone": count(self.backbone.weights),
+            "neck": count(self.neck.weights),
+            "head": count(heads),
+            "total": count(self.weights),
+            "trainable": count(self.trainable_weights),
+        }
 
     def summary(self, line_length=None, positions=None, print_fn=None, **kwargs):
         """One line per part (backbone, neck, heads) with channels and parameter counts, then
         the Keras summary of the parts (`expand_nested=True` lists every layer)."""
         print_fn = print_fn or print
         counts = self.parameter_counts()
-        print_fn(f"OrientedDetector '{self.name}'"
-                 + (f" (preset {self.preset})" if self.preset else "")
-                 + f": {self.num_classes} classes, strides {self.strides}, "
-                   f"input {self.image_size} px")
-        print_fn(f"  backbone {self.backbone_name:<12} taps C3/C4/C5 channels "
-                 f"{self.channels['backbone']}  params {counts['backbone']:,}")
-        print_fn(f"  neck     {self.neck_name:<12} P3/P4/P5 channels "
-                 f"{self.channels['neck']}  params {counts['neck']:,}")
-        print_fn(f"  heads    {self.head_name:<12} out channels {HEAD_BOX_CHANNELS + self.num_classes}"
-                 f" per level  params {counts['head']:,}")
+        print_fn(
+            f"OrientedDetector '{self.name}'"
+            + (f" (preset {self.preset})" if self.preset else "")
+            + f": {self.num_classes} classes, strides {self.strides}, "
+            f"input {self.image_size} px"
+        )
+        print_fn(
+            f"  backbone {self.backbone_name:<12} taps C3/C4/C5 channels "
+            f"{self.channels['backbone']}  params {counts['backbone']:,}"
+        )
+        print_fn(
+            f"  neck     {self.neck_name:<12} P3/P4/P5 channels {self.channels['neck']}  params {counts['neck']:,}"
+        )
+        print_fn(
+            f"  heads    {self.head_name:<12} out channels {HEAD_BOX_CHANNELS + self.num_classes}"
+            f" per level  params {counts['head']:,}"
+        )
         print_fn(f"  total params {counts['total']:,} (trainable {counts['trainable']:,})")
-        super().summary(line_length=line_length, positions=positions, print_fn=print_fn,
-                        **kwargs)
+        super().summary(line_length=line_length, positions=positions, print_fn=print_fn, **kwargs)

@@ -8,14 +8,12 @@ multiples of 32 keep the levels aligned.
 import keras
 from keras import layers
 
-from dked_tf.layers.blocks import (CSA, DRF, SPP, ConvBNAct, CSAPart, DropBlock,
-                                   SeparableConvBlock, conv_initializer)
+from dked_tf.layers.blocks import CSA, DRF, SPP, ConvBNAct, CSAPart, DropBlock, SeparableConvBlock, conv_initializer
 from dked_tf.models.backbones import scaled_channels
 
 
 def _inputs(in_channels):
-    return [keras.Input((None, None, int(c)), name=f"c{level}")
-            for level, c in zip((3, 4, 5), in_channels)]
+    return [keras.Input((None, None, int(c)), name=f"c{level}") for level, c in zip((3, 4, 5), in_channels)]
 
 
 def build_gghl_fpn(in_channels, width=1.0, drop_prob=0.1, block_size=3, name="gghl_fpn"):

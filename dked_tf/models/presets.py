@@ -16,28 +16,59 @@
 import copy
 
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from dked_tf.models.detector import OrientedDetector
 
 PRESETS = {
     "gghl_darknet53": dict(
-        backbone="darknet53", backbone_kwargs=dict(width=1.0),
-        neck="gghl_fpn", neck_kwargs=dict(width=1.0), head="gghl", image_size=800),
+        backbone="darknet53",
+        backbone_kwargs=dict(width=1.0),
+        neck="gghl_fpn",
+        neck_kwargs=dict(width=1.0),
+        head="gghl",
+        image_size=800,
+    ),
     "lodet_mobilenetv2": dict(
-        backbone="mobilenetv2", backbone_kwargs=dict(alpha=1.0),
-        neck="csa_drf_fpn", neck_kwargs=dict(width=1.0), head="lodet", image_size=800),
+        backbone="mobilenetv2",
+        backbone_kwargs=dict(alpha=1.0),
+        neck="csa_drf_fpn",
+        neck_kwargs=dict(width=1.0),
+        head="lodet",
+        image_size=800,
+    ),
     "gghl_darknet53_s": dict(
-        backbone="darknet53", backbone_kwargs=dict(width=0.25, depths=(1, 1, 2, 2, 1)),
-        neck="gghl_fpn", neck_kwargs=dict(width=0.25), head="gghl", image_size=256),
+        backbone="darknet53",
+        backbone_kwargs=dict(width=0.25, depths=(1, 1, 2, 2, 1)),
+        neck="gghl_fpn",
+        neck_kwargs=dict(width=0.25),
+        head="gghl",
+        image_size=256,
+    ),
     "lodet_mobilenetv2_s": dict(
-        backbone="mobilenetv2", backbone_kwargs=dict(alpha=0.35),
-        neck="csa_drf_fpn", neck_kwargs=dict(width=0.125), head="lodet", image_size=256),
+        backbone="mobilenetv2",
+        backbone_kwargs=dict(alpha=0.35),
+        neck="csa_drf_fpn",
+        neck_kwargs=dict(width=0.125),
+        head="lodet",
+        image_size=256,
+    ),
     "gghl_darknet53_t": dict(
-        backbone="darknet53", backbone_kwargs=dict(width=0.125, depths=(1, 1, 1, 1, 1)),
-        neck="gghl_fpn", neck_kwargs=dict(width=0.125), head="gghl", image_size=64),
+        backbone="darknet53",
+        backbone_kwargs=dict(width=0.125, depths=(1, 1, 1, 1, 1)),
+        neck="gghl_fpn",
+        neck_kwargs=dict(width=0.125),
+        head="gghl",
+        image_size=64,
+    ),
     "lodet_mobilenetv2_t": dict(
-        backbone="mobilenetv2", backbone_kwargs=dict(alpha=0.35),
-        neck="csa_drf_fpn", neck_kwargs=dict(width=0.0625), head="lodet", image_size=64),
+        backbone="mobilenetv2",
+        backbone_kwargs=dict(alpha=0.35),
+        neck="csa_drf_fpn",
+        neck_kwargs=dict(width=0.0625),
+        head="lodet",
+        image_size=64,
+    ),
 }
 
 # Reference figures (shared/reference/gghl_lodet_dked.md, nC = 15): parameters in millions.
@@ -83,15 +114,13 @@ def gflops(model, image_size=None, batch_size=1):
     """Forward GFLOPs (1 multiply-add = 2 FLOPs) of `model(images)["head"]` at
     `image_size` x `image_size`, from TensorFlow's profiler on the frozen concrete function
     (convolutions, matmuls and element-wise ops as TensorFlow registers them)."""
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2)
-
     size = int(image_size or model.image_size)
     fn = tf.function(lambda x: model(x, training=False)["head"])
     concrete = fn.get_concrete_function(tf.TensorSpec([batch_size, size, size, 3], tf.float32))
     frozen = convert_variables_to_constants_v2(concrete)
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
-    info = tf.compat.v1.profiler.profile(graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(),
-                                         cmd="op", options=options)
+    info = tf.compat.v1.profiler.profile(
+        graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
+    )
     return info.total_float_ops / 1e9

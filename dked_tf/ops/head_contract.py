@@ -125,7 +125,16 @@ def decode_cell_polygons(decoded, stride, horizontal_threshold):
     glide = decoded["pred_s"] * tf.cast(ratio <= horizontal_threshold, tf.float32)
     w = xmax - xmin
     h = ymax - ymin
-    return tf.stack([xmin + glide[..., 0] * w, ymin,
-                     xmax, ymin + glide[..., 1] * h,
-                     xmax - glide[..., 2] * w, ymax,
-                     xmin, ymax - glide[..., 3] * h], axis=-1)
+    return tf.stack(
+        [
+            xmin + glide[..., 0] * w,
+            ymin,
+            xmax,
+            ymin + glide[..., 1] * h,
+            xmax - glide[..., 2] * w,
+            ymax,
+            xmin,
+            ymax - glide[..., 3] * h,
+        ],
+        axis=-1,
+    )

@@ -33,9 +33,7 @@ _NEXT = [1, 2, 3, 0]
 def _check_polys(values, name):
     """float64 [N, 8] with clear errors for wrong shapes, dtypes and non-finite rows."""
     array = np.asarray(values)
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"{name}: expected a float array of shape [N, 8], got dtype {array.dtype}")
     if array.ndim != 2 or array.shape[1] != 8:
         raise ValueError(f"{name}: expected shape [N, 8], got {list(array.shape)}")
@@ -122,9 +120,9 @@ def _iou_of_pairs(points_a, area_a, points_b, area_b, rows, cols):
     """IoU for index pairs (rows into a, cols into b), chunked. Returns float64 [len(rows)]."""
     out = np.empty(len(rows), dtype=np.float64)
     for start in range(0, len(rows), _CHUNK_PAIRS):
-        r = rows[start:start + _CHUNK_PAIRS]
-        c = cols[start:start + _CHUNK_PAIRS]
-        out[start:start + len(r)] = _pair_iou(points_a[r], points_b[c], area_a[r], area_b[c])
+        r = rows[start : start + _CHUNK_PAIRS]
+        c = cols[start : start + _CHUNK_PAIRS]
+        out[start : start + len(r)] = _pair_iou(points_a[r], points_b[c], area_a[r], area_b[c])
     return out
 
 
@@ -148,9 +146,12 @@ def poly_iou(a, b):
         block = slice(start, start + rows_per_block)
         ha = hbb_a[block]
         overlap = (
-            (ha[:, None, 0] < hbb_b[None, :, 2]) & (hbb_b[None, :, 0] < ha[:, None, 2])
-            & (ha[:, None, 1] < hbb_b[None, :, 3]) & (hbb_b[None, :, 1] < ha[:, None, 3])
-            & valid_b[None, :] & ~degenerate_a[block, None]
+            (ha[:, None, 0] < hbb_b[None, :, 2])
+            & (hbb_b[None, :, 0] < ha[:, None, 2])
+            & (ha[:, None, 1] < hbb_b[None, :, 3])
+            & (hbb_b[None, :, 1] < ha[:, None, 3])
+            & valid_b[None, :]
+            & ~degenerate_a[block, None]
         )
         rows, cols = np.nonzero(overlap)
         if len(rows):
@@ -168,9 +169,12 @@ def poly_iou_pairwise(a, b):
     points_a, area_a, hbb_a, degenerate_a = _prepare(a)
     points_b, area_b, hbb_b, degenerate_b = _prepare(b)
     overlap = (
-        (hbb_a[:, 0] < hbb_b[:, 2]) & (hbb_b[:, 0] < hbb_a[:, 2])
-        & (hbb_a[:, 1] < hbb_b[:, 3]) & (hbb_b[:, 1] < hbb_a[:, 3])
-        & ~degenerate_a & ~degenerate_b
+        (hbb_a[:, 0] < hbb_b[:, 2])
+        & (hbb_b[:, 0] < hbb_a[:, 2])
+        & (hbb_a[:, 1] < hbb_b[:, 3])
+        & (hbb_b[:, 1] < hbb_a[:, 3])
+        & ~degenerate_a
+        & ~degenerate_b
     )
     result = np.zeros(len(a), dtype=np.float64)
     index = np.nonzero(overlap)[0]

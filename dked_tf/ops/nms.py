@@ -19,9 +19,7 @@ __all__ = ["rotated_nms", "batched_rotated_nms", "rotated_nms_tf", "fast_rotated
 
 def _check_scores(scores, count, name="scores"):
     array = np.asarray(scores)
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise ValueError(f"{name}: expected a float array of shape [N], got dtype {array.dtype}")
     if array.shape != (count,):
         raise ValueError(f"{name}: expected shape [N] = [{count}], got {list(array.shape)}")
@@ -148,8 +146,7 @@ def batched_rotated_nms(polys, scores, classes, iou_threshold, max_output=None):
     classes = np.asarray(classes)
     if classes.shape != (len(polys),) or not np.issubdtype(classes.dtype, np.integer):
         raise ValueError(
-            f"classes: expected an int array of shape [N] = [{len(polys)}], got "
-            f"{list(classes.shape)} {classes.dtype}"
+            f"classes: expected an int array of shape [N] = [{len(polys)}], got {list(classes.shape)} {classes.dtype}"
         )
     threshold = _check_threshold(iou_threshold)
     order = np.argsort(-scores, kind="stable")
@@ -196,8 +193,9 @@ def _suppression_pairs_tf(boxes, iou_threshold):
     x0, x1 = tf.reduce_min(x, axis=1), tf.reduce_max(x, axis=1)
     y0, y1 = tf.reduce_min(y, axis=1), tf.reduce_max(y, axis=1)
     rx, ry = x - x[:, :1], y - y[:, :1]
-    area = 0.5 * tf.abs(tf.reduce_sum(
-        rx * tf.gather(ry, [1, 2, 3, 0], axis=1) - tf.gather(rx, [1, 2, 3, 0], axis=1) * ry, axis=1))
+    area = 0.5 * tf.abs(
+        tf.reduce_sum(rx * tf.gather(ry, [1, 2, 3, 0], axis=1) - tf.gather(rx, [1, 2, 3, 0], axis=1) * ry, axis=1)
+    )
 
     def column(t):
         return tf.expand_dims(t, 1)
@@ -207,8 +205,7 @@ def _suppression_pairs_tf(boxes, iou_threshold):
 
     overlap_w = tf.minimum(column(x1), row(x1)) - tf.maximum(column(x0), row(x0))
     overlap_h = tf.minimum(column(y1), row(y1)) - tf.maximum(column(y0), row(y0))
-    bound = tf.minimum(tf.maximum(overlap_w, 0.0) * tf.maximum(overlap_h, 0.0),
-                       tf.minimum(column(area), row(area)))
+    bound = tf.minimum(tf.maximum(overlap_w, 0.0) * tf.maximum(overlap_h, 0.0), tf.minimum(column(area), row(area)))
     threshold = tf.cast(iou_threshold, boxes.dtype)
     k = tf.shape(boxes)[0]
     rank = tf.range(k)
@@ -266,8 +263,7 @@ def rotated_nms_tf(polys, scores, iou_threshold, max_output=100):
     return indices, num_valid
 
 
-def fast_rotated_nms_tf(polys, scores, iou_threshold, max_output=100, max_candidates=1000,
-                        score_threshold=None):
+def fast_rotated_nms_tf(polys, scores, iou_threshold, max_output=100, max_candidates=1000, score_threshold=None):
     """Matrix ("fast") rotated NMS with TFLite builtin ops only (no while loop, no TF-Select).
 
     The top ``max_candidates`` boxes by score are compared all-against-all once; a box is

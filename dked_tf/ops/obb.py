@@ -93,12 +93,8 @@ _TIE_BREAK_WEIGHT = 1e-9
 def _as_float_array(values, last_dim, name):
     """float64 array [..., last_dim]; ValueError naming the expected shape and bad rows."""
     array = np.asarray(values)
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
-        raise ValueError(
-            f"{name}: expected a float array of shape [..., {last_dim}], got dtype {array.dtype}"
-        )
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{name}: expected a float array of shape [..., {last_dim}], got dtype {array.dtype}")
     if array.ndim == 0 or array.shape[-1] != last_dim:
         raise ValueError(f"{name}: expected shape [..., {last_dim}], got {list(array.shape)}")
     array = array.astype(np.float64, copy=False)
@@ -106,10 +102,7 @@ def _as_float_array(values, last_dim, name):
     if not finite.all():
         bad = np.argwhere(~finite)[0]
         row = tuple(int(i) for i in bad)
-        raise ValueError(
-            f"{name}: row {row[0] if len(row) == 1 else row} is not finite: "
-            f"{array[tuple(bad)].tolist()}"
-        )
+        raise ValueError(f"{name}: row {row[0] if len(row) == 1 else row} is not finite: {array[tuple(bad)].tolist()}")
     return array
 
 
@@ -156,10 +149,14 @@ def rbox_to_poly(rbox):
     vx, vy = -0.5 * h * sin, 0.5 * h * cos  # half of the h side
     return np.stack(
         [
-            cx - ux - vx, cy - uy - vy,
-            cx + ux - vx, cy + uy - vy,
-            cx + ux + vx, cy + uy + vy,
-            cx - ux + vx, cy - uy + vy,
+            cx - ux - vx,
+            cy - uy - vy,
+            cx + ux - vx,
+            cy + uy - vy,
+            cx + ux + vx,
+            cy + uy + vy,
+            cx - ux + vx,
+            cy - uy + vy,
         ],
         axis=-1,
     )
@@ -288,13 +285,12 @@ def order_poly_for_orc(poly):
     keys = []
     for rotation in _ROTATIONS:
         q = points[..., rotation, :]
-        snap = (
-            (q[..., 0, 1] - ymin) + (xmax - q[..., 1, 0])
-            + (ymax - q[..., 2, 1]) + (q[..., 3, 0] - xmin)
-        )
+        snap = (q[..., 0, 1] - ymin) + (xmax - q[..., 1, 0]) + (ymax - q[..., 2, 1]) + (q[..., 3, 0] - xmin)
         gliding_sum = (
-            _safe_divide(q[..., 0, 0] - xmin, width) + _safe_divide(q[..., 1, 1] - ymin, height)
-            + _safe_divide(xmax - q[..., 2, 0], width) + _safe_divide(ymax - q[..., 3, 1], height)
+            _safe_divide(q[..., 0, 0] - xmin, width)
+            + _safe_divide(q[..., 1, 1] - ymin, height)
+            + _safe_divide(xmax - q[..., 2, 0], width)
+            + _safe_divide(ymax - q[..., 3, 1], height)
         )
         keys.append(_safe_divide(snap, width + height) + _TIE_BREAK_WEIGHT * gliding_sum)
     best = np.argmin(np.stack(keys, axis=-1), axis=-1)
@@ -349,10 +345,14 @@ def orc_to_poly(hbb, gliding, area_ratio=None, horizontal_threshold=0.9):
     width, height = xmax - xmin, ymax - ymin
     return np.stack(
         [
-            xmin + s1 * width, ymin,
-            xmax, ymin + s2 * height,
-            xmax - s3 * width, ymax,
-            xmin, ymax - s4 * height,
+            xmin + s1 * width,
+            ymin,
+            xmax,
+            ymin + s2 * height,
+            xmax - s3 * width,
+            ymax,
+            xmin,
+            ymax - s4 * height,
         ],
         axis=-1,
     )
@@ -385,8 +385,9 @@ def _tf_float(values, last_dim, name, dtype=None):
 def _tf_safe_divide(numerator, denominator):
     tf = _tf()
     positive = denominator > 0
-    return tf.where(positive, numerator / tf.where(positive, denominator, tf.ones_like(denominator)),
-                    tf.zeros_like(numerator))
+    return tf.where(
+        positive, numerator / tf.where(positive, denominator, tf.ones_like(denominator)), tf.zeros_like(numerator)
+    )
 
 
 def normalize_rbox_tf(rbox):
@@ -422,10 +423,14 @@ def rbox_to_poly_tf(rbox):
     vx, vy = -0.5 * h * sin, 0.5 * h * cos
     return tf.stack(
         [
-            cx - ux - vx, cy - uy - vy,
-            cx + ux - vx, cy + uy - vy,
-            cx + ux + vx, cy + uy + vy,
-            cx - ux + vx, cy - uy + vy,
+            cx - ux - vx,
+            cy - uy - vy,
+            cx + ux - vx,
+            cy + uy - vy,
+            cx + ux + vx,
+            cy + uy + vy,
+            cx - ux + vx,
+            cy - uy + vy,
         ],
         axis=-1,
     )
@@ -531,15 +536,15 @@ def poly_to_orc_tf(poly):
         )
         glidings.append(gliding)
         keys.append(_tf_safe_divide(snap, width + height) + 1e-6 * tf.reduce_sum(gliding, -1))
-    best = tf.one_hot(tf.math.argmin(tf.stack(keys, -1), axis=-1, output_type=tf.int32), 4,
-                      dtype=poly.dtype)  # [..., 4]
+    best = tf.one_hot(
+        tf.math.argmin(tf.stack(keys, -1), axis=-1, output_type=tf.int32), 4, dtype=poly.dtype
+    )  # [..., 4]
     gliding = tf.reduce_sum(tf.stack(glidings, axis=-2) * tf.expand_dims(best, -1), axis=-2)
     gliding = tf.clip_by_value(gliding, 0.0, 1.0)
     hbb = tf.stack([xmin, ymin, xmax, ymax], axis=-1)
     ordered = orc_to_poly_tf(hbb, gliding)  # the snapped quadrilateral
     hbb_area = width * height
-    area_ratio = tf.where(hbb_area > 0, _tf_safe_divide(poly_area_tf(ordered), hbb_area),
-                          tf.ones_like(hbb_area))
+    area_ratio = tf.where(hbb_area > 0, _tf_safe_divide(poly_area_tf(ordered), hbb_area), tf.ones_like(hbb_area))
     return hbb, gliding, area_ratio
 
 
@@ -558,10 +563,14 @@ def orc_to_poly_tf(hbb, gliding, area_ratio=None, horizontal_threshold=0.9):
     width, height = xmax - xmin, ymax - ymin
     return tf.stack(
         [
-            xmin + s1 * width, ymin,
-            xmax, ymin + s2 * height,
-            xmax - s3 * width, ymax,
-            xmin, ymax - s4 * height,
+            xmin + s1 * width,
+            ymin,
+            xmax,
+            ymin + s2 * height,
+            xmax - s3 * width,
+            ymax,
+            xmin,
+            ymax - s4 * height,
         ],
         axis=-1,
     )
