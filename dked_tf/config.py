@@ -51,6 +51,9 @@ class DataConfig:
     synthetic_test_images: int = 80
     synthetic_image_size: int = 256
     synthetic_seed: int = 2016
+    # HRSC set: "easy" (dked_tf.data.synthetic) or "realistic" (dked_tf.data.realistic: harbours,
+    # coasts, open sea, ten hull types, 15 px to 45 % of the side; min length / aspect do not apply)
+    synthetic_kind: str = "easy"
     synthetic_min_ship_length: float = 0.05  # HRSC set: shortest ship, fraction of the image side
     synthetic_max_ship_aspect: float = 10.0  # HRSC set: most slender ship, length / width
     patch_size: int = 256
@@ -158,11 +161,20 @@ def preset_config(name="default", task="hrsc"):
     cfg.data.format = task
     if name == "smoke":
         cfg.data = dataclasses.replace(
-            cfg.data, image_size=64, batch_size=4, augment=False, max_objects=16,
-            synthetic_train_images=8, synthetic_test_images=4, synthetic_image_size=96,
-            patch_size=64, patch_gap=16)
-        cfg.model = dataclasses.replace(cfg.model, teacher="gghl_darknet53_t", student="lodet_mobilenetv2_t",
-                                        max_detections=50)
+            cfg.data,
+            image_size=64,
+            batch_size=4,
+            augment=False,
+            max_objects=16,
+            synthetic_train_images=8,
+            synthetic_test_images=4,
+            synthetic_image_size=96,
+            patch_size=64,
+            patch_gap=16,
+        )
+        cfg.model = dataclasses.replace(
+            cfg.model, teacher="gghl_darknet53_t", student="lodet_mobilenetv2_t", max_detections=50
+        )
         for tc in (cfg.teacher_train, cfg.train):
             tc.epochs, tc.warmup_epochs = 1, 0.0
         cfg.export.tflite = False
@@ -171,9 +183,18 @@ def preset_config(name="default", task="hrsc"):
         # No augmentation: in a few hundred steps the geometric/HSV augmentations keep the loss
         # high (measured: teacher mAP(07) 1.7 without, 0.0 with light augmentation at 360 steps).
         cfg.data = dataclasses.replace(
-            cfg.data, image_size=128, batch_size=8, augment=False, synthetic_train_images=96,
-            synthetic_test_images=32, synthetic_image_size=192, synthetic_min_ship_length=0.12,
-            synthetic_max_ship_aspect=5.0, patch_size=128, patch_gap=32)
+            cfg.data,
+            image_size=128,
+            batch_size=8,
+            augment=False,
+            synthetic_train_images=96,
+            synthetic_test_images=32,
+            synthetic_image_size=192,
+            synthetic_min_ship_length=0.12,
+            synthetic_max_ship_aspect=5.0,
+            patch_size=128,
+            patch_gap=32,
+        )
         cfg.teacher_train.epochs = 10
         cfg.train.epochs = 8
         cfg.num_drawn_images = 2
@@ -192,13 +213,26 @@ def preset_config(name="default", task="hrsc"):
         # the DKED gain; rotated IoU 0.5 on a 10:1 hull needs gliding ratios CPU-length training
         # does not reach (recipes/README.md, tuning notes).
         cfg.data = dataclasses.replace(
-            cfg.data, image_size=192, batch_size=8, synthetic_train_images=300,
-            synthetic_test_images=100, synthetic_image_size=256, synthetic_min_ship_length=0.12,
+            cfg.data,
+            image_size=192,
+            batch_size=8,
+            synthetic_train_images=300,
+            synthetic_test_images=100,
+            synthetic_image_size=256,
+            synthetic_min_ship_length=0.12,
             synthetic_max_ship_aspect=5.0,
-            augment_kwargs={"rotate_degrees": 15.0, "rotate_prob": 0.3, "scale_prob": 0.3,
-                            "scale_range": [0.9, 1.1], "hsv_gains": [0.01, 0.3, 0.2], "mixup_prob": 0.0})
-        cfg.model = dataclasses.replace(cfg.model, teacher_overrides={"level_reference_size": 256},
-                                        student_overrides={"level_reference_size": 256})
+            augment_kwargs={
+                "rotate_degrees": 15.0,
+                "rotate_prob": 0.3,
+                "scale_prob": 0.3,
+                "scale_range": [0.9, 1.1],
+                "hsv_gains": [0.01, 0.3, 0.2],
+                "mixup_prob": 0.0,
+            },
+        )
+        cfg.model = dataclasses.replace(
+            cfg.model, teacher_overrides={"level_reference_size": 256}, student_overrides={"level_reference_size": 256}
+        )
         # Two seeds for the students, so the DKED gain can be read against the spread. Measured
         # (recipes/README.md): 24 teacher epochs put the teacher at 24.0 mAP(07) (20 epochs:
         # 13.5); in 12 epochs the DKED student gets past the mAP(07) floor while the student
@@ -212,20 +246,48 @@ def preset_config(name="default", task="hrsc"):
         cfg.seed_jobs = 2
     elif name == "paper":
         cfg.data = dataclasses.replace(
-            cfg.data, image_size=800, batch_size=18, mixup=True,
-            multiscale=list(range(736, 865, 32)), max_objects=100,
-            synthetic_train_images=617, synthetic_test_images=444, synthetic_image_size=1000,
-            patch_size=800, patch_gap=200)
-        cfg.model = dataclasses.replace(cfg.model, teacher="gghl_darknet53", student="lodet_mobilenetv2",
-                                        score_threshold=0.05, iou_threshold=0.45, max_detections=300)
+            cfg.data,
+            image_size=800,
+            batch_size=18,
+            mixup=True,
+            multiscale=list(range(736, 865, 32)),
+            max_objects=100,
+            synthetic_train_images=617,
+            synthetic_test_images=444,
+            synthetic_image_size=1000,
+            patch_size=800,
+            patch_gap=200,
+        )
+        cfg.model = dataclasses.replace(
+            cfg.model,
+            teacher="gghl_darknet53",
+            student="lodet_mobilenetv2",
+            score_threshold=0.05,
+            iou_threshold=0.45,
+            max_detections=300,
+        )
         # GGHL (HEAD, 2022-09) and LO-Det reference schedules: SGD Nesterov 0.9, wd 5e-4,
         # linear warm-up over 5 epochs, per-iteration cosine to 1e-6.
-        cfg.teacher_train = TrainConfig(epochs=151, optimizer="sgd", learning_rate=2e-4,
-                                        min_learning_rate=1e-6, warmup_epochs=5, weight_decay=5e-4,
-                                        momentum=0.9, clipnorm=0.0)
-        cfg.train = TrainConfig(epochs=121, optimizer="sgd", learning_rate=1.5e-4,
-                                min_learning_rate=1e-6, warmup_epochs=5, weight_decay=5e-4,
-                                momentum=0.9, clipnorm=0.0)
+        cfg.teacher_train = TrainConfig(
+            epochs=151,
+            optimizer="sgd",
+            learning_rate=2e-4,
+            min_learning_rate=1e-6,
+            warmup_epochs=5,
+            weight_decay=5e-4,
+            momentum=0.9,
+            clipnorm=0.0,
+        )
+        cfg.train = TrainConfig(
+            epochs=121,
+            optimizer="sgd",
+            learning_rate=1.5e-4,
+            min_learning_rate=1e-6,
+            warmup_epochs=5,
+            weight_decay=5e-4,
+            momentum=0.9,
+            clipnorm=0.0,
+        )
         cfg.eval_batch_size = 4
         cfg.num_drawn_images = 8
     if task == "dota" and name != "paper":
@@ -416,12 +478,26 @@ def _preset_name(text):
 
 def add_config_arguments(parser, default_preset="default"):
     """The config options shared by the CLI and the recipes: --preset, --config, --set."""
-    parser.add_argument("--preset", type=_preset_name, default=default_preset, metavar="{quick,default,paper}",
-                        help="starting configuration: quick (minutes, smoke check), default (small CPU models), "
-                             "paper (paper-scale models, 800 px, GPU)")
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="YAML or JSON file with config values (nested like config.yaml of a run), "
-                             "applied on top of the preset")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, e.g. --set train.epochs=10 --set data.image_size=320 "
-                             "(repeatable; YAML syntax for values)")
+    parser.add_argument(
+        "--preset",
+        type=_preset_name,
+        default=default_preset,
+        metavar="{quick,default,paper}",
+        help="starting configuration: quick (minutes, smoke check), default (small CPU models), "
+        "paper (paper-scale models, 800 px, GPU)",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="YAML or JSON file with config values (nested like config.yaml of a run), applied on top of the preset",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.epochs=10 --set data.image_size=320 "
+        "(repeatable; YAML syntax for values)",
+    )

@@ -16,9 +16,11 @@ EXPECTED_S = [1 / 6, 5 / 9, 1 / 6, 5 / 9]
 
 
 def _encoded():
-    targets = {"polygons": tf.constant([[RECTANGLE]], tf.float32),
-               "classes": tf.constant([[0]], tf.int32),
-               "weights": tf.constant([[1.0]], tf.float32)}
+    targets = {
+        "polygons": tf.constant([[RECTANGLE]], tf.float32),
+        "classes": tf.constant([[0]], tf.int32),
+        "weights": tf.constant([[1.0]], tf.float32),
+    }
     return encode_targets(targets, SIZE, 1, strides=STRIDES)
 
 
@@ -36,8 +38,11 @@ def _logits_from_targets(encoded, swap_diagonal=False):
         ratio_logit = 6.0 * level[..., 12:13] - 3.0
         objectness = np.full(level.shape[:-1] + (1,), 4.0)
         class_logit = np.full(level.shape[:-1] + (1,), 4.0)
-        heads.append(tf.constant(np.concatenate(
-            [distances, gliding_logits, ratio_logit, objectness, class_logit], axis=-1), tf.float32))
+        heads.append(
+            tf.constant(
+                np.concatenate([distances, gliding_logits, ratio_logit, objectness, class_logit], axis=-1), tf.float32
+            )
+        )
     return heads
 
 
@@ -64,7 +69,36 @@ def test_mirrored_diagonal_is_counted_wrong():
 
 
 def test_no_positive_cells_gives_nan_not_an_error():
-    empty = {"quality": np.zeros(0), "pred_s": np.zeros((0, 4)), "target_s": np.zeros((0, 4)),
-             "pred_l": np.zeros((0, 4)), "target_l": np.zeros((0, 4))}
+    empty = {
+        "quality": np.zeros(0),
+        "pred_s": np.zeros((0, 4)),
+        "target_s": np.zeros((0, 4)),
+        "pred_l": np.zeros((0, 4)),
+        "target_l": np.zeros((0, 4)),
+    }
     result = summarise(empty)
     assert result["positive_cells"] == 0 and np.isnan(result["quality_median"])
+
+
+def test_assignment_statistics_counts_kept_objects_and_their_positive_cells(tmp_path):
+    import cv2
+
+    from dked_tf.data.records import ImageRecord
+    from dked_tf.evaluation.diagnostics import assignment_statistics
+
+    path = str(tmp_path / "scene.png")
+    cv2.imwrite(path, np.full((SIZE, SIZE, 3), 90, np.uint8))
+    sliver = [10, 100, 60, 100, 60, 101, 10, 101]  # 50 x 1 px: thinner than the pipeline's 2 px minimum
+    record = ImageRecord(path, "scene", SIZE, SIZE, np.array([RECTANGLE, sliver], np.float32), [0, 0], [False, False])
+    stats = assignment_statistics([record], SIZE, strides=STRIDES)
+    assert (stats["objects"], stats["kept"], stats["kept_fraction"]) == (2, 1, 0.5)
+    # the rectangle's sides: |(40, 20)| = 44.72 px and |(8, 16)| = 17.89 px at scale 1
+    assert stats["median_length_px"] == pytest.approx(np.hypot(40, 20), abs=1e-3)
+    assert stats["median_width_px"] == pytest.approx(np.hypot(8, 16), abs=1e-3)
+    per_level = [int((np.asarray(level)[..., 13] > 0).sum()) for level in _encoded()]
+    assert sum(per_level) > 0 and stats["positives_mean"] == sum(per_level)
+    assert stats["level_share"] == pytest.approx([n / sum(per_level) for n in per_level])
+    assert stats["no_positive_fraction"] == 0.0
+    bins = {row["length_px"]: row for row in stats["by_length"]}
+    assert bins["32-64"]["objects"] == 2 and bins["32-64"]["kept_fraction"] == 0.5
+    assert bins["0-16"]["objects"] == 0

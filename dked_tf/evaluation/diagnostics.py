@@ -22,11 +22,19 @@ import tensorflow as tf
 
 from dked_tf.data.pipeline import build_dataset
 from dked_tf.evaluation.runner import inference_model
+from dked_tf.losses.assign import encode_targets
 from dked_tf.losses.jol import per_cell_terms
-from dked_tf.ops.head_contract import TARGET_DISTANCE_CHANNELS, TARGET_GLIDING_CHANNELS
+from dked_tf.ops.head_contract import TARGET_DISTANCE_CHANNELS, TARGET_GLIDING_CHANNELS, TARGET_POSITIVE_CHANNEL
+from dked_tf.ops.obb import poly_to_rbox
 
-KEYS = ("quality_median", "gliding_error", "gliding_error_baseline", "orientation_accuracy",
-        "distance_error_median", "positive_cells")
+KEYS = (
+    "quality_median",
+    "gliding_error",
+    "gliding_error_baseline",
+    "orientation_accuracy",
+    "distance_error_median",
+    "positive_cells",
+)
 
 
 def head_cell_arrays(head_outputs, encoded, strides, image_size):
@@ -82,3 +90,82 @@ def localisation_diagnostics(model, records, image_size, batch_size=8, max_objec
     if not batches:
         return summarise({"quality": np.zeros(0)})
     return summarise({name: np.concatenate([b[name] for b in batches]) for name in batches[0]})
+
+
+# ----------------------------------------------------------------------------- label assignment
+
+# Object lengths (long side, pixels of the network input) of the rows of `assignment_statistics`.
+LENGTH_BINS = (0.0, 16.0, 32.0, 64.0, float("inf"))
+
+
+def assignment_statistics(
+    records, image_size, strides=(8, 16, 32), level_reference_size=None, max_objects=100, batch_size=8, chunk=256
+):
+    """How the OLA label assignment sees `records` at network input `image_size` (letterboxed,
+    no augmentation): for every annotated object, whether the pipeline keeps it (its object
+    filter drops slivers thinner than `AugmentConfig.min_size` pixels at the input) and how many
+    positive cells it gets on each level when it is encoded alone (`assign.encode_targets`;
+    with neighbours, crowded objects can lose cells to them).
+
+    Returns {"objects": annotated objects, "kept": objects the pipeline keeps, "kept_fraction",
+    "median_length_px" / "median_width_px" (long / short side of the kept objects' minimum-area
+    box, input pixels), "positives_mean", "positives_median", "no_positive_fraction" (kept
+    objects without any positive cell), "level_share" [3] (share of positive cells per level),
+    "by_length": [{"length_px": "lo-hi", "objects", "kept_fraction", "positives_mean",
+    "no_positive_fraction"}] over LENGTH_BINS of the annotated length at the input}.
+    """
+    annotated = []  # long side at the input, per annotated object
+    for record in records:
+        scale = min(image_size / record.width, image_size / record.height)
+        if len(record.polygons):
+            annotated.append(poly_to_rbox(record.polygons)[:, 2] * scale)
+    annotated = np.concatenate(annotated) if annotated else np.zeros((0,))
+    kept = []
+    dataset = build_dataset(records, image_size, batch_size, training=False, max_objects=max_objects)
+    for _, targets in dataset:
+        valid = targets["weights"].numpy() > 0
+        kept.append(targets["polygons"].numpy()[valid])
+    kept = np.concatenate(kept) if kept else np.zeros((0, 8), np.float32)
+    positives = np.zeros((len(kept), 3), np.int64)
+    for start in range(0, len(kept), chunk):
+        polygons = kept[start : start + chunk]
+        alone = {
+            "polygons": tf.constant(polygons[:, None, :]),
+            "classes": tf.zeros([len(polygons), 1], tf.int32),
+            "weights": tf.ones([len(polygons), 1], tf.float32),
+        }
+        levels = encode_targets(alone, image_size, 1, strides=strides, level_reference_size=level_reference_size)
+        for index, level in enumerate(levels):
+            positives[start : start + len(polygons), index] = tf.reduce_sum(
+                tf.cast(level[..., TARGET_POSITIVE_CHANNEL] > 0, tf.int32), axis=[1, 2]
+            ).numpy()
+    rboxes = poly_to_rbox(kept) if len(kept) else np.zeros((0, 5))
+    total = positives.sum(axis=1)
+    kept_lengths = rboxes[:, 2]
+    rows = []
+    for low, high in zip(LENGTH_BINS[:-1], LENGTH_BINS[1:]):
+        in_bin = (kept_lengths >= low) & (kept_lengths < high)
+        annotated_in_bin = int(((annotated >= low) & (annotated < high)).sum())
+        rows.append(
+            {
+                "length_px": f"{low:g}-{high:g}",
+                "objects": annotated_in_bin,
+                "kept_fraction": float(in_bin.sum() / annotated_in_bin) if annotated_in_bin else float("nan"),
+                "positives_mean": float(total[in_bin].mean()) if in_bin.any() else float("nan"),
+                "no_positive_fraction": float((total[in_bin] == 0).mean()) if in_bin.any() else float("nan"),
+            }
+        )
+    cells = positives.sum(axis=0)
+    return {
+        "image_size": int(image_size),
+        "objects": int(len(annotated)),
+        "kept": int(len(kept)),
+        "kept_fraction": float(len(kept) / len(annotated)) if len(annotated) else float("nan"),
+        "median_length_px": float(np.median(rboxes[:, 2])) if len(kept) else float("nan"),
+        "median_width_px": float(np.median(rboxes[:, 3])) if len(kept) else float("nan"),
+        "positives_mean": float(total.mean()) if len(kept) else float("nan"),
+        "positives_median": float(np.median(total)) if len(kept) else float("nan"),
+        "no_positive_fraction": float((total == 0).mean()) if len(kept) else float("nan"),
+        "level_share": (cells / max(1, cells.sum())).tolist(),
+        "by_length": rows,
+    }

@@ -12,7 +12,7 @@ import os
 
 import tensorflow as tf
 
-from dked_tf.data import synthetic
+from dked_tf.data import realistic, synthetic
 from dked_tf.data.augment import AugmentConfig
 from dked_tf.data.dota import read_dota
 from dked_tf.data.hrsc import read_hrsc
@@ -25,13 +25,28 @@ TEST_SPLITS = {"hrsc": ("test",), "dota": ("val", "test")}
 
 def synthetic_root(data_cfg, verbose=1):
     """Folder of the built-in synthetic dataset for data_cfg (generated on first use, then
-    reused): `<cache_dir>/synthetic_<format>_<train>x<test>_<size>px_seed<seed>[_minship…][_aspect…]`."""
+    reused): `<cache_dir>/synthetic_<format>_<train>x<test>_<size>px_seed<seed>[_minship…][_aspect…]`, or
+    `realistic_hrsc_…` for data.synthetic_kind = "realistic"."""
     cache = os.path.expanduser(data_cfg.cache_dir)
-    name = (f"synthetic_{data_cfg.format}_{data_cfg.synthetic_train_images}x{data_cfg.synthetic_test_images}"
-            f"_{data_cfg.synthetic_image_size}px_seed{data_cfg.synthetic_seed}")
-    common = dict(num_train=data_cfg.synthetic_train_images, num_test=data_cfg.synthetic_test_images,
-                  image_size=data_cfg.synthetic_image_size, seed=data_cfg.synthetic_seed, verbose=verbose)
+    name = (
+        f"synthetic_{data_cfg.format}_{data_cfg.synthetic_train_images}x{data_cfg.synthetic_test_images}"
+        f"_{data_cfg.synthetic_image_size}px_seed{data_cfg.synthetic_seed}"
+    )
+    common = dict(
+        num_train=data_cfg.synthetic_train_images,
+        num_test=data_cfg.synthetic_test_images,
+        image_size=data_cfg.synthetic_image_size,
+        seed=data_cfg.synthetic_seed,
+        verbose=verbose,
+    )
+    if data_cfg.format == "hrsc" and data_cfg.synthetic_kind == "realistic":
+        root = os.path.join(cache, name.replace("synthetic_hrsc", "realistic_hrsc"))
+        if verbose:
+            print(f"realistic synthetic HRSC dataset: {root}", flush=True)
+        return os.fspath(realistic.make_realistic_hrsc(root, **common))
     if data_cfg.format == "hrsc":
+        if data_cfg.synthetic_kind != "easy":
+            raise ValueError(f"data.synthetic_kind={data_cfg.synthetic_kind!r}: use 'easy' or 'realistic'")
         min_length = float(data_cfg.synthetic_min_ship_length)
         max_aspect = float(data_cfg.synthetic_max_ship_aspect)
         if min_length != synthetic.DEFAULT_MIN_SHIP_LENGTH:
@@ -41,8 +56,9 @@ def synthetic_root(data_cfg, verbose=1):
         root = os.path.join(cache, name)
         if verbose:
             print(f"synthetic HRSC dataset: {root}", flush=True)
-        return os.fspath(synthetic.make_synthetic_hrsc(root, min_ship_length=min_length, max_ship_aspect=max_aspect,
-                                                       **common))
+        return os.fspath(
+            synthetic.make_synthetic_hrsc(root, min_ship_length=min_length, max_ship_aspect=max_aspect, **common)
+        )
     if data_cfg.format == "dota":
         root = os.path.join(cache, name)
         if verbose:
@@ -87,11 +103,18 @@ def prepare_records(cfg, split, verbose=1):
 def split_into_patches(records, data_cfg, split, class_names, verbose=1):
     """DOTA scenes -> patch records (`dked_tf.data.split.split_dota`), written once to
     `<cache_dir>/patches/<hash of the scene list and settings>/<split>`."""
-    key = hashlib.sha1(repr((sorted(r.image_path for r in records), data_cfg.patch_size, data_cfg.patch_gap))
-                       .encode()).hexdigest()[:12]
+    key = hashlib.sha1(
+        repr((sorted(r.image_path for r in records), data_cfg.patch_size, data_cfg.patch_gap)).encode()
+    ).hexdigest()[:12]
     out_dir = os.path.join(os.path.expanduser(data_cfg.cache_dir), "patches", key, split)
-    return split_dota(records, out_dir, patch_size=data_cfg.patch_size, gap=data_cfg.patch_gap,
-                      class_names=class_names, verbose=verbose)
+    return split_dota(
+        records,
+        out_dir,
+        patch_size=data_cfg.patch_size,
+        gap=data_cfg.patch_gap,
+        class_names=class_names,
+        verbose=verbose,
+    )
 
 
 def tile_size_for(cfg):

@@ -49,8 +49,11 @@ class Recipe:
 
     title = "HRSC2016"
     paper = PAPER_HRSC
-    labels = {"teacher": "GGHL-Darknet53 (teacher)", "student": "LO-Det-MobileNetV2 (student)",
-              "student_dked": "LO-Det-MobileNetV2 + DKED"}
+    labels = {
+        "teacher": "GGHL-Darknet53 (teacher)",
+        "student": "LO-Det-MobileNetV2 (student)",
+        "student_dked": "LO-Det-MobileNetV2 + DKED",
+    }
 
     def __init__(self, cfg, out, seeds, verbose=1, force=False, start=None):
         self.cfg = cfg
@@ -101,8 +104,11 @@ class Recipe:
         train_records, test = self.records("train")[0], self.eval_records()
         if cfg.root:
             return f"{self.title} at {cfg.root} ({len(train_records)} train / {len(test)} test images)"
-        return (f"synthetic {self.title}-format set ({len(train_records)} train / {len(test)} test images, "
-                f"{cfg.synthetic_image_size} px, seed {cfg.synthetic_seed})")
+        kind = "realistic synthetic" if cfg.synthetic_kind == "realistic" and cfg.format == "hrsc" else "synthetic"
+        return (
+            f"{kind} {self.title}-format set ({len(train_records)} train / {len(test)} test images, "
+            f"{cfg.synthetic_image_size} px, seed {cfg.synthetic_seed})"
+        )
 
     # ------------------------------------------------------------------ training stages
 
@@ -127,11 +133,22 @@ class Recipe:
         schedule = self.cfg.teacher_train if role == "teacher" else self.cfg.train
         seed = schedule.seed if role == "teacher" else seed
         train_records = self.records("train")[0]
-        self.log(f"{key}: training {architecture} for {schedule.epochs} epochs at {self.cfg.data.image_size} px, "
-                 f"{len(train_records)} images, seed {seed}")
-        result = train(self.cfg, role, seed=seed, out=folder, teacher=teacher, records=self.records("train"),
-                       stage=key, backup_dir=os.path.join(self.out, "checkpoints", "backup", os.path.basename(folder)),
-                       resume=not self.force, verbose=self.verbose)
+        self.log(
+            f"{key}: training {architecture} for {schedule.epochs} epochs at {self.cfg.data.image_size} px, "
+            f"{len(train_records)} images, seed {seed}"
+        )
+        result = train(
+            self.cfg,
+            role,
+            seed=seed,
+            out=folder,
+            teacher=teacher,
+            records=self.records("train"),
+            stage=key,
+            backup_dir=os.path.join(self.out, "checkpoints", "backup", os.path.basename(folder)),
+            resume=not self.force,
+            verbose=self.verbose,
+        )
         self.log(f"{key}: done in {result.outcome.train_seconds:.0f} s -> {folder}")
         return folder
 
@@ -141,8 +158,11 @@ class Recipe:
         write logs/seed<N>.log; their epoch lines are echoed here with the seed in front."""
         if "student_dked" in keys:
             self.require_teacher()
-        todo = [seed for seed in self.seeds
-                if self.force or not all(is_saved_detector(self.checkpoint(key, seed)) for key in keys)]
+        todo = [
+            seed
+            for seed in self.seeds
+            if self.force or not all(is_saved_detector(self.checkpoint(key, seed)) for key in keys)
+        ]
         for seed in self.seeds:
             if seed not in todo:
                 self.log(f"seed {seed}: found {', '.join(keys)} checkpoints, skipping (use --force to retrain)")
@@ -151,28 +171,43 @@ class Recipe:
         self.records("train")  # a synthetic set is generated here once, not by every process
         origin = time.time() - (time.perf_counter() - self.start)
         log_dir = os.path.join(self.out, "logs")
-        self.log(f"training seeds {', '.join(map(str, todo))}: {jobs} at a time, one process each "
-                 f"(progress below; full logs in {log_dir})")
-        run_jobs([Job(f"seed {seed}", train_seed_stages,
-                      (type(self), self.cfg, self.out, self.seeds, seed, tuple(keys), self.force, origin),
-                      os.path.join(log_dir, f"seed{seed}.log")) for seed in todo],
-                 parallel=jobs, echo=lambda line: print(line, flush=True) if self.verbose else None)
+        self.log(
+            f"training seeds {', '.join(map(str, todo))}: {jobs} at a time, one process each "
+            f"(progress below; full logs in {log_dir})"
+        )
+        run_jobs(
+            [
+                Job(
+                    f"seed {seed}",
+                    train_seed_stages,
+                    (type(self), self.cfg, self.out, self.seeds, seed, tuple(keys), self.force, origin),
+                    os.path.join(log_dir, f"seed{seed}.log"),
+                )
+                for seed in todo
+            ],
+            parallel=jobs,
+            echo=lambda line: print(line, flush=True) if self.verbose else None,
+        )
 
     # ------------------------------------------------------------------ evaluation
 
     def evaluate_model(self, model):
         """(metrics dict, {"voc07": EvalResult, ...}, detections) on the test split."""
-        return evaluate_map(model, self.eval_records(), self.class_names, self.cfg, verbose=self.verbose,
-                            return_results=True)
+        return evaluate_map(
+            model, self.eval_records(), self.class_names, self.cfg, verbose=self.verbose, return_results=True
+        )
 
     def evaluate_stage(self, keys_and_folders):
         results = self.load_results()
         results["dataset"] = self.dataset_description()
         results["metric"] = {
             "name": "rotated-box VOC AP (DOTA devkit semantics: polygon IoU > 0.5, difficult ignored)",
-            "map07": "VOC2007 11-point AP", "map12": "VOC2012 all-point AP",
-            "image_size": self.cfg.data.image_size, "score_threshold": self.cfg.model.score_threshold,
-            "nms_iou_threshold": self.cfg.model.iou_threshold, "classes": list(self.class_names),
+            "map07": "VOC2007 11-point AP",
+            "map12": "VOC2012 all-point AP",
+            "image_size": self.cfg.data.image_size,
+            "score_threshold": self.cfg.model.score_threshold,
+            "nms_iou_threshold": self.cfg.model.iou_threshold,
+            "classes": list(self.class_names),
         }
         results["preset"] = self.cfg.preset
         models = results.setdefault("models", {})
@@ -187,25 +222,32 @@ class Recipe:
             metrics, evals, detections = self.evaluate_model(model)
             localisation = self.localisation(model)
             entry = {
-                "map07": metrics["map07"], "map12": metrics["map12"],
+                "map07": metrics["map07"],
+                "map12": metrics["map12"],
                 "params": count_params(model),
                 "gflops": float(gflops(model, size)),
                 "latency_ms_cpu": measure_latency_ms(model, size, runs=10 if self.cfg.preset == "smoke" else 30),
                 "train_seconds": float(meta.get("train_seconds", 0.0)),
-                "architecture": meta["architecture"], "checkpoint": folder,
-                "per_class07": metrics["per_class07"], "num_gt": metrics["num_gt"], "num_det": metrics["num_det"],
+                "architecture": meta["architecture"],
+                "checkpoint": folder,
+                "per_class07": metrics["per_class07"],
+                "num_gt": metrics["num_gt"],
+                "num_det": metrics["num_det"],
                 "localisation": localisation,
             }
             if seed is not None:
                 seeds.setdefault(str(seed), {})[key] = {
                     **{k: entry[k] for k in ("map07", "map12", "train_seconds")},
-                    "quality_median": localisation["quality_median"]}
+                    "quality_median": localisation["quality_median"],
+                }
             if seed is None or seed == self.seeds[0]:
                 models[key] = entry
                 self.pictures(key, evals, detections)
-            self.log(f"evaluate: {key} mAP(07) {100 * entry['map07']:.2f}  mAP(12) {100 * entry['map12']:.2f}  "
-                     f"{entry['params'] / 1e6:.2f} M params  {entry['gflops']:.2f} GFLOPs  "
-                     f"{entry['latency_ms_cpu']:.1f} ms  localisation q {localisation['quality_median']:.3f}")
+            self.log(
+                f"evaluate: {key} mAP(07) {100 * entry['map07']:.2f}  mAP(12) {100 * entry['map12']:.2f}  "
+                f"{entry['params'] / 1e6:.2f} M params  {entry['gflops']:.2f} GFLOPs  "
+                f"{entry['latency_ms_cpu']:.1f} ms  localisation q {localisation['quality_median']:.3f}"
+            )
         if len(self.seeds) > 1:
             results["seed_summary"] = seed_summary(seeds)
         results.update(self.extra_results)
@@ -215,8 +257,13 @@ class Recipe:
     def localisation(self, model):
         """`dked_tf.evaluation.diagnostics` on the test images (patches for DOTA) at the model's size."""
         cfg = self.cfg
-        return localisation_diagnostics(model, self.records("test")[0], cfg.data.image_size,
-                                        batch_size=cfg.eval_batch_size, max_objects=cfg.data.max_objects)
+        return localisation_diagnostics(
+            model,
+            self.records("test")[0],
+            cfg.data.image_size,
+            batch_size=cfg.eval_batch_size,
+            max_objects=cfg.data.max_objects,
+        )
 
     def pictures(self, key, evals, detections):
         """PR curves and a few test images with ground truth and detections drawn."""
@@ -224,8 +271,12 @@ class Recipe:
         os.makedirs(curves_dir, exist_ok=True)
         for metric, result in evals.items():
             if result.pr_curves:
-                visualize.plot_pr_curves(result.pr_curves, os.path.join(curves_dir, f"{key}_{metric}.png"),
-                                         ap=result.per_class, title=f"{key} ({metric})")
+                visualize.plot_pr_curves(
+                    result.pr_curves,
+                    os.path.join(curves_dir, f"{key}_{metric}.png"),
+                    ap=result.per_class,
+                    title=f"{key} ({metric})",
+                )
         self.draw(key, detections)
 
     def draw(self, key, detections):
@@ -244,8 +295,9 @@ class Recipe:
                         scores.append(score)
                         labels.append(name)
             polys = np.stack(polys) if polys else np.zeros((0, 8), np.float32)
-            drawn = visualize.draw_detections_vs_gt(image, record.polygons, polys, np.asarray(scores, np.float32),
-                                                    labels=labels)
+            drawn = visualize.draw_detections_vs_gt(
+                image, record.polygons, polys, np.asarray(scores, np.float32), labels=labels
+            )
             visualize.save_image(os.path.join(folder, f"{record.image_id}.png"), drawn)
 
     # ------------------------------------------------------------------ export
@@ -261,8 +313,12 @@ class Recipe:
         results = self.load_results()
         exported = results.setdefault("export", {})
         cfg = self.cfg
-        decode = dict(score_threshold=cfg.model.score_threshold, iou_threshold=cfg.model.iou_threshold,
-                      max_detections=cfg.model.max_detections, class_names=list(meta["class_names"]))
+        decode = dict(
+            score_threshold=cfg.model.score_threshold,
+            iou_threshold=cfg.model.iou_threshold,
+            max_detections=cfg.model.max_detections,
+            class_names=list(meta["class_names"]),
+        )
         if cfg.export.saved_model:
             path = os.path.join(export_dir, "saved_model")
             self.log(f"export: SavedModel -> {path}")
@@ -273,22 +329,39 @@ class Recipe:
             self.log(f"export: TFLite ({cfg.export.quantize}) -> {path}")
             representative = None
             if cfg.export.quantize == "int8":
-                representative = representative_from_records(self.records("train")[0], cfg.data.image_size,
-                                                             limit=cfg.export.representative_images)
-            export_tflite(model, path, image_size=cfg.data.image_size, quantize=cfg.export.quantize,
-                          representative_images=representative, verbose=self.verbose, **decode)
-            exported["tflite"] = {"path": path, "megabytes": os.path.getsize(path) / 2**20,
-                                  "quantize": cfg.export.quantize, **self.tflite_map(path)}
+                representative = representative_from_records(
+                    self.records("train")[0], cfg.data.image_size, limit=cfg.export.representative_images
+                )
+            export_tflite(
+                model,
+                path,
+                image_size=cfg.data.image_size,
+                quantize=cfg.export.quantize,
+                representative_images=representative,
+                verbose=self.verbose,
+                **decode,
+            )
+            exported["tflite"] = {
+                "path": path,
+                "megabytes": os.path.getsize(path) / 2**20,
+                "quantize": cfg.export.quantize,
+                **self.tflite_map(path),
+            }
         self.save_results(results)
 
     def tflite_map(self, path):
         """mAP(07)/mAP(12) of the exported .tflite on the test split (LiteRT interpreter, host NMS)."""
         cfg = self.cfg
         try:
-            detections = predict_tflite(path, self.eval_records(), class_names=list(self.class_names),
-                                        score_threshold=cfg.model.score_threshold,
-                                        iou_threshold=cfg.model.iou_threshold,
-                                        max_detections=cfg.model.max_detections, verbose=self.verbose)
+            detections = predict_tflite(
+                path,
+                self.eval_records(),
+                class_names=list(self.class_names),
+                score_threshold=cfg.model.score_threshold,
+                iou_threshold=cfg.model.iou_threshold,
+                max_detections=cfg.model.max_detections,
+                verbose=self.verbose,
+            )
             metrics = score_detections(detections, self.eval_records(), self.class_names)
         except Exception as error:  # noqa: BLE001 - a report line, not a crash of the whole recipe
             self.log(f"export: TFLite evaluation failed: {error}")
@@ -349,8 +422,11 @@ class SelfDistillRecipe(Recipe):
     """GGHL → GGHL self-distillation on HRSC2016 (the paper's 87.30 → 93.45)."""
 
     paper = PAPER_SELF
-    labels = {"teacher": "GGHL-Darknet53 (teacher)", "student": "GGHL-Darknet53 (student alone)",
-              "student_dked": "GGHL-Darknet53 + DKED (self-distillation)"}
+    labels = {
+        "teacher": "GGHL-Darknet53 (teacher)",
+        "student": "GGHL-Darknet53 (student alone)",
+        "student_dked": "GGHL-Darknet53 + DKED (self-distillation)",
+    }
 
 
 class DotaRecipe(Recipe):
@@ -391,8 +467,7 @@ class DotaRecipe(Recipe):
 def train_seed_stages(recipe_class, cfg, out, seeds, seed, keys, force, origin):
     """One seed's training stages in a `dked_tf.jobs` child process. origin: the parent's start
     time (time.time()), so the [mm:ss] stamps of both processes agree."""
-    recipe = recipe_class(cfg, out, seeds, verbose=2, force=force,
-                          start=time.perf_counter() - (time.time() - origin))
+    recipe = recipe_class(cfg, out, seeds, verbose=2, force=force, start=time.perf_counter() - (time.time() - origin))
     for key in keys:
         recipe.train_stage(key, seed)
 
@@ -410,34 +485,75 @@ def _folder_mb(path):
 def build_parser(description, default_out):
     """The options every recipe script takes."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=None, metavar="DIR",
-                        help="a real dataset tree (HRSC2016: FullDataSet/ + ImageSets/, or Train/ + Test/; DOTA: "
-                             "train/ and val/). Default: the built-in synthetic set in that format, generated once "
-                             "and cached")
-    parser.add_argument("--data-cache", default=None, metavar="DIR",
-                        help="cache folder of the synthetic set and DOTA patches (default ~/.cache/dked_tf)")
+    parser.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="a real dataset tree (HRSC2016: FullDataSet/ + ImageSets/, or Train/ + Test/; DOTA: "
+        "train/ and val/). Default: the built-in synthetic set in that format, generated once "
+        "and cached",
+    )
+    parser.add_argument(
+        "--data-cache",
+        default=None,
+        metavar="DIR",
+        help="cache folder of the synthetic set and DOTA patches (default ~/.cache/dked_tf)",
+    )
     parser.add_argument("--out", default=default_out, metavar="DIR", help="output folder (default %(default)s)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="real but minimal run (< 4 minutes on 2 CPU cores)")
-    size.add_argument("--paper", action="store_true",
-                      help="paper-scale models at 800 px with the reference hyper-parameters (GPU machines)")
+    size.add_argument(
+        "--paper",
+        action="store_true",
+        help="paper-scale models at 800 px with the reference hyper-parameters (GPU machines)",
+    )
     size.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny everything, for tests
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the student and DKED student runs (and the teacher); default from the config")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
-                        help="train the student and the DKED student once per seed (the teacher once) and report "
-                             "each, the mean and the seed-to-seed spread; results.json 'models' holds the first seed")
-    parser.add_argument("--jobs", type=int, default=None, metavar="N",
-                        help="train N seeds at the same time, each in its own process with cores / N threads "
-                             "(config seed_jobs; the default preset uses 2; 1: one after the other)")
-    parser.add_argument("--stages", default=",".join(STAGES), metavar="LIST",
-                        help="comma-separated stages to run, from: " + ", ".join(STAGES) + " (default: all)")
-    parser.add_argument("--force", action="store_true",
-                        help="retrain the selected training stages even if their checkpoints exist")
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help="YAML/JSON config file applied on top of the preset (keys as in config.yaml of a run)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set train.epochs=20 --set distill.delta=0.1")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the student and DKED student runs (and the teacher); default from the config",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="SEED",
+        help="train the student and the DKED student once per seed (the teacher once) and report "
+        "each, the mean and the seed-to-seed spread; results.json 'models' holds the first seed",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train N seeds at the same time, each in its own process with cores / N threads "
+        "(config seed_jobs; the default preset uses 2; 1: one after the other)",
+    )
+    parser.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        metavar="LIST",
+        help="comma-separated stages to run, from: " + ", ".join(STAGES) + " (default: all)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="retrain the selected training stages even if their checkpoints exist"
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="YAML/JSON config file applied on top of the preset (keys as in config.yaml of a run)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=20 --set distill.delta=0.1",
+    )
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="1: progress bars and ETA")
     return parser
 
@@ -461,16 +577,31 @@ def resolve_recipe_config(args, task="hrsc", name="hrsc_lodet", student_is_teach
     cfg.name = name
     if args.config:
         cfg = load_config(args.config, base=cfg)
-    flags = flag_overrides({"data.root": args.data_root, "data.cache_dir": args.data_cache,
-                            "train.seed": args.seed, "teacher_train.seed": args.seed, "seed_jobs": args.jobs})
+    flags = flag_overrides(
+        {
+            "data.root": args.data_root,
+            "data.cache_dir": args.data_cache,
+            "train.seed": args.seed,
+            "teacher_train.seed": args.seed,
+            "seed_jobs": args.jobs,
+        }
+    )
     cfg = apply_overrides(cfg, flags + list(args.overrides))
     if student_is_teacher and not any(o.strip().startswith("model.student=") for o in args.overrides):
         cfg.model.student = cfg.model.teacher
     return cfg
 
 
-def run_recipe(argv=None, *, recipe_class=Recipe, task="hrsc", name="hrsc_lodet", default_out="runs/hrsc_lodet",
-               description=__doc__, student_is_teacher=False):
+def run_recipe(
+    argv=None,
+    *,
+    recipe_class=Recipe,
+    task="hrsc",
+    name="hrsc_lodet",
+    default_out="runs/hrsc_lodet",
+    description=__doc__,
+    student_is_teacher=False,
+):
     """Parse a recipe script's command line and run its stages. Returns the exit code."""
     args = build_parser(description, default_out).parse_args(argv)
     stages = parse_stages(args.stages)
