@@ -476,6 +476,20 @@ def _preset_name(text):
     return text
 
 
+def add_set_argument(parser):
+    """The repeatable `--set KEY=VALUE` option (into `args.overrides`) of the CLI, the recipes and
+    the benchmarks; `apply_overrides` applies the strings."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set train.epochs=10 --set distill.delta=0.1 "
+        "(repeatable; YAML syntax for values)",
+    )
+
+
 def add_config_arguments(parser, default_preset="default"):
     """The config options shared by the CLI and the recipes: --preset, --config, --set."""
     parser.add_argument(
@@ -492,12 +506,4 @@ def add_config_arguments(parser, default_preset="default"):
         default=None,
         help="YAML or JSON file with config values (nested like config.yaml of a run), applied on top of the preset",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config value, e.g. --set train.epochs=10 --set data.image_size=320 "
-        "(repeatable; YAML syntax for values)",
-    )
+    add_set_argument(parser)

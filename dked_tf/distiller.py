@@ -23,8 +23,10 @@ alone), `corr`, `resp`, `pred_loc`, `pred_cls`, `total` (names in `ops.head_cont
 Switching losses: each distillation loss's `enabled` flag is its one on/off switch. The
 Distiller keeps the flags in the non-trainable variable `loss_switches` (initialised from the
 losses, so `enabled=False` at construction starts a loss off) and `set_loss_switches` flips
-them at run time without retracing `train_step`. A switched-off loss is skipped (`tf.cond`),
-contributes 0 and leaves the student's JOL class terms unscaled.
+them at run time without retracing `train_step`. Every loss is computed and multiplied by its
+switch: a switched-off loss contributes exactly 0 (its auxiliary modules get zero gradients) and
+leaves the student's JOL class terms unscaled. (Skipping it with `tf.cond` instead changes the
+traced graph's floating-point rounding, and with it the trained weights, even with all losses on.)
 
 Multi-device: under `tf.distribute.MirroredStrategy` every replica divides its local-batch
 mean by `num_replicas_in_sync` before the gradient (the optimizer sums replica gradients), so
@@ -194,13 +196,7 @@ class Distiller(keras.Model):
         cls_scale = 1.0
         for index, loss in enumerate(self.distillation_losses):
             switch = switches[index]
-
-            def run(loss=loss):
-                return loss.compute(
-                    teacher_outputs, student_outputs, encoded, self.strides, image_size, student_cells=cells
-                )
-
-            out = tf.cond(switch > 0.0, run, loss.zeros)
+            out = loss.compute(teacher_outputs, student_outputs, encoded, self.strides, image_size, student_cells=cells)
             for name, value in out.items():
                 value = tf.cast(value, tf.float32) * switch
                 values[name] = values.get(name, 0.0) + value

@@ -237,10 +237,6 @@ def test_enabled_is_the_only_switch_and_weights_are_positive():
         loss = cls()
         with pytest.raises(ValueError, match="weight must be > 0"):
             loss.weight = -1.0
-        # what a switched-off loss contributes (the Distiller skips its compute)
-        out = loss.zeros()
-        assert set(out) == set(loss.term_names)
-        assert all(float(v) == 0.0 for v in out.values())
     # the JOL class factor λ of the prediction loss, applied by the Distiller while it is on
     assert PredictionDistillationLoss(lam=0.3, enabled=False).student_cls_scale == 0.3
     assert FeatureCorrelationLoss().student_cls_scale == 1.0

@@ -223,7 +223,7 @@ def test_self_distillation_gghl_teacher_and_student(teacher, tiny_detector, tiny
     assert float(values["resp"]) == 0.0 and float(values["pred_loc"]) == 0.0
 
 
-def test_losses_switched_off_at_construction_are_skipped_until_switched_on(teacher, make_student, tiny_batch):
+def test_losses_switched_off_at_construction_contribute_nothing_until_switched_on(teacher, make_student, tiny_batch):
     student = make_student()
     distiller = Distiller(
         teacher,

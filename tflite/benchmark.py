@@ -15,10 +15,8 @@ import platform
 import sys
 import time
 
+import detect  # tflite/detect.py: a script's own folder is on the import path (`python tflite/benchmark.py`)
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import detect  # noqa: E402  (tflite/detect.py, next to this file)
 
 
 def benchmark(

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from dked_tf.bench.report import write_report
-from dked_tf.config import resolve_config
+from dked_tf.config import add_set_argument, resolve_config
 from dked_tf.evaluation.diagnostics import localisation_diagnostics
 from dked_tf.experiment.data import make_train_dataset, prepare_records, steps_in
 from dked_tf.experiment.evaluate import evaluate_map
@@ -72,14 +72,7 @@ def main(argv=None):
         help="a saved teacher (e.g. runs/hrsc_lodet/checkpoints/teacher); default: train one",
     )
     parser.add_argument("--epochs", type=int, default=None, help="student epochs per run (default: the preset's)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, as in the recipe (e.g. --set distill.delta=0.1)",
-    )
+    add_set_argument(parser)
     parser.add_argument("--output", default=None, help="JSON path (default bench_results/ablation.json)")
     parser.add_argument("--verbose", type=int, default=1)
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ network input is too small for the objects, or the level thresholds do not fit t
 import argparse
 
 from dked_tf.bench.report import write_report
-from dked_tf.config import flag_overrides, resolve_config
+from dked_tf.config import add_set_argument, flag_overrides, resolve_config
 from dked_tf.evaluation.diagnostics import assignment_statistics
 from dked_tf.experiment.data import prepare_records
 
@@ -27,7 +27,7 @@ def main(argv=None):
     )
     parser.add_argument("--preset", default="default", help="recipe preset whose data and model are used")
     parser.add_argument("--data-root", default=None, help="a real HRSC2016 tree instead of the synthetic set")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(parser)
     parser.add_argument("--sizes", type=int, nargs="+", default=None, help="input sizes (default: 192 256 384 512)")
     parser.add_argument("--images", type=int, default=None, help="use the first N training images")
     parser.add_argument("--quick", action="store_true", help="the smoke preset at two sizes")

@@ -30,46 +30,12 @@ import numpy as np
 from shapely.geometry import Polygon
 
 from dked_tf.bench.report import write_report
+from dked_tf.data.dota import DOTA_CLASSES
 from dked_tf.evaluation.folders import evaluate_folders
 from dked_tf.evaluation.metrics import average_precision, evaluate_detections
+from dked_tf.ops.obb import rbox_to_poly
 
-CLASSES = (
-    "plane",
-    "baseball-diamond",
-    "bridge",
-    "ground-track-field",
-    "small-vehicle",
-    "large-vehicle",
-    "ship",
-    "tennis-court",
-    "basketball-court",
-    "storage-tank",
-    "soccer-ball-field",
-    "roundabout",
-    "harbor",
-    "swimming-pool",
-    "helicopter",
-)
-
-
-def _rect(params):
-    """params [K, 5] (cx, cy, w, h, theta) -> polygons [K, 8]."""
-    cx, cy, w, h, t = params.T
-    ux, uy = np.cos(t) * w / 2, np.sin(t) * w / 2
-    vx, vy = -np.sin(t) * h / 2, np.cos(t) * h / 2
-    return np.stack(
-        [
-            cx - ux - vx,
-            cy - uy - vy,
-            cx + ux - vx,
-            cy + uy - vy,
-            cx + ux + vx,
-            cy + uy + vy,
-            cx - ux + vx,
-            cy - uy + vy,
-        ],
-        axis=1,
-    )
+CLASSES = DOTA_CLASSES["dota1.0"]
 
 
 def make_dataset(num_images, objects_per_image, seed=0, image_size=2000.0):
@@ -92,7 +58,7 @@ def make_dataset(num_images, objects_per_image, seed=0, image_size=2000.0):
         )
         classes = rng.choice(len(CLASSES), count, p=weights)
         difficult = rng.random(count) < 0.1
-        polys = np.round(_rect(params), 1)
+        polys = np.round(rbox_to_poly(params), 1)
         truths[image_id] = (polys, [CLASSES[c] for c in classes], difficult)
         # 0-3 detections per object, jittered; plus false positives
         repeats = rng.integers(0, 4, count)
@@ -108,7 +74,7 @@ def make_dataset(num_images, objects_per_image, seed=0, image_size=2000.0):
                 rng.uniform(-np.pi / 2, np.pi / 2, (num_fp, 1)),
             ]
         )
-        det_polys = np.round(_rect(np.vstack([det_params, fp_params])), 2)
+        det_polys = np.round(rbox_to_poly(np.vstack([det_params, fp_params])), 2)
         det_classes = np.concatenate([classes[src], rng.choice(len(CLASSES), num_fp, p=weights)])
         scores = np.round(rng.random(len(det_polys)), 4)
         for poly, c, s in zip(det_polys, det_classes, scores):

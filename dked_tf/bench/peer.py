@@ -65,7 +65,7 @@ import time
 import numpy as np
 
 from dked_tf.bench.report import write_report
-from dked_tf.config import PRESETS, flag_overrides, resolve_config
+from dked_tf.config import PRESETS, add_set_argument, flag_overrides, resolve_config
 from dked_tf.data.pipeline import build_dataset
 from dked_tf.data.yolo_obb import CLIP_CHOICES, DIFFICULT_CHOICES, write_yolo_obb
 from dked_tf.experiment.data import prepare_records
@@ -515,14 +515,7 @@ def build_parser():
     )
     parser.add_argument("--preset", choices=PRESETS, default=None, help="config preset (default: default)")
     parser.add_argument("--task", choices=("hrsc", "dota"), default="hrsc", help="dataset format of the preset")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override like the recipes', e.g. --set data.synthetic_train_images=100",
-    )
+    add_set_argument(parser)
     parser.add_argument(
         "--data-root",
         default=None,

@@ -24,7 +24,14 @@ import cv2
 import numpy as np
 
 from dked_tf import visualize
-from dked_tf.config import apply_overrides, flag_overrides, load_config, preset_config, save_run_config
+from dked_tf.config import (
+    add_set_argument,
+    apply_overrides,
+    flag_overrides,
+    load_config,
+    preset_config,
+    save_run_config,
+)
 from dked_tf.data.dota import write_task1
 from dked_tf.evaluation.diagnostics import localisation_diagnostics
 from dked_tf.experiment.data import load_records, prepare_records
@@ -546,14 +553,7 @@ def build_parser(description, default_out):
         metavar="FILE",
         help="YAML/JSON config file applied on top of the preset (keys as in config.yaml of a run)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.epochs=20 --set distill.delta=0.1",
-    )
+    add_set_argument(parser)
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="1: progress bars and ETA")
     return parser
 

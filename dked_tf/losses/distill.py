@@ -17,7 +17,8 @@ Teacher tensors are wrapped in `stop_gradient`.
 
 On/off: the one switch is `enabled` (constructor flag, serialised in the config). The
 `Distiller` holds it at run time (`Distiller.set_loss_switches` flips it without retracing)
-and skips a switched-off loss; `compute` itself always computes.
+and multiplies each loss's terms by it (a switched-off loss contributes exactly 0); `compute`
+itself always computes.
 
 Everything is computed in float32 (inputs are cast), also under `mixed_float16`.
 """
@@ -46,7 +47,7 @@ def _f32(x):
 
 
 class DistillationLoss(keras.layers.Layer):
-    """Base: `weight` (> 0), `enabled`, `build_modules`, `compute`, `zeros`, config.
+    """Base: `weight` (> 0), `enabled`, `build_modules`, `compute`, config.
 
     `student_cls_scale`: factor the Distiller applies to the student's own JOL class terms
     while this loss is on (1 here; λ for `PredictionDistillationLoss`).
@@ -76,10 +77,6 @@ class DistillationLoss(keras.layers.Layer):
 
     def build_modules(self, teacher_shapes, student_shapes):
         self.built = True
-
-    def zeros(self):
-        """The terms of a switched-off loss: {name: float32 0.0}."""
-        return {name: tf.constant(0.0, tf.float32) for name in self.term_names}
 
     def compute(self, teacher_outputs, student_outputs, encoded, strides, image_size, student_cells=None):
         raise NotImplementedError
