@@ -1,6 +1,7 @@
 """The `dked-tf` command: a dispatcher over `dked_tf/commands/<name>.py`.
 
-Each command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Each command module defines `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> int`; the
+one-line help of each command is in `COMMANDS`.
 Modules are imported only when their command runs, so `dked-tf --help` needs no TensorFlow.
 """
 

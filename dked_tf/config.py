@@ -462,8 +462,8 @@ def save_run_config(cfg, out_dir):
 
 
 def resolve_config(preset="default", task="hrsc", config_file=None, overrides=()):
-    """preset -> file -> overrides (`key=value` strings: the flags' `flag_overrides`, then
-    `--set`), in that order."""
+    """preset -> file -> overrides (`key=value` strings, applied in order: a face puts `--set`
+    and its flags' `flag_overrides` in the order its precedence needs)."""
     cfg = preset_config(preset, task=task)
     if config_file:
         cfg = load_config(config_file, base=cfg)

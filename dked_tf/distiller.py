@@ -23,9 +23,10 @@ alone), `corr`, `resp`, `pred_loc`, `pred_cls`, `total` (names in `ops.head_cont
 Switching losses: each distillation loss's `enabled` flag is its one on/off switch. The
 Distiller keeps the flags in the non-trainable variable `loss_switches` (initialised from the
 losses, so `enabled=False` at construction starts a loss off) and `set_loss_switches` flips
-them at run time without retracing `train_step`. Every loss is computed and multiplied by its
-switch: a switched-off loss contributes exactly 0 (its auxiliary modules get zero gradients) and
-leaves the student's JOL class terms unscaled. (Skipping it with `tf.cond` instead changes the
+them at run time without retracing `train_step`. A loss built switched off is left out of the
+step altogether; every other loss is computed and multiplied by its switch: switched off at run
+time it contributes exactly 0 (its auxiliary modules get zero gradients) and leaves the
+student's JOL class terms unscaled. (Skipping it with `tf.cond` instead changes the
 traced graph's floating-point rounding, and with it the trained weights, even with all losses on.)
 
 Multi-device: under `tf.distribute.MirroredStrategy` every replica divides its local-batch
@@ -121,7 +122,10 @@ class Distiller(keras.Model):
             initializer="ones",
             trainable=False,
         )
-        self.set_loss_switches([loss.enabled for loss in self.distillation_losses])
+        # losses built switched off are never computed (no graph, no cost); the others can be
+        # switched at run time
+        self.built_switched_on = tuple(loss.enabled for loss in self.distillation_losses)
+        self.set_loss_switches(self.built_switched_on)
         names = list(JOL_METRICS) + list(DISTILL_TERM_NAMES) + [TOTAL]
         self.term_trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self._build_modules()
@@ -151,7 +155,12 @@ class Distiller(keras.Model):
             raise ValueError(
                 f"distiller.py: {len(flags)} switches for {len(self.distillation_losses)} distillation_losses"
             )
-        for loss, flag in zip(self.distillation_losses, flags):
+        for loss, flag, built_on in zip(self.distillation_losses, flags, self.built_switched_on):
+            if flag and not built_on:
+                raise ValueError(
+                    f"distiller.py: {type(loss).__name__} was built switched off (enabled=False) and is not part "
+                    "of the training step; build the Distiller with it enabled to switch it at run time"
+                )
             loss.enabled = flag
         self.loss_switches.assign([float(f) for f in flags] or [0.0])
 
@@ -195,6 +204,8 @@ class Distiller(keras.Model):
         switches = tf.cast(self.loss_switches, tf.float32)
         cls_scale = 1.0
         for index, loss in enumerate(self.distillation_losses):
+            if not self.built_switched_on[index]:
+                continue
             switch = switches[index]
             out = loss.compute(teacher_outputs, student_outputs, encoded, self.strides, image_size, student_cells=cells)
             for name, value in out.items():

@@ -96,3 +96,18 @@ def test_resolve_order_and_cli_arguments(tmp_path):
     assert (cfg.preset, cfg.train.epochs, cfg.train.seed) == ("quick", 9, 3)
     with pytest.raises(SystemExit):
         parser.parse_args(["--preset", "giant"])
+
+
+def test_cli_flags_win_over_set_and_format_picks_the_task():
+    import argparse
+
+    from dked_tf.commands import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    args = parser.parse_args(["--epochs", "3", "--set", "train.epochs=5", "--set", "train.seed=4", "--format", "dota"])
+    cfg = train_command.config_from_args(args, "train")
+    assert cfg.train.epochs == 3 and cfg.train.seed == 4
+    assert cfg.data.format == "dota" and cfg.data.synthetic_image_size >= 2 * cfg.data.patch_size
+    args = parser.parse_args(["--set", "data.format=dota"])
+    assert train_command.config_from_args(args, "train").data.format == "hrsc"

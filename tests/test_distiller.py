@@ -223,9 +223,11 @@ def test_self_distillation_gghl_teacher_and_student(teacher, tiny_detector, tiny
     assert float(values["resp"]) == 0.0 and float(values["pred_loc"]) == 0.0
 
 
-def test_losses_switched_off_at_construction_contribute_nothing_until_switched_on(teacher, make_student, tiny_batch):
+def test_loss_switches_at_construction_and_at_run_time(teacher, make_student, tiny_batch):
+    """Losses built switched off are left out of the step and cannot be switched on later; losses
+    built on are switched at run time, contributing exactly 0 while off."""
     student = make_student()
-    distiller = Distiller(
+    built_off = Distiller(
         teacher,
         student,
         distillation_losses=[
@@ -235,19 +237,34 @@ def test_losses_switched_off_at_construction_contribute_nothing_until_switched_o
         ],
         image_size=SIZE,
     )
-    np.testing.assert_array_equal(np.array(distiller.loss_switches), [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(np.array(built_off.loss_switches), [0.0, 0.0, 0.0])
     images, targets = tiny_batch()
     teacher_outputs = teacher(images, training=False)
     student_outputs = student(images, training=False)
-    off = distiller.compute_terms(images, targets, teacher_outputs, student_outputs)
+    off = built_off.compute_terms(images, targets, teacher_outputs, student_outputs)
     for name in ("corr", "resp", "pred_loc", "pred_cls"):
         assert float(off[name]) == 0.0, name
     # a switched-off prediction loss leaves the JOL class terms unscaled
     assert float(off["total"]) == pytest.approx(float(off["jol_total"]), rel=1e-6)
-    distiller.set_loss_switches([True, True, True])
-    assert all(loss.enabled for loss in distiller.distillation_losses)
-    assert all(c["config"]["enabled"] for c in distiller.get_config()["distillation_losses"])
-    on = distiller.compute_terms(images, targets, teacher_outputs, student_outputs)
+    with pytest.raises(ValueError, match="built switched off"):
+        built_off.set_loss_switches([True, False, False])
+
+    built_on = Distiller(
+        teacher,
+        student,
+        distillation_losses=[FeatureCorrelationLoss(), DirectionalResponseLoss(), PredictionDistillationLoss(lam=0.3)],
+        image_size=SIZE,
+    )
+    built_on.set_loss_switches([False, False, False])
+    assert not any(loss.enabled for loss in built_on.distillation_losses)
+    off = built_on.compute_terms(images, targets, teacher_outputs, student_outputs)
+    for name in ("corr", "resp", "pred_loc", "pred_cls"):
+        assert float(off[name]) == 0.0, name
+    assert float(off["total"]) == pytest.approx(float(off["jol_total"]), rel=1e-6)
+    built_on.set_loss_switches([True, True, True])
+    assert all(loss.enabled for loss in built_on.distillation_losses)
+    assert all(c["config"]["enabled"] for c in built_on.get_config()["distillation_losses"])
+    on = built_on.compute_terms(images, targets, teacher_outputs, student_outputs)
     assert float(on["corr"]) > 0 and float(on["resp"]) > 0
     rebuilt = (
         on["jol_total"]
@@ -259,7 +276,7 @@ def test_losses_switched_off_at_construction_contribute_nothing_until_switched_o
     )
     assert float(on["total"]) == pytest.approx(float(rebuilt), rel=1e-5)
     with pytest.raises(ValueError, match="distiller.py"):
-        distiller.set_loss_switches([True, False])
+        built_on.set_loss_switches([True, False])
     with pytest.raises(ValueError, match="weight must be > 0"):
         Distiller(teacher, student, distillation_loss_weights=[1.0, 0.0, 1.0], image_size=SIZE)
 

@@ -163,3 +163,19 @@ def test_realistic_synthetic_kind_is_generated_and_read_back(tmp_path):
     cfg = C.apply_overrides(cfg, ["data.synthetic_kind=hard"])
     with pytest.raises(ValueError, match="synthetic_kind"):
         data.prepare_records(cfg, "train", verbose=0)
+
+
+def test_object_scale_at_the_input_and_the_small_object_warning(tmp_path):
+    from dked_tf.data.records import ImageRecord
+
+    # a 40 x 10 px box and a 20 x 4 px box in a 400 x 200 image: at a 100 px input scale = 1/4
+    boxes = np.array([[0, 0, 40, 0, 40, 10, 0, 10], [100, 100, 120, 100, 120, 104, 100, 104]], np.float32)
+    record = ImageRecord(str(tmp_path / "x.png"), "x", 400, 200, boxes, [0, 0], [False, False])
+    scale = data.object_scale([record], 100)
+    assert scale["objects"] == 2 and scale["native_median_length_px"] == pytest.approx(30.0)
+    assert scale["median_length_px"] == pytest.approx(7.5) and scale["median_width_px"] == pytest.approx(1.75)
+    assert scale["small_fraction"] == 1.0
+    line = data.describe_object_scale([record], 100)
+    # 16 / 7.5 x 100 = 213 px, rounded up to a multiple of 32
+    assert "WARNING" in line and "data.image_size=224" in line
+    assert "WARNING" not in data.describe_object_scale([record], 800)  # 60 px long there

@@ -122,7 +122,8 @@ def main(argv=None):
             variable.assign(value)
         for variable, value in zip(distiller.optimizer.variables, optimizer_start):
             variable.assign(value)
-        distiller.set_loss_switches(switches)
+        # a loss the config builds switched off (scale 0) stays off in every row
+        distiller.set_loss_switches([s and on for s, on in zip(switches, distiller.built_switched_on)])
         t0 = time.perf_counter()
         history = distiller.fit(
             make_train_dataset(train_records, cfg.data, seed=seed), epochs=cfg.train.epochs, verbose=0, shuffle=False

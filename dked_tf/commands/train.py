@@ -5,8 +5,8 @@ import os
 from dked_tf.config import add_config_arguments, flag_overrides, resolve_config, save_run_config
 from dked_tf.experiment.data import prepare_records
 from dked_tf.experiment.evaluate import evaluate_map
-from dked_tf.experiment.saving import write_json
 from dked_tf.experiment.train_lib import train
+from dked_tf.files import write_json
 
 DESCRIPTION = (
     "Train one oriented detector (the GGHL teacher or the LO-Det student, or any preset of "
@@ -78,18 +78,20 @@ def add_arguments(parser):
 
 
 def config_from_args(args, schedule, extra_flags=None):
-    """The ExperimentConfig of a train/distill invocation: preset -> --config -> the flags ->
-    --set. schedule: the config section (train or teacher_train) that --epochs/--seed set."""
+    """The ExperimentConfig of a train/distill invocation: preset (of --format's task) ->
+    --config -> --set -> the explicit flags (they win over --set; data.format is --format's).
+    schedule: the config section (train or teacher_train) that --epochs/--seed set."""
     flags = {
         "data.root": args.data_root,
         "data.cache_dir": args.data_cache,
         f"{schedule}.epochs": args.epochs,
         f"{schedule}.seed": args.seed,
         "data.image_size": args.image_size,
+        "data.format": args.format,
         **(extra_flags or {}),
     }
     return resolve_config(
-        args.preset, task=args.format, config_file=args.config, overrides=flag_overrides(flags) + list(args.overrides)
+        args.preset, task=args.format, config_file=args.config, overrides=list(args.overrides) + flag_overrides(flags)
     )
 
 

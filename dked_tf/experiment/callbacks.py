@@ -1,10 +1,11 @@
 """Callbacks of a training run: one progress line per epoch with the ETA, periodic backups."""
 
-import json
 import time
 
 import keras
 import numpy as np
+
+from dked_tf.files import write_json
 
 # Loss keys shown on the per-epoch line (the Distiller logs `total` and `jol_total`).
 SHOWN_LOGS = ("loss", "total", "jol_total", "val_map07")
@@ -47,8 +48,7 @@ class RunProgress(keras.callbacks.Callback):
         self.seconds = self.previous_seconds + now - self._start
         self._durations.append(now - self._epoch_start)
         if self.clock_path:
-            with open(self.clock_path, "w", encoding="utf-8") as handle:
-                json.dump({"train_seconds": self.seconds, "epochs_done": epoch + 1}, handle)
+            write_json(self.clock_path, {"train_seconds": self.seconds, "epochs_done": epoch + 1})
         if not self.verbose:
             return
         # The first epoch of a run includes tracing the training step: estimate from the others.

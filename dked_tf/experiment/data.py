@@ -10,6 +10,7 @@
 import hashlib
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from dked_tf.data import realistic, synthetic
@@ -18,6 +19,11 @@ from dked_tf.data.dota import read_dota
 from dked_tf.data.hrsc import read_hrsc
 from dked_tf.data.pipeline import build_dataset
 from dked_tf.data.split import split_dota
+from dked_tf.ops.obb import poly_to_rbox
+
+# Objects whose median length at the network input is below this (pixels) get too few positive
+# cells to learn from (`dked-tf bench assign`; recipes/README.md, tuning notes).
+SMALL_OBJECT_PX = 16.0
 
 TRAIN_SPLITS = {"hrsc": ("trainval",), "dota": ("train", "trainval")}
 TEST_SPLITS = {"hrsc": ("test",), "dota": ("val", "test")}
@@ -143,3 +149,49 @@ def steps_in(dataset):
     """Number of batches of a finite tf.data.Dataset (None when unknown or infinite)."""
     cardinality = int(tf.data.experimental.cardinality(dataset).numpy())
     return cardinality if cardinality > 0 else None
+
+
+def object_scale(records, image_size):
+    """Sizes of the annotated objects as the network sees them after letterboxing to
+    `image_size`: {"median_length_px", "median_width_px" (long / short side of the minimum-area
+    box, input pixels), "native_median_length_px" (image pixels), "small_fraction" (objects
+    shorter than SMALL_OBJECT_PX at the input), "objects"}."""
+    lengths, widths, native = [], [], []
+    for record in records:
+        if len(record.polygons):
+            scale = min(image_size / record.width, image_size / record.height)
+            rboxes = poly_to_rbox(record.polygons)
+            native.append(rboxes[:, 2])
+            lengths.append(rboxes[:, 2] * scale)
+            widths.append(rboxes[:, 3] * scale)
+    if not lengths:
+        return {"objects": 0}
+    lengths, widths, native = (np.concatenate(v) for v in (lengths, widths, native))
+    return {
+        "objects": int(len(lengths)),
+        "median_length_px": float(np.median(lengths)),
+        "median_width_px": float(np.median(widths)),
+        "native_median_length_px": float(np.median(native)),
+        "small_fraction": float(np.mean(lengths < SMALL_OBJECT_PX)),
+    }
+
+
+def describe_object_scale(records, image_size):
+    """One line on the objects' size at the network input, with a warning when the median
+    object is shorter than SMALL_OBJECT_PX there."""
+    scale = object_scale(records, image_size)
+    if not scale["objects"]:
+        return f"no annotated objects to size at the {image_size} px input"
+    line = (
+        f"objects at the {image_size} px input: median {scale['median_length_px']:.1f} x "
+        f"{scale['median_width_px']:.1f} px (native median length {scale['native_median_length_px']:.1f} px), "
+        f"{100 * scale['small_fraction']:.0f} % shorter than {SMALL_OBJECT_PX:g} px"
+    )
+    if scale["median_length_px"] < SMALL_OBJECT_PX:
+        needed = int(np.ceil(image_size * SMALL_OBJECT_PX / scale["median_length_px"] / 32.0)) * 32
+        line += (
+            f"; WARNING: the median object is under {SMALL_OBJECT_PX:g} px at the input and gets few or no "
+            f"positive cells (dked-tf bench assign): use an input of at least {needed} px "
+            f"(--set data.image_size={needed}) or train on native-resolution crops"
+        )
+    return line

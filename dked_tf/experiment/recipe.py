@@ -16,6 +16,7 @@ report.md, pr_curves/, detections/, export/.
 """
 
 import argparse
+import importlib.util
 import os
 import time
 import zipfile
@@ -34,13 +35,14 @@ from dked_tf.config import (
 )
 from dked_tf.data.dota import write_task1
 from dked_tf.evaluation.diagnostics import localisation_diagnostics
-from dked_tf.experiment.data import load_records, prepare_records
+from dked_tf.experiment.data import describe_object_scale, load_records, prepare_records
 from dked_tf.experiment.evaluate import detect_scenes, evaluate_map, measure_latency_ms, score_detections
 from dked_tf.experiment.report import PAPER_DOTA, PAPER_HRSC, PAPER_SELF, render_report, seed_summary
-from dked_tf.experiment.saving import is_saved_detector, load_detector, read_json, write_json
-from dked_tf.experiment.train_lib import train
+from dked_tf.experiment.saving import is_saved_detector, load_detector
+from dked_tf.experiment.train_lib import role_settings, train
 from dked_tf.export.saved_model import export_saved_model
 from dked_tf.export.tflite import export_tflite, predict_tflite, representative_from_records
+from dked_tf.files import read_json, write_json, write_text_atomic
 from dked_tf.jobs import Job, run_jobs
 from dked_tf.models.presets import count_params, gflops
 
@@ -136,8 +138,7 @@ class Recipe:
             self.require_teacher()
             teacher = self.checkpoint("teacher")
         role = "teacher" if key == "teacher" else "student"
-        architecture = self.cfg.model.teacher if role == "teacher" else self.cfg.model.student
-        schedule = self.cfg.teacher_train if role == "teacher" else self.cfg.train
+        architecture, _, schedule = role_settings(self.cfg, role)
         seed = schedule.seed if role == "teacher" else seed
         train_records = self.records("train")[0]
         self.log(
@@ -331,7 +332,9 @@ class Recipe:
             self.log(f"export: SavedModel -> {path}")
             export_saved_model(model, path, image_size=cfg.data.image_size, **decode)
             exported["saved_model"] = {"path": path, "megabytes": _folder_mb(path)}
-        if cfg.export.tflite:
+        if cfg.export.tflite and importlib.util.find_spec("ai_edge_litert") is None:
+            self.log("export: TFLite skipped: the LiteRT interpreter is not installed (pip install -e '.[export]')")
+        elif cfg.export.tflite:
             path = os.path.join(export_dir, f"student_dked_{cfg.export.quantize}.tflite")
             self.log(f"export: TFLite ({cfg.export.quantize}) -> {path}")
             representative = None
@@ -386,9 +389,7 @@ class Recipe:
             self.save_results(results)
         text = render_report(results, self.cfg, title=self.title, paper=self.paper, labels=self.labels)
         path = os.path.join(self.out, "report.md")
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(path + ".tmp", path)
+        write_text_atomic(path, text)
         self.log(f"report: {path}")
         if self.verbose:
             print(text)
@@ -397,6 +398,8 @@ class Recipe:
 
     def run(self, stages):
         save_run_config(self.cfg, self.out)
+        if any(stage in stages for stage in ("teacher", "student", "dked")):
+            self.log(describe_object_scale(self.records("train")[0], self.cfg.data.image_size))
         key_folders = []
         if "teacher" in stages:
             self.train_stage("teacher", self.cfg.teacher_train.seed)

@@ -2,9 +2,9 @@
 overrides, training facts) and `model.weights.h5`, the format `dked-tf predict`, `export`,
 `distill --teacher` and the recipes read back."""
 
-import json
 import os
 
+from dked_tf.files import read_json, write_json
 from dked_tf.models.presets import build_detector
 
 MODEL_FILE = "model.json"
@@ -16,7 +16,11 @@ def save_detector(model, run_dir, *, architecture, class_names, image_size, over
     """Write `model.weights.h5` and `model.json` (architecture preset, classes, input size,
     overrides, anything in `extra`) into run_dir. Returns run_dir."""
     os.makedirs(run_dir, exist_ok=True)
-    model.save_weights(os.path.join(run_dir, WEIGHTS_FILE))
+    # weights first under a temporary name (Keras wants the .weights.h5 ending), then model.json:
+    # a crash leaves no model.json beside half-written weights
+    partial = os.path.join(run_dir, "model.partial.weights.h5")
+    model.save_weights(partial)
+    os.replace(partial, os.path.join(run_dir, WEIGHTS_FILE))
     meta = {
         "architecture": architecture,
         "num_classes": len(class_names),
@@ -48,26 +52,7 @@ def load_detector(run_dir):
         raise FileNotFoundError(
             f"{run_dir} is not a saved detector: {MODEL_FILE} is missing (write one with `dked-tf train --out DIR`)"
         )
-    with open(meta_path, encoding="utf-8") as handle:
-        meta = json.load(handle)
+    meta = read_json(meta_path)
     model = build_detector(meta["architecture"], meta["num_classes"], meta["image_size"], **meta.get("overrides", {}))
     model.load_weights(os.path.join(run_dir, meta.get("weights", WEIGHTS_FILE)))
     return model, meta
-
-
-def write_json(path, data):
-    """Write `data` as indented JSON to `path` atomically (a temporary file in the same folder,
-    then `os.replace`): a crash leaves the old file or the new one, never half of one."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(temporary, path)
-    return path
-
-
-def read_json(path, default=None):
-    """The JSON content of `path`, or `default` when the file does not exist."""
-    if not os.path.exists(path):
-        return default
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)

@@ -22,7 +22,8 @@ from dked_tf.distiller import Distiller
 from dked_tf.experiment.callbacks import EpochBackup, RunProgress
 from dked_tf.experiment.data import make_train_dataset, prepare_records, steps_in, tile_size_for
 from dked_tf.experiment.optimizer import make_optimizer, prebuild_optimizer
-from dked_tf.experiment.saving import HISTORY_FILE, load_detector, read_json, save_detector, write_json
+from dked_tf.experiment.saving import HISTORY_FILE, is_saved_detector, load_detector, save_detector
+from dked_tf.files import read_json, write_json
 from dked_tf.losses import distill as distill_losses
 from dked_tf.models.presets import build_detector
 
@@ -90,7 +91,10 @@ def fit(
             if os.path.exists(clock_path):
                 os.remove(clock_path)
         elif os.path.exists(clock_path) and os.path.isdir(backup_dir):
-            previous_seconds = float(read_json(clock_path).get("train_seconds", 0.0))
+            try:
+                previous_seconds = float(read_json(clock_path).get("train_seconds", 0.0))
+            except ValueError:  # an unreadable clock loses the time of earlier parts, not the run
+                print(f"[{stage}] {clock_path} is unreadable: training time counted from this resume", flush=True)
             if verbose:
                 print(f"[{stage}] resuming from the backup in {backup_dir}", flush=True)
         os.makedirs(checkpoint_dir, exist_ok=True)
@@ -184,6 +188,11 @@ def train(
     backup_dir: where the resumable backup lives (default out/backup); resume=False starts over.
     Returns a TrainResult.
     """
+    if isinstance(teacher, (str, os.PathLike)) and not is_saved_detector(teacher):
+        raise FileNotFoundError(
+            f"{teacher} is not a saved detector (model.json + model.weights.h5): train a teacher "
+            "with `dked-tf train --role teacher --out DIR`"
+        )
     default_arch, overrides, schedule = role_settings(cfg, role)
     architecture = architecture or default_arch
     if seed is not None:

@@ -1,9 +1,6 @@
 """The metadata every exported detector carries (a JSON sidecar or a SavedModel asset): what a
 runtime needs to feed the model and read its outputs."""
 
-import json
-import os
-
 from dked_tf.data.augment import LETTERBOX_PAD_VALUE
 
 
@@ -32,12 +29,3 @@ def detector_metadata(
         "max_detections": int(max_detections),
         **extra,
     }
-
-
-def write_metadata(path, metadata):
-    """Writes `metadata` as indented JSON to `path` atomically (temporary file, then os.replace)."""
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(metadata, handle, indent=2)
-    os.replace(temporary, path)
-    return path

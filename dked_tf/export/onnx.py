@@ -13,8 +13,9 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from dked_tf.export.metadata import detector_metadata, write_metadata
+from dked_tf.export.metadata import detector_metadata
 from dked_tf.export.tflite import cell_candidates_tf, make_cells_function
+from dked_tf.files import write_json
 
 DEFAULT_OPSET = 17
 
@@ -101,7 +102,7 @@ def export_onnx(
     )
     if check:
         sidecar["check"] = check_onnx_against_keras(path, model, size, atol=atol)
-    write_metadata(os.path.splitext(path)[0] + ".json", sidecar)
+    write_json(os.path.splitext(path)[0] + ".json", sidecar)
     if verbose:
         print(f"written {path} (opset {opset}); ONNX ops: {', '.join(ops)}")
     return sidecar

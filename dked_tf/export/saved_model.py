@@ -26,7 +26,8 @@ import keras
 import tensorflow as tf
 
 from dked_tf.data.augment import letterbox_image_tf
-from dked_tf.export.metadata import detector_metadata, write_metadata
+from dked_tf.export.metadata import detector_metadata
+from dked_tf.files import write_json
 
 METADATA_FILENAME = "dked_tf_export.json"
 
@@ -177,7 +178,7 @@ def export_saved_model(
     archive.write_out(str(path), verbose=False)  # its listing shows every captured variable
     assets = os.path.join(str(path), "assets")
     os.makedirs(assets, exist_ok=True)
-    write_metadata(os.path.join(assets, METADATA_FILENAME), metadata)
+    write_json(os.path.join(assets, METADATA_FILENAME), metadata)
     return metadata
 
 

@@ -23,7 +23,8 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from dked_tf.data.augment import letterbox_image_tf
 from dked_tf.data.pipeline import build_dataset
-from dked_tf.export.metadata import detector_metadata, write_metadata
+from dked_tf.export.metadata import detector_metadata
+from dked_tf.files import write_json
 from dked_tf.ops.head_contract import MIN_BOX_SIDE
 from dked_tf.ops.nms import fast_rotated_nms_tf
 
@@ -369,7 +370,7 @@ def export_tflite(
         tflite_ops=list_tflite_ops(content),
         size_bytes=len(content),
     )
-    write_metadata(os.path.splitext(path)[0] + ".json", sidecar)
+    write_json(os.path.splitext(path)[0] + ".json", sidecar)
     if verbose:
         print(
             f"written {path} ({len(content) / 1e6:.2f} MB, {quantize}, nms={nms}); "

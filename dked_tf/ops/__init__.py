@@ -2,8 +2,8 @@
 head contract (`head_contract`: head and target channel layouts, the decode of raw head
 outputs, clip constants, loss-term names).
 
-numpy functions compute in float64; `*_tf` twins are TensorFlow (float32) and are imported
-lazily, so `import dked_tf.ops` does not import TensorFlow. `dked_tf.ops.head_contract` is
+numpy functions compute in float64; `*_tf` twins are TensorFlow (float32) and import TensorFlow
+when first called, so `import dked_tf.ops` does not import TensorFlow. `dked_tf.ops.head_contract` is
 TensorFlow code and is imported by name (`from dked_tf.ops.head_contract import ...`).
 """
 
