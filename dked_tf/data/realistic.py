@@ -50,6 +50,7 @@ from dked_tf.data.synthetic import (
     _rect,
     _write_atomic,
     default_data_dir,
+    manifest_params,
     write_hrsc_dataset,
 )
 from dked_tf.ops.obb import mbox_to_poly
@@ -1250,15 +1251,7 @@ def make_realistic_hrsc(
     image_size: long side in pixels (short side drawn in [0.75, 1] of it) or (min, max) range; ship
     sizes scale with it. Skipped when the manifest shows a complete set with the same parameters.
     """
-    params = {
-        "kind": "hrsc_realistic",
-        "num_train": int(num_train),
-        "num_test": int(num_test),
-        "image_size": image_size if isinstance(image_size, int) else list(image_size),
-        "seed": int(seed),
-        "image_format": image_format,
-        "version": REALISTIC_VERSION,
-    }
+    params = manifest_params("hrsc_realistic", num_train, num_test, image_size, seed, image_format, REALISTIC_VERSION)
     return write_hrsc_dataset(
         out_dir,
         params,

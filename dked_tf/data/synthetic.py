@@ -679,6 +679,20 @@ def _hrsc_record(image_dir, image_id, image_format, width, height, objects):
     )
 
 
+def manifest_params(kind, num_train, num_test, image_size, seed, image_format, version):
+    """The generation parameters a dataset's manifest records (a set with other parameters is
+    generated again)."""
+    return {
+        "kind": kind,
+        "num_train": int(num_train),
+        "num_test": int(num_test),
+        "image_size": image_size if isinstance(image_size, int) else list(image_size),
+        "seed": int(seed),
+        "image_format": image_format,
+        "version": version,
+    }
+
+
 def write_hrsc_dataset(
     out_dir,
     params,
@@ -769,15 +783,7 @@ def make_synthetic_hrsc(
     log-uniform from it to 70 %). max_ship_aspect: most slender ship, length / width (the
     aspect ratios are drawn from 3..10, capped at it).
     """
-    params = {
-        "kind": "hrsc",
-        "num_train": int(num_train),
-        "num_test": int(num_test),
-        "image_size": image_size if isinstance(image_size, int) else list(image_size),
-        "seed": int(seed),
-        "image_format": image_format,
-        "version": GENERATOR_VERSION,
-    }
+    params = manifest_params("hrsc", num_train, num_test, image_size, seed, image_format, GENERATOR_VERSION)
     if float(min_ship_length) != DEFAULT_MIN_SHIP_LENGTH:
         params["min_ship_length"] = float(min_ship_length)
     if float(max_ship_aspect) != DEFAULT_MAX_SHIP_ASPECT:
@@ -810,15 +816,7 @@ def make_synthetic_dota(
     (with `imagesource:` and `gsd:` headers), out_dir/manifest.json (with the class list,
     `SYNTHETIC_DOTA_CLASSES`, a subset of the DOTA v1.0 names).
     """
-    params = {
-        "kind": "dota",
-        "num_train": int(num_train),
-        "num_test": int(num_test),
-        "image_size": image_size if isinstance(image_size, int) else list(image_size),
-        "seed": int(seed),
-        "image_format": image_format,
-        "version": GENERATOR_VERSION,
-    }
+    params = manifest_params("dota", num_train, num_test, image_size, seed, image_format, GENERATOR_VERSION)
     out_dir = os.path.abspath(os.path.expanduser(str(out_dir)))
     if not overwrite and _manifest_matches(out_dir, params):
         if verbose:
