@@ -43,6 +43,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+from dked_tf.ops.obb import poly_to_rbox
+
 LETTERBOX_PAD_VALUE = 0.5  # value of the input pixels outside the letterboxed image
 
 
@@ -218,6 +220,21 @@ def letterbox_params(width, height, size):
     of the letterbox of a width x height image into size x size; input = original * scale + offset."""
     scale = min(size / width, size / height)
     return scale, np.array([(size - width * scale) / 2.0, (size - height * scale) / 2.0])
+
+
+def object_sizes(records, size):
+    """Sides of the annotated objects' minimum-area boxes (`ops.obb.poly_to_rbox`) before and
+    after letterboxing each record's image to size x size: (length, width) float64 [N] in input
+    pixels and the native length float64 [N] in image pixels, over all objects of `records`."""
+    rboxes = [
+        (poly_to_rbox(r.polygons), letterbox_params(r.width, r.height, size)[0]) for r in records if len(r.polygons)
+    ]
+    if not rboxes:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    native = np.concatenate([rbox[:, 2] for rbox, _ in rboxes])
+    length = np.concatenate([rbox[:, 2] * scale for rbox, scale in rboxes])
+    width = np.concatenate([rbox[:, 3] * scale for rbox, scale in rboxes])
+    return length, width, native
 
 
 def sample_geometry_tf(seed, width, height, size, polygons, config, training):

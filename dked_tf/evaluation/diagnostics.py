@@ -20,6 +20,7 @@ localises much better. These figures tell them apart:
 import numpy as np
 import tensorflow as tf
 
+from dked_tf.data.augment import object_sizes
 from dked_tf.data.pipeline import build_dataset
 from dked_tf.evaluation.runner import inference_model
 from dked_tf.losses.assign import encode_targets
@@ -114,12 +115,7 @@ def assignment_statistics(
     "by_length": [{"length_px": "lo-hi", "objects", "kept_fraction", "positives_mean",
     "no_positive_fraction"}] over LENGTH_BINS of the annotated length at the input}.
     """
-    annotated = []  # long side at the input, per annotated object
-    for record in records:
-        scale = min(image_size / record.width, image_size / record.height)
-        if len(record.polygons):
-            annotated.append(poly_to_rbox(record.polygons)[:, 2] * scale)
-    annotated = np.concatenate(annotated) if annotated else np.zeros((0,))
+    annotated, _, _ = object_sizes(records, image_size)  # long side at the input, per annotated object
     kept = []
     dataset = build_dataset(records, image_size, batch_size, training=False, max_objects=max_objects)
     for _, targets in dataset:

@@ -14,19 +14,19 @@ import numpy as np
 import tensorflow as tf
 
 from dked_tf.data import realistic, synthetic
-from dked_tf.data.augment import AugmentConfig
+from dked_tf.data.augment import AugmentConfig, object_sizes
 from dked_tf.data.dota import read_dota
 from dked_tf.data.hrsc import read_hrsc
 from dked_tf.data.pipeline import build_dataset
 from dked_tf.data.split import split_dota
-from dked_tf.ops.obb import poly_to_rbox
 
 # Objects whose median length at the network input is below this (pixels) get too few positive
 # cells to learn from (`dked-tf bench assign`; recipes/README.md, tuning notes).
 SMALL_OBJECT_PX = 16.0
 
-TRAIN_SPLITS = {"hrsc": ("trainval",), "dota": ("train", "trainval")}
-TEST_SPLITS = {"hrsc": ("test",), "dota": ("val", "test")}
+# DOTA split folders, in the order they are looked for
+DOTA_TRAIN_SPLITS = ("train", "trainval")
+DOTA_TEST_SPLITS = ("val", "test")
 
 
 def synthetic_root(data_cfg, verbose=1):
@@ -89,7 +89,7 @@ def load_records(data_cfg, split, verbose=1):
 def dota_split_folder(root, split):
     """The folder of a DOTA split under root: train/ or trainval/ for "train", val/ or test/
     for "test"."""
-    names = TRAIN_SPLITS["dota"] if split == "train" else TEST_SPLITS["dota"]
+    names = DOTA_TRAIN_SPLITS if split == "train" else DOTA_TEST_SPLITS
     for name in names:
         if os.path.isdir(os.path.join(root, name)):
             return os.path.join(root, name)
@@ -156,17 +156,9 @@ def object_scale(records, image_size):
     `image_size`: {"median_length_px", "median_width_px" (long / short side of the minimum-area
     box, input pixels), "native_median_length_px" (image pixels), "small_fraction" (objects
     shorter than SMALL_OBJECT_PX at the input), "objects"}."""
-    lengths, widths, native = [], [], []
-    for record in records:
-        if len(record.polygons):
-            scale = min(image_size / record.width, image_size / record.height)
-            rboxes = poly_to_rbox(record.polygons)
-            native.append(rboxes[:, 2])
-            lengths.append(rboxes[:, 2] * scale)
-            widths.append(rboxes[:, 3] * scale)
-    if not lengths:
+    lengths, widths, native = object_sizes(records, image_size)
+    if not len(lengths):
         return {"objects": 0}
-    lengths, widths, native = (np.concatenate(v) for v in (lengths, widths, native))
     return {
         "objects": int(len(lengths)),
         "median_length_px": float(np.median(lengths)),

@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from dked_tf.data.augment import letterbox_image_tf
+from dked_tf.data.images import IMAGE_EXTENSIONS
 from dked_tf.data.pipeline import build_dataset
 from dked_tf.export.metadata import detector_metadata
 from dked_tf.files import write_json
@@ -30,7 +31,6 @@ from dked_tf.ops.nms import fast_rotated_nms_tf
 
 QUANTIZE_CHOICES = ("none", "fp16", "int8")
 NMS_CHOICES = ("host", "fast")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class TFLiteExportError(RuntimeError):
