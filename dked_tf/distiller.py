@@ -190,6 +190,7 @@ class Distiller(keras.Model):
             self.strides,
             image_size,
             plain_class_weight=self.student.plain_class_weight,
+            term_weights=self.student.loss_weights,
         )
 
     def compute_terms(self, images, targets, teacher_outputs, student_outputs):

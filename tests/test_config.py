@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from dked_tf import config as C
+from dked_tf.experiment.optimizer import make_optimizer
 
 
 def test_presets_differ_where_they_should():
@@ -111,3 +112,23 @@ def test_cli_flags_win_over_set_and_format_picks_the_task():
     assert cfg.data.format == "dota" and cfg.data.synthetic_image_size >= 2 * cfg.data.patch_size
     args = parser.parse_args(["--set", "data.format=dota"])
     assert train_command.config_from_args(args, "train").data.format == "hrsc"
+
+
+def test_default_preset_is_the_realistic_set_with_the_box_term_and_easy_keeps_the_previous_default():
+    default, easy = C.preset_config("default"), C.preset_config("easy")
+    assert default.data.synthetic_kind == "realistic" and default.data.synthetic_image_size == 512
+    for overrides in (default.model.teacher_overrides, default.model.student_overrides):
+        assert overrides["loss_weights"] == {"obb": 4.0} and overrides["level_reference_size"] == 256
+    assert default.seeds == [0, 1, 2] and default.data.input_scale == "fit"
+    assert easy.data.synthetic_kind == "easy" and easy.data.synthetic_image_size == 256
+    assert "loss_weights" not in easy.model.teacher_overrides and easy.seeds == [0, 1]
+    # DOTA keeps its patches and GGHL's loss
+    dota = C.preset_config("default", task="dota")
+    assert dota.data.synthetic_kind == "easy" and "loss_weights" not in dota.model.student_overrides
+
+
+def test_ema_momentum_switches_on_keras_weight_averaging():
+    schedule = C.preset_config("default").train
+    assert not make_optimizer(schedule, 10).use_ema
+    averaged = make_optimizer(C.apply_overrides(C.preset_config("default"), ["train.ema_momentum=0.99"]).train, 10)
+    assert averaged.use_ema and averaged.ema_momentum == pytest.approx(0.99)

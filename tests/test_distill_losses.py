@@ -228,6 +228,67 @@ def test_prediction_loss_is_teacher_bounded(rng):
     assert float(bounded["pred_loc"]) == 0.0
 
 
+def _np_quad_gaussian(distances, gliding, stride):
+    """numpy reference: the gliding-vertex quadrilateral (cell units) -> mean, covariance, by
+    splitting it into two triangles from vertex 1 (a triangle's second moment about the origin
+    is A/12 (sum_i v_i v_i^T + 9 g g^T), g its centroid)."""
+    t, r, b, l = distances / stride
+    s1, s2, s3, s4 = gliding
+    w, h = r + l, t + b
+    v = np.array([[-l + s1 * w, -t], [r, -t + s2 * h], [r - s3 * w, b], [-l, b - s4 * h]], np.float64)
+    area, first, second = 0.0, np.zeros(2), np.zeros((2, 2))
+    for i in (1, 2):
+        tri = np.stack([v[0], v[i], v[i + 1]])
+        a = 0.5 * abs(np.cross(tri[1] - tri[0], tri[2] - tri[0]))
+        g = tri.mean(0)
+        # second moment of a triangle about the origin: A/12 (sum_i v_i v_i^T + 9 g g^T)
+        second += a / 12.0 * (tri.T @ tri + 9.0 * np.outer(g, g))
+        first += a * g
+        area += a
+    mean = first / area
+    return mean, second / area - np.outer(mean, mean)
+
+
+def _np_hellinger(m1, c1, m2, c2, eps=1e-7):
+    c1, c2 = c1 + eps * np.eye(2), c2 + eps * np.eye(2)
+    c = 0.5 * (c1 + c2)
+    d = m1 - m2
+    bd = 0.125 * d @ np.linalg.inv(c) @ d + 0.5 * np.log(
+        np.linalg.det(c) / np.sqrt(np.linalg.det(c1) * np.linalg.det(c2))
+    )
+    return np.sqrt(1.0 - np.exp(-max(bd, eps)) + eps)
+
+
+def _np_decoded(raw, stride):
+    """numpy reference of the head decode: distances (pixels) and gliding ratios of one cell."""
+    gliding = np.clip(1.0 / (1.0 + np.exp(-raw[4:8])), 0.01, 1.0)
+    return np.exp(np.clip(raw[0:4], -16, 16)) * stride, (gliding - 0.01) / 0.99
+
+
+def test_prediction_box_imitation_matches_reference(rng):
+    encoded = _encoded_one_object()
+    student, teacher = _heads(rng), _heads(rng)
+    plain = PredictionDistillationLoss(lam=0.5, margin=0.05)
+    loss = PredictionDistillationLoss(lam=0.5, margin=0.05, box_imitation=2.0)
+    base = plain.compute(_outputs(head=teacher), _outputs(head=student), encoded, STRIDES, 64)
+    got = loss.compute(_outputs(head=teacher), _outputs(head=student), encoded, STRIDES, 64)
+    imitation = positives = 0.0
+    for level, stride in enumerate(STRIDES):
+        enc = np.asarray(encoded[level])[0]
+        weight = enc[..., 13] * enc[..., 14] * enc[..., 15]
+        positives += enc[..., 13].sum()
+        for y, x in zip(*np.nonzero(enc[..., 13])):
+            gs = _np_quad_gaussian(*_np_decoded(student[level][0, y, x], stride), stride)
+            gt = _np_quad_gaussian(*_np_decoded(teacher[level][0, y, x], stride), stride)
+            target = _np_quad_gaussian(enc[y, x, 4:8], enc[y, x, 8:12], stride)
+            trust = 1.0 - _np_hellinger(*gt, *target)
+            imitation += weight[y, x] * trust * _np_hellinger(*gs, *gt)
+    assert positives > 0 and imitation > 0
+    assert float(got["pred_cls"]) == pytest.approx(float(base["pred_cls"]), rel=1e-6)
+    expected = float(base["pred_loc"]) + 2.0 * imitation / positives
+    assert float(got["pred_loc"]) == pytest.approx(expected, rel=2e-3)
+
+
 def test_enabled_is_the_only_switch_and_weights_are_positive():
     classes = (FeatureCorrelationLoss, DirectionalResponseLoss, PredictionDistillationLoss)
     for cls in classes:

@@ -232,7 +232,7 @@ def test_seeds_train_side_by_side_in_their_own_processes(tiny_detector, tmp_path
         for key in ("student", "student_dked"):
             assert is_saved_detector(str(out / "checkpoints" / f"{key}_seed{seed}"))
             assert f"seed {seed} | [{key}] epoch 1/1 " in printed
-        log = (out / "logs" / f"seed{seed}.log").read_text()
+        log = (out / "logs" / f"seed{seed}_student_dked.log").read_text()
         assert f"student_dked: training lodet_mobilenetv2_t for 1 epochs at 64 px, 8 images, seed {seed}" in log
     assert run_script("hrsc_lodet.py", argv) == 0
     printed = capsys.readouterr().out

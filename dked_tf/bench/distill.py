@@ -63,7 +63,12 @@ def make_student_step(model, optimizer, image_size):
             outputs = model(images, training=True)
             encoded = model.encode_targets(targets, image_size)
             loss = jol_loss(
-                outputs["head"], encoded, model.strides, image_size, plain_class_weight=model.plain_class_weight
+                outputs["head"],
+                encoded,
+                model.strides,
+                image_size,
+                plain_class_weight=model.plain_class_weight,
+                term_weights=model.loss_weights,
             )["total"]
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss

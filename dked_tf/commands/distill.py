@@ -1,9 +1,7 @@
 """`dked-tf distill`: train a student from a trained teacher with DKED."""
 
-import os
-
-from dked_tf.commands.train import add_common_arguments, config_from_args, finish_run
-from dked_tf.config import save_run_config
+from dked_tf.commands.train import add_common_arguments, config_from_args, finish_run, start_run
+from dked_tf.experiment.saving import is_saved_detector
 from dked_tf.experiment.train_lib import train
 
 DESCRIPTION = (
@@ -77,12 +75,17 @@ def run(args):
             "distill.lam": args.lam,
         },
     )
-    os.makedirs(args.out, exist_ok=True)
-    save_run_config(cfg, args.out)
+    if not is_saved_detector(args.teacher):
+        raise FileNotFoundError(
+            f"{args.teacher} is not a saved detector (model.json + model.weights.h5): train a teacher "
+            "with `dked-tf train --role teacher --out DIR`"
+        )
+    cfg, records = start_run(cfg, args)
     result = train(
         cfg,
         "student",
         out=args.out,
+        records=records,
         teacher=args.teacher,
         architecture=args.student_arch,
         init_from=args.init_student,

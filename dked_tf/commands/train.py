@@ -3,7 +3,7 @@
 import os
 
 from dked_tf.config import add_config_arguments, flag_overrides, resolve_config, save_run_config
-from dked_tf.experiment.data import prepare_records
+from dked_tf.experiment.data import prepare_records, resolve_input
 from dked_tf.experiment.evaluate import evaluate_map
 from dked_tf.experiment.train_lib import train
 from dked_tf.files import write_json
@@ -108,13 +108,29 @@ def finish_run(result, args, cfg):
             print(f"mAP(07) {100 * metrics['map07']:.2f}  mAP(12) {100 * metrics['map12']:.2f}")
 
 
-def run(args):
-    schedule = "teacher_train" if args.role == "teacher" else "train"
-    cfg = config_from_args(args, schedule)
+def start_run(cfg, args):
+    """The training records and the config with its input resolved (`resolve_input`: the
+    chosen input scale is printed), saved into the run folder: (cfg, (records, class_names))."""
+    records = prepare_records(cfg, "train", verbose=args.verbose)
+    cfg, line = resolve_input(cfg, records[0])
+    if args.verbose:
+        print(line, flush=True)
     os.makedirs(args.out, exist_ok=True)
     save_run_config(cfg, args.out)
+    return cfg, records
+
+
+def run(args):
+    schedule = "teacher_train" if args.role == "teacher" else "train"
+    cfg, records = start_run(config_from_args(args, schedule), args)
     result = train(
-        cfg, args.role, out=args.out, architecture=args.arch, resume=not args.no_resume, verbose=args.verbose
+        cfg,
+        args.role,
+        out=args.out,
+        records=records,
+        architecture=args.arch,
+        resume=not args.no_resume,
+        verbose=args.verbose,
     )
     finish_run(result, args, cfg)
     return 0

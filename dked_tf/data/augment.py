@@ -67,6 +67,10 @@ class AugmentConfig:
     mixup_prob: float = 0.7
     mixup_alpha: float = 1.5
     min_visible: float = 0.5
+    # > 0: train on windows of the image at this scale (input pixels per image pixel) instead of
+    # the whole letterboxed image: a random S / window_scale square (clipped to the image) at a
+    # uniform position replaces crop and translate. 1.0 = native-resolution crops.
+    window_scale: float = 0.0
     min_size: float = 2.0
     min_area: float = 4.0
     fill_value: float = LETTERBOX_PAD_VALUE
@@ -286,7 +290,11 @@ def sample_geometry_tf(seed, width, height, size, polygons, config, training):
 
     translation = tf.zeros([2])
     crop_lo, crop_hi = tf.zeros([2]), lim
-    if training:
+    if training and config.window_scale > 0:
+        side = tf.minimum(lim, tf.cast(size, tf.float32) / config.window_scale)
+        crop_lo = tf.stack([_uniform(seeds[10]), _uniform(seeds[11])]) * (lim - side)
+        crop_hi = crop_lo + side
+    elif training:
         do_translate = _uniform(seeds[6]) < config.translate_prob
         tx = _uniform(seeds[7], -lo[0], lim[0] - hi[0] + 1e-6)
         ty = _uniform(seeds[8], -lo[1], lim[1] - hi[1] + 1e-6)

@@ -7,6 +7,7 @@
 - `make_train_dataset(records, data_cfg, seed)`: the augmented, shuffled tf.data pipeline.
 """
 
+import dataclasses
 import hashlib
 import os
 
@@ -23,6 +24,10 @@ from dked_tf.data.split import split_dota
 # Objects whose median length at the network input is below this (pixels) get too few positive
 # cells to learn from (`dked-tf bench assign`; recipes/README.md, tuning notes).
 SMALL_OBJECT_PX = 16.0
+# data.input_scale = "auto" scales the images so that the median object is about this long at
+# the input (never above native resolution, never below the whole image fitting the input).
+AUTO_OBJECT_PX = 40.0
+STRIDE_MULTIPLE = 32
 
 # DOTA split folders, in the order they are looked for
 DOTA_TRAIN_SPLITS = ("train", "trainval")
@@ -129,6 +134,65 @@ def tile_size_for(cfg):
     return int(cfg.data.patch_size) if cfg.data.format == "dota" else 0
 
 
+def _round_up(value, multiple=STRIDE_MULTIPLE):
+    return int(np.ceil(value / multiple)) * multiple
+
+
+def input_scale_value(data_cfg):
+    """data.input_scale as a number (> 0), or None for "fit"; "auto" must be resolved first."""
+    text = str(data_cfg.input_scale).strip().lower()
+    if text == "fit":
+        return None
+    if text == "auto":
+        raise ValueError('data.input_scale="auto" is not resolved yet: call resolve_input(cfg, records) first')
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f'data.input_scale={data_cfg.input_scale!r}: use "fit", "auto" or a number > 0') from None
+    if not value > 0:
+        raise ValueError(f"data.input_scale={data_cfg.input_scale!r} must be > 0")
+    return value
+
+
+def resolve_input(cfg, records):
+    """(cfg with data.input_scale and data.test_image_size made concrete, one line saying so).
+
+    "auto": the scale s that brings the training objects' median length (native pixels) to
+    AUTO_OBJECT_PX, at most 1 (native resolution) and at least the scale at which the largest
+    image fits the training input (then the images are letterboxed whole: "fit"). The test
+    input is the largest image side times s, rounded up to a multiple of 32.
+    """
+    data = cfg.data
+    sides = [max(r.width, r.height) for r in records] or [data.image_size]
+    largest = float(max(sides))
+    mode = str(data.input_scale).strip().lower()
+    reason = ""
+    if mode == "auto":
+        native = object_scale(records, data.image_size).get("native_median_length_px")
+        fit_scale = data.image_size / largest
+        wanted = AUTO_OBJECT_PX / native if native else fit_scale
+        scale = min(1.0, max(fit_scale, wanted))
+        if scale <= fit_scale * 1.001:
+            mode, reason = "fit", f"median object {native:.0f} px: whole images fit the {data.image_size} px input"
+        else:
+            mode = f"{scale:.4g}"
+            reason = (
+                f"median object {native:.0f} px in the images -> {native * scale:.0f} px at scale {scale:.3g} "
+                f"(aim {AUTO_OBJECT_PX:g} px, at most native)"
+            )
+    value = input_scale_value(dataclasses.replace(data, input_scale=mode))
+    test_size = data.test_image_size or (data.image_size if value is None else _round_up(largest * value))
+    resolved = dataclasses.replace(cfg, data=dataclasses.replace(data, input_scale=mode, test_image_size=test_size))
+    if value is None:
+        line = f"input: whole images letterboxed to {data.image_size} px for training, {test_size} px for test"
+    else:
+        line = (
+            f"input: scale {value:.3g}; training on {data.image_size} px windows "
+            f"({data.image_size / value:.0f} image px), test on whole images at {test_size} px"
+        )
+    return resolved, line + (f" ({reason})" if reason else "")
+
+
 def make_train_dataset(records, data_cfg, seed=0):
     """`build_dataset(..., training=True)` configured from data_cfg: augmentation on/off,
     mixup on/off, AugmentConfig overrides (data.augment_kwargs), multi-scale sizes; shuffled
@@ -136,9 +200,12 @@ def make_train_dataset(records, data_cfg, seed=0):
     if data_cfg.augment:
         fields = {"mixup_prob": AugmentConfig().mixup_prob if data_cfg.mixup else 0.0}
         fields.update(data_cfg.augment_kwargs or {})
-        augment = AugmentConfig(**fields)
     else:
-        augment = False
+        fields = dataclasses.asdict(AugmentConfig.disabled())
+    window_scale = input_scale_value(data_cfg)
+    if window_scale is not None:
+        fields["window_scale"] = window_scale
+    augment = AugmentConfig(**fields) if (data_cfg.augment or window_scale is not None) else False
     kwargs = dict(training=True, max_objects=data_cfg.max_objects, augment=augment, seed=seed)
     if data_cfg.multiscale:
         kwargs.update(multiscale_sizes=list(data_cfg.multiscale), multiscale_every=data_cfg.multiscale_every)
@@ -184,6 +251,6 @@ def describe_object_scale(records, image_size):
         line += (
             f"; WARNING: the median object is under {SMALL_OBJECT_PX:g} px at the input and gets few or no "
             f"positive cells (dked-tf bench assign): use an input of at least {needed} px "
-            f"(--set data.image_size={needed}) or train on native-resolution crops"
+            f"(--set data.image_size={needed}) or train on native-resolution windows (--set data.input_scale=auto)"
         )
     return line

@@ -20,7 +20,7 @@ def detect_records(model, records, class_names, cfg, verbose=1):
     return predict_records(
         model,
         records,
-        cfg.data.image_size,
+        cfg.data.inference_size,
         batch_size=cfg.eval_batch_size,
         score_threshold=cfg.model.score_threshold,
         iou_threshold=cfg.model.iou_threshold,

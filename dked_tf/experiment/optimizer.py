@@ -55,17 +55,19 @@ def make_optimizer(train_cfg, steps_per_epoch):
         warmup_steps=int(round(train_cfg.warmup_epochs * steps_per_epoch)),
         floor=train_cfg.min_learning_rate,
     )
-    clip = {"clipnorm": train_cfg.clipnorm} if train_cfg.clipnorm and train_cfg.clipnorm > 0 else {}
+    extra = {"clipnorm": train_cfg.clipnorm} if train_cfg.clipnorm and train_cfg.clipnorm > 0 else {}
+    if train_cfg.ema_momentum:
+        extra.update(use_ema=True, ema_momentum=float(train_cfg.ema_momentum))
     name = train_cfg.optimizer.lower()
     if name == "adamw":
-        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=train_cfg.weight_decay, **clip)
+        optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=train_cfg.weight_decay, **extra)
     elif name == "sgd":
         optimizer = keras.optimizers.SGD(
             learning_rate=schedule,
             momentum=train_cfg.momentum,
             nesterov=True,
             weight_decay=train_cfg.weight_decay or None,
-            **clip,
+            **extra,
         )
     else:
         raise ValueError(f"unknown optimizer {train_cfg.optimizer!r}; use 'adamw' or 'sgd'")

@@ -35,7 +35,7 @@ from dked_tf.config import (
 )
 from dked_tf.data.dota import write_task1
 from dked_tf.evaluation.diagnostics import localisation_diagnostics
-from dked_tf.experiment.data import describe_object_scale, load_records, prepare_records
+from dked_tf.experiment.data import describe_object_scale, load_records, prepare_records, resolve_input
 from dked_tf.experiment.evaluate import detect_scenes, evaluate_map, measure_latency_ms, score_detections
 from dked_tf.experiment.report import PAPER_DOTA, PAPER_HRSC, PAPER_SELF, render_report, seed_summary
 from dked_tf.experiment.saving import is_saved_detector, load_detector
@@ -161,26 +161,31 @@ class Recipe:
         return folder
 
     def train_seeds_side_by_side(self, keys, jobs):
-        """Training stages `keys` (student, student_dked) of every seed, `jobs` seeds at a time,
-        each seed in its own process (`dked_tf.jobs`) that runs them in order. The processes
-        write logs/seed<N>.log; their epoch lines are echoed here with the seed in front."""
+        """Training stages `keys` (student, student_dked) of every seed, `jobs` trainings at a
+        time, each (seed, stage) in its own process (`dked_tf.jobs`; the DKED students, the longer
+        ones, first). The processes write logs/seed<N>_<stage>.log; their epoch lines are echoed
+        here with the seed in front."""
         if "student_dked" in keys:
             self.require_teacher()
-        todo = [
-            seed
-            for seed in self.seeds
-            if self.force or not all(is_saved_detector(self.checkpoint(key, seed)) for key in keys)
-        ]
-        for seed in self.seeds:
-            if seed not in todo:
+        done = {seed for seed in self.seeds if all(is_saved_detector(self.checkpoint(key, seed)) for key in keys)}
+        for seed in sorted(done, key=self.seeds.index):
+            if not self.force:
                 self.log(f"seed {seed}: found {', '.join(keys)} checkpoints, skipping (use --force to retrain)")
+        order = sorted(keys, key=lambda key: key != "student_dked")
+        todo = [
+            (seed, key)
+            for key in order
+            for seed in self.seeds
+            if self.force or not is_saved_detector(self.checkpoint(key, seed))
+        ]
         if not todo:
             return
         self.records("train")  # a synthetic set is generated here once, not by every process
         origin = time.time() - (time.perf_counter() - self.start)
         log_dir = os.path.join(self.out, "logs")
+        seeds = sorted({seed for seed, _ in todo}, key=self.seeds.index)
         self.log(
-            f"training seeds {', '.join(map(str, todo))}: {jobs} at a time, one process each "
+            f"training seeds {', '.join(map(str, seeds))}: {jobs} trainings at a time, one process each "
             f"(progress below; full logs in {log_dir})"
         )
         run_jobs(
@@ -188,10 +193,10 @@ class Recipe:
                 Job(
                     f"seed {seed}",
                     train_seed_stages,
-                    (type(self), self.cfg, self.out, self.seeds, seed, tuple(keys), self.force, origin),
-                    os.path.join(log_dir, f"seed{seed}.log"),
+                    (type(self), self.cfg, self.out, self.seeds, seed, (key,), self.force, origin),
+                    os.path.join(log_dir, f"seed{seed}_{key}.log"),
                 )
-                for seed in todo
+                for seed, key in todo
             ],
             parallel=jobs,
             echo=lambda line: print(line, flush=True) if self.verbose else None,
@@ -212,7 +217,7 @@ class Recipe:
             "name": "rotated-box VOC AP (DOTA devkit semantics: polygon IoU > 0.5, difficult ignored)",
             "map07": "VOC2007 11-point AP",
             "map12": "VOC2012 all-point AP",
-            "image_size": self.cfg.data.image_size,
+            "image_size": self.cfg.data.inference_size,
             "score_threshold": self.cfg.model.score_threshold,
             "nms_iou_threshold": self.cfg.model.iou_threshold,
             "classes": list(self.class_names),
@@ -220,7 +225,7 @@ class Recipe:
         results["preset"] = self.cfg.preset
         models = results.setdefault("models", {})
         seeds = results.setdefault("seeds", {})
-        size = self.cfg.data.image_size
+        size = self.cfg.data.inference_size
         for key, seed, folder in keys_and_folders:
             if not is_saved_detector(folder):
                 self.log(f"evaluate: {key} has no checkpoint in {folder}, skipped")
@@ -268,7 +273,7 @@ class Recipe:
         return localisation_diagnostics(
             model,
             self.records("test")[0],
-            cfg.data.image_size,
+            cfg.data.inference_size,
             batch_size=cfg.eval_batch_size,
             max_objects=cfg.data.max_objects,
         )
@@ -330,7 +335,7 @@ class Recipe:
         if cfg.export.saved_model:
             path = os.path.join(export_dir, "saved_model")
             self.log(f"export: SavedModel -> {path}")
-            export_saved_model(model, path, image_size=cfg.data.image_size, **decode)
+            export_saved_model(model, path, image_size=cfg.data.inference_size, **decode)
             exported["saved_model"] = {"path": path, "megabytes": _folder_mb(path)}
         if cfg.export.tflite and importlib.util.find_spec("ai_edge_litert") is None:
             self.log("export: TFLite skipped: the LiteRT interpreter is not installed (pip install -e '.[export]')")
@@ -340,12 +345,12 @@ class Recipe:
             representative = None
             if cfg.export.quantize == "int8":
                 representative = representative_from_records(
-                    self.records("train")[0], cfg.data.image_size, limit=cfg.export.representative_images
+                    self.records("train")[0], cfg.data.inference_size, limit=cfg.export.representative_images
                 )
             export_tflite(
                 model,
                 path,
-                image_size=cfg.data.image_size,
+                image_size=cfg.data.inference_size,
                 quantize=cfg.export.quantize,
                 representative_images=representative,
                 verbose=self.verbose,
@@ -397,9 +402,11 @@ class Recipe:
     # ------------------------------------------------------------------ all
 
     def run(self, stages):
+        self.cfg, input_line = resolve_input(self.cfg, self.records("train")[0])
         save_run_config(self.cfg, self.out)
         if any(stage in stages for stage in ("teacher", "student", "dked")):
-            self.log(describe_object_scale(self.records("train")[0], self.cfg.data.image_size))
+            self.log(input_line)
+            self.log(describe_object_scale(self.records("train")[0], self.cfg.data.inference_size))
         key_folders = []
         if "teacher" in stages:
             self.train_stage("teacher", self.cfg.teacher_train.seed)
@@ -517,6 +524,11 @@ def build_parser(description, default_out):
         action="store_true",
         help="paper-scale models at 800 px with the reference hyper-parameters (GPU machines)",
     )
+    size.add_argument(
+        "--easy",
+        action="store_true",
+        help="the easy synthetic set (256 px scenes, large ships up to 5:1) with the previous default's schedule",
+    )
     size.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tiny everything, for tests
     parser.add_argument(
         "--seed",
@@ -570,12 +582,12 @@ def parse_stages(text):
 
 
 def resolve_recipe_config(args, task="hrsc", name="hrsc_lodet", student_is_teacher=False):
-    """The ExperimentConfig of a recipe invocation: preset (--quick/--paper/--smoke, else default)
+    """The ExperimentConfig of a recipe invocation: preset (--quick/--easy/--paper/--smoke, else default)
     -> --config -> the flags -> --set. student_is_teacher: the student architecture is the
     teacher's (self-distillation) unless --set model.student=... says otherwise."""
     if args.jobs is not None and args.jobs < 1:
         raise SystemExit(f"--jobs {args.jobs}: needs at least 1")
-    preset = "smoke" if args.smoke else "quick" if args.quick else "paper" if args.paper else "default"
+    preset = next((name for name in ("smoke", "quick", "paper", "easy") if getattr(args, name, False)), "default")
     cfg = preset_config(preset, task=task)
     cfg.name = name
     if args.config:

@@ -20,7 +20,7 @@ import numpy as np
 
 from dked_tf.distiller import Distiller
 from dked_tf.experiment.callbacks import EpochBackup, RunProgress
-from dked_tf.experiment.data import make_train_dataset, prepare_records, steps_in, tile_size_for
+from dked_tf.experiment.data import make_train_dataset, prepare_records, resolve_input, steps_in, tile_size_for
 from dked_tf.experiment.optimizer import make_optimizer, prebuild_optimizer
 from dked_tf.experiment.saving import HISTORY_FILE, is_saved_detector, load_detector, save_detector
 from dked_tf.files import read_json, write_json
@@ -199,6 +199,10 @@ def train(
         schedule = dataclasses.replace(schedule, seed=int(seed))
     stage = stage or ("dked" if teacher is not None else role)
     train_records, class_names = records or prepare_records(cfg, "train", verbose=verbose)
+    if str(cfg.data.input_scale).strip().lower() == "auto":
+        cfg, line = resolve_input(cfg, train_records)
+        if verbose:
+            print(line, flush=True)
     if backup_dir is None and out:
         backup_dir = os.path.join(out, "backup")
     set_seed(schedule.seed)
@@ -219,10 +223,9 @@ def train(
                     f"the teacher in {meta['teacher']} was trained on classes "
                     f"{teacher_meta['class_names']}, the data has {list(class_names)}"
                 )
-            if teacher_meta["image_size"] != cfg.data.image_size and verbose:
-                print(
-                    f"note: teacher trained at {teacher_meta['image_size']} px, distilling at {cfg.data.image_size} px"
-                )
+            taught_at = teacher_meta.get("train_image_size", teacher_meta["image_size"])
+            if taught_at != cfg.data.image_size and verbose:
+                print(f"note: teacher trained at {taught_at} px, distilling at {cfg.data.image_size} px")
         trained = make_distiller(teacher, model, cfg.distill, cfg.data.image_size)
         trained.compile(optimizer=optimizer)
     else:
@@ -245,7 +248,9 @@ def train(
             out,
             architecture=architecture,
             class_names=class_names,
-            image_size=cfg.data.image_size,
+            image_size=cfg.data.inference_size,
+            train_image_size=cfg.data.image_size,
+            input_scale=cfg.data.input_scale,
             overrides=overrides,
             tile_size=tile_size_for(cfg),
             train_seconds=outcome.train_seconds,

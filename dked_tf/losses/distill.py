@@ -28,7 +28,8 @@ import tensorflow as tf
 
 from dked_tf.layers.ddc import DynamicDirectionalConv
 from dked_tf.losses.assign import heatmap_max
-from dked_tf.losses.jol import box_terms
+from dked_tf.losses.jol import box_terms, gliding_quadrilateral
+from dked_tf.ops.gaussian import hellinger_distance_tf, polygon_gaussian_tf
 from dked_tf.ops.head_contract import (
     CORRELATION_TERMS,
     FIRST_CLASS_CHANNEL,
@@ -36,6 +37,8 @@ from dked_tf.ops.head_contract import (
     PREDICTION_TERMS,
     RESPONSE_TERMS,
     TARGET_AREA_WEIGHT_CHANNEL,
+    TARGET_DISTANCE_CHANNELS,
+    TARGET_GLIDING_CHANNELS,
     TARGET_MIXUP_CHANNEL,
     TARGET_POSITIVE_CHANNEL,
     decode_head_level,
@@ -265,14 +268,22 @@ class PredictionDistillationLoss(DistillationLoss):
       Distiller scaling the student's JOL class terms by `student_cls_scale` = λ this gives
       L_cls = λ·JOL_cls(c_S, c_GT) + (1−λ)·JOL_cls(c_T, c_S).
 
+    - with `box_imitation` κ > 0, pred_loc also gets κ · Σ_pos w · (1 − H_T) · H(S, T) / N_img:
+      the Hellinger distance between the Gaussians of the student's and the teacher's decoded
+      quadrilaterals (`dked_tf.ops.gaussian`), each cell trusted as far as the teacher's box
+      matches the ground truth (1 − H_T, H_T its distance to the target box). This passes the
+      teacher's box geometry (gliding ratios included) to the student directly, not only as a
+      bound on the student's regression loss.
+
     w = positive mask · mixup weight · area weight ω; N_img = max(1, positives of the image
     over all levels); averaged over the batch; both terms times `weight`.
     """
 
     term_names = PREDICTION_TERMS
 
-    def __init__(self, weight=1.0, lam=0.5, margin=0.05, objectness=True, enabled=True, **kwargs):
+    def __init__(self, weight=1.0, lam=0.5, margin=0.05, objectness=True, box_imitation=0.0, enabled=True, **kwargs):
         super().__init__(weight=weight, enabled=enabled, **kwargs)
+        self.box_imitation = float(box_imitation)
         if not 0.0 <= float(lam) <= 1.0:
             raise ValueError(f"distill.py: lam must be in [0, 1], got {lam}")
         self.lam = float(lam)
@@ -289,6 +300,7 @@ class PredictionDistillationLoss(DistillationLoss):
         (the Distiller passes the ones it computed for the JOL loss, saving a recomputation)."""
         loc = 0.0
         cls = 0.0
+        imitation = 0.0
         positives = 0.0
         for level, stride in enumerate(strides):
             enc = _f32(encoded[level])
@@ -304,6 +316,8 @@ class PredictionDistillationLoss(DistillationLoss):
             box_t = tf.stop_gradient(_per_cell_box(head_t, enc, stride, image_size))
             worse = tf.cast(box_s + self.margin > box_t, tf.float32)
             loc += tf.reduce_sum(weight * worse * box_s, axis=(1, 2))
+            if self.box_imitation:
+                imitation += tf.reduce_sum(weight * self._imitation(head_s, head_t, enc, stride), axis=(1, 2))
             cell = tf.reduce_sum(
                 _soft_bce(head_t[..., FIRST_CLASS_CHANNEL:], head_s[..., FIRST_CLASS_CHANNEL:]),
                 axis=-1,
@@ -313,12 +327,27 @@ class PredictionDistillationLoss(DistillationLoss):
             cls += tf.reduce_sum(weight * cell, axis=(1, 2))
         normaliser = tf.maximum(positives, 1.0)
         pred_loc = self.lam * tf.reduce_mean(loc / normaliser)
+        if self.box_imitation:
+            pred_loc += self.box_imitation * tf.reduce_mean(imitation / normaliser)
         pred_cls = (1.0 - self.lam) * tf.reduce_mean(cls / normaliser)
         return {"pred_loc": self.weight * pred_loc, "pred_cls": self.weight * pred_cls}
 
+    @staticmethod
+    def _imitation(head_s, head_t, encoded_level, stride):
+        """(1 − H(teacher, target)) · H(student, teacher) per cell [B, H, W]."""
+        dec_s = decode_head_level(head_s, stride)
+        dec_t = decode_head_level(head_t, stride)
+        student = polygon_gaussian_tf(gliding_quadrilateral(dec_s["pred_l"] / float(stride), dec_s["pred_s"]))
+        teacher = polygon_gaussian_tf(gliding_quadrilateral(dec_t["pred_l"] / float(stride), dec_t["pred_s"]))
+        target_l = encoded_level[..., TARGET_DISTANCE_CHANNELS] / float(stride)
+        target = polygon_gaussian_tf(gliding_quadrilateral(target_l, encoded_level[..., TARGET_GLIDING_CHANNELS]))
+        trust = tf.stop_gradient(1.0 - hellinger_distance_tf(*teacher, *target))
+        teacher = tuple(tf.stop_gradient(t) for t in teacher)
+        return trust * hellinger_distance_tf(*student, *teacher)
+
     def get_config(self):
         config = super().get_config()
-        config.update(lam=self.lam, margin=self.margin, objectness=self.objectness)
+        config.update(lam=self.lam, margin=self.margin, objectness=self.objectness, box_imitation=self.box_imitation)
         return config
 
 

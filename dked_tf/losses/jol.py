@@ -19,10 +19,25 @@ negatives), g = max over classes of the heatmap target, beta = 2 - w h / S^2):
 GT classes of a cell are the channels whose heatmap target is nonzero. Each term is summed
 over the cells of an image, divided by max(1, positives of that image on that level),
 averaged over the batch and summed over levels (GGHL normalises per level). The total is
-2 obj_pos + 2 obj_neg + cls_pos + cls_neg + iou + s + 16 r + 0.2 l.
+2 obj_pos + 2 obj_neg + cls_pos + cls_neg + iou + s + 16 r + 0.2 l (``TERM_WEIGHTS``; a run
+may change any weight with ``term_weights``).
+
+obb (an addition to GGHL, weight 0 by default: GGHL's total) is the Hellinger distance
+between the Gaussians of the decoded gliding-vertex quadrilateral and of the target one
+(``dked_tf.ops.gaussian``; 1 - it is the probabilistic IoU), weighted by w_reg like iou. GGHL's
+terms score the HBB (iou, l) and the gliding ratios (s) apart; on slender hulls lying diagonally a
+small gliding error turns and widens the box far past IoU 0.5 while s stays small.
 
 w_plain (``plain_class_weight``, default ``DEFAULT_PLAIN_CLASS_WEIGHT`` = 1) is GGHL's plain
 class BCE as added to the total in its 2021-11 .. 2022-03 versions; 0 gives HEAD exactly.
+
+Deviations from GGHL's code (checked against a numpy transcription of GGHL's loss,
+tests/test_jol_gghl_oracle.py):
+
+* the plain class BCE (w_plain) covers the GT channels only; GGHL 2021-11..2022-03 sum it over
+  every class channel, which adds a second copy of cls_neg (no difference with one class);
+* GGHL's head zeroes the predicted gliding ratios where the predicted r > 0.9 before the loss
+  (no gradient to them there); we keep them (the r > 0.9 rule applies at decoding only).
 
 Numerical safety (deviations that only act at extremes): l logits are clipped to
 [-16, 16] before exp (``head_contract.decode_head_level``); BCE on the product probability
@@ -34,6 +49,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from dked_tf.ops.gaussian import hellinger_distance_tf, polygon_gaussian_tf
 from dked_tf.ops.head_contract import (
     HEAD_BOX_CHANNELS,
     JOL_TERM_NAMES,
@@ -56,8 +72,8 @@ OBJ_POSITIVE_TARGET = 1.0 - LABEL_SMOOTHING / 2.0  # 0.995
 OBJ_NEGATIVE_TARGET = LABEL_SMOOTHING / 2.0  # 0.005
 FOCAL_GAMMA = 2.0
 # Weight of each term in the total, in the order of head_contract.JOL_TERM_NAMES
-# (obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l).
-TERM_WEIGHTS = dict(zip(JOL_TERM_NAMES, (2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 16.0, 0.2)))
+# (obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l, obb).
+TERM_WEIGHTS = dict(zip(JOL_TERM_NAMES, (2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 16.0, 0.2, 0.0)))
 # Weight of the plain BCE-with-logits class loss on the GT channels at positive cells, added
 # into ``cls_pos``. GGHL HEAD computes it but does not add it (weight 0.0); its 2021-11 ..
 # 2022-03 versions added it with weight 1 and the author notes it speeds up early training;
@@ -113,14 +129,31 @@ def class_bce(logits, targets):
     return tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
 
 
-def box_terms(decoded, encoded_level, stride, image_size):
+def gliding_quadrilateral(distances, gliding):
+    """Vertices of the gliding-vertex box relative to the cell centre.
+
+    distances: [..., 4] to the top, right, bottom and left HBB edges (pixels); gliding: [..., 4]
+    ratios s1..s4. Returns [..., 8] (x1 y1 .. x4 y4): v1 on the top edge, v2 right, v3 bottom,
+    v4 left, as ``head_contract.decode_cell_polygons`` places them (without the clip).
+    """
+    top, right, bottom, left = tf.unstack(distances, 4, axis=-1)
+    s1, s2, s3, s4 = tf.unstack(gliding, 4, axis=-1)
+    width, height = right + left, top + bottom
+    return tf.stack(
+        [-left + s1 * width, -top, right, -top + s2 * height, right - s3 * width, bottom, -left, bottom - s4 * height],
+        axis=-1,
+    )
+
+
+def box_terms(decoded, encoded_level, stride, image_size, with_obb=False):
     """Unweighted localisation losses of every cell.
 
     decoded: ``head_contract.decode_head_level`` output of one level; encoded_level: the
     matching ``assign.encode_targets`` level [B, H, W, 16 + nC]; stride: int; image_size: S.
     Returns dict of float32 [B, H, W]: ``iou`` = beta (1 - GIoU), ``s`` = sum_k (s_hat_k - s_k)^2,
     ``r`` = (r_hat - r)^2, ``l`` = beta sum_k SmoothL1(l_hat_k / stride, l_k / stride) and
-    ``box`` = iou + s + r + 0.2 l (JOL_obb); beta = 2 - w h / S^2.
+    ``box`` = iou + s + r + 0.2 l (JOL_obb); beta = 2 - w h / S^2; with_obb: also ``obb``, the
+    Hellinger distance of the decoded and target quadrilaterals' Gaussians (cell units).
     """
     enc = tf.cast(encoded_level, tf.float32)
     size = tf.cast(image_size, tf.float32)
@@ -130,23 +163,28 @@ def box_terms(decoded, encoded_level, stride, image_size):
     loss_s0 = tf.reduce_sum(tf.square(decoded["pred_s"] - enc[..., TARGET_GLIDING_CHANNELS]), axis=-1)
     loss_r0 = tf.square(decoded["pred_r"] - enc[..., TARGET_AREA_RATIO_CHANNEL])
     loss_l0 = beta * tf.reduce_sum(smooth_l1(decoded["pred_l"] / float(stride), gt_l / float(stride)), axis=-1)
-    return {
+    out = {
         "iou": loss_iou0,
         "s": loss_s0,
         "r": loss_r0,
         "l": loss_l0,
         "box": loss_iou0 + loss_s0 + loss_r0 + 0.2 * loss_l0,
     }
+    if with_obb:
+        pred_quad = gliding_quadrilateral(decoded["pred_l"] / float(stride), decoded["pred_s"])
+        target_quad = gliding_quadrilateral(gt_l / float(stride), enc[..., TARGET_GLIDING_CHANNELS])
+        out["obb"] = hellinger_distance_tf(*polygon_gaussian_tf(pred_quad), *polygon_gaussian_tf(target_quad))
+    return out
 
 
-def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_weight=None):
+def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_weight=None, with_obb=False):
     """JOL terms of one level as per-cell maps.
 
     head_level: logits [B, H, W, 10 + nC] (any float dtype); encoded_level: the matching
     ``assign.encode_targets`` level [B, H, W, 16 + nC]; stride: int; image_size: S (int or
     scalar tensor); plain_class_weight: weight of the plain BCE-with-logits(z_c, t_c) on the
     GT channels at positives, added into ``cls_pos`` (None: ``DEFAULT_PLAIN_CLASS_WEIGHT``;
-    0 = GGHL HEAD).
+    0 = GGHL HEAD); with_obb: compute the ``obb`` map (else it is 0).
 
     Returns a dict of float32 tensors:
       weighted loss maps [B,H,W] ``obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l``
@@ -171,7 +209,7 @@ def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_we
     gt_class = tf.cast(heat > 0.0, tf.float32)
     n_cls = tf.cast(tf.shape(heat)[-1], tf.float32)
 
-    box = box_terms(dec, enc, stride, image_size)
+    box = box_terms(dec, enc, stride, image_size, with_obb=with_obb)
     loss_iou0, loss_s0, loss_r0, loss_l0 = box["iou"], box["s"], box["r"], box["l"]
     quality_energy = loss_iou0 + loss_s0 + loss_r0
     quality = tf.exp(-quality_energy)
@@ -207,6 +245,7 @@ def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_we
         "s": loss_s0 * w_reg,
         "r": loss_r0 * w_reg,
         "l": loss_l0 * w_reg,
+        "obb": box["obb"] * w_reg if "obb" in box else tf.zeros_like(loss_l0),
         "box": box["box"],
         "quality": quality,
         "cls": cls_pos_cell + cls_neg_cell,
@@ -232,17 +271,30 @@ def reduce_level_terms(cell_terms):
     return out
 
 
-def total_from_terms(terms):
-    return tf.add_n([TERM_WEIGHTS[name] * terms[name] for name in JOL_TERM_NAMES])
+def term_weights_of(overrides=None):
+    """``TERM_WEIGHTS`` with `overrides` (term name -> weight) applied; unknown names raise."""
+    weights = dict(TERM_WEIGHTS)
+    for name, value in (overrides or {}).items():
+        if name not in weights:
+            raise ValueError(f"jol: unknown loss term {name!r} in term_weights; terms: {', '.join(JOL_TERM_NAMES)}")
+        weights[name] = float(value)
+    return weights
 
 
-def jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight=None):
+def total_from_terms(terms, term_weights=None):
+    """The weighted sum of the terms (``term_weights_of(term_weights)``)."""
+    weights = term_weights_of(term_weights)
+    return tf.add_n([weights[name] * terms[name] for name in JOL_TERM_NAMES if weights[name]])
+
+
+def jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight=None, term_weights=None):
     """GGHL JOL over all levels, with the per-cell maps it was summed from.
 
     Arguments as ``jol_loss``. Returns (terms, cells): terms as ``jol_loss``; cells the list
     (one per level) of ``per_cell_terms`` dicts (reused by prediction distillation).
     """
     head_outputs, encoded, strides = list(head_outputs), list(encoded), list(strides)
+    with_obb = term_weights_of(term_weights)["obb"] != 0.0
     if not (len(head_outputs) == len(encoded) == len(strides)):
         raise ValueError(
             f"jol.jol_loss: got {len(head_outputs)} head levels, {len(encoded)} target levels "
@@ -264,12 +316,12 @@ def jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_
                 f"jol.jol_loss: stride {stride}: head has {head_classes} classes, targets {target_classes}"
             )
         level_cells = per_cell_terms(
-            head_level, encoded_level, stride, image_size, plain_class_weight=plain_class_weight
+            head_level, encoded_level, stride, image_size, plain_class_weight=plain_class_weight, with_obb=with_obb
         )
         cells.append(level_cells)
         level = reduce_level_terms(level_cells)
         terms = {name: terms[name] + level[name] for name in JOL_TERM_NAMES}
-    terms[TOTAL] = total_from_terms(terms)
+    terms[TOTAL] = total_from_terms(terms, term_weights)
     return terms, cells
 
 
@@ -278,13 +330,15 @@ def _classes(tensor, box_channels):
     return None if channels is None else channels - box_channels
 
 
-def jol_loss(head_outputs, encoded, strides, image_size, plain_class_weight=None):
+def jol_loss(head_outputs, encoded, strides, image_size, plain_class_weight=None, term_weights=None):
     """GGHL JOL over all levels.
 
     head_outputs: list of logits [B, H_l, W_l, 10 + nC]; encoded: list from
     ``assign.encode_targets``; strides: one int per level; image_size: S (int or tensor);
-    plain_class_weight: see ``per_cell_terms`` (None: ``DEFAULT_PLAIN_CLASS_WEIGHT``).
-    Returns dict of float32 scalars ``obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l,
+    plain_class_weight: see ``per_cell_terms`` (None: ``DEFAULT_PLAIN_CLASS_WEIGHT``);
+    term_weights: {term: weight} replacing entries of ``TERM_WEIGHTS`` (e.g. {"obb": 4});
+    the ``obb`` term is computed only when its weight is nonzero (else it is 0).
+    Returns dict of float32 scalars ``obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l, obb,
     total``.
     """
-    return jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight)[0]
+    return jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight, term_weights)[0]

@@ -13,7 +13,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from dked_tf.layers.head import HEADS
 from dked_tf.losses import assign as assign_lib
-from dked_tf.losses.jol import jol_loss
+from dked_tf.losses.jol import jol_loss, term_weights_of
 from dked_tf.models import backbones as backbones_lib
 from dked_tf.models import necks as necks_lib
 from dked_tf.ops.head_contract import (
@@ -48,6 +48,8 @@ class OrientedDetector(keras.Model):
         default `jol.DEFAULT_PLAIN_CLASS_WEIGHT`).
       level_reference_size: passed to `assign.encode_targets` by `compute_loss` (input size
         at which GGHL's level thresholds apply; None: 800, scaled by S/800).
+      loss_weights: {JOL term: weight} replacing `jol.TERM_WEIGHTS` entries, e.g. {"obb": 4}
+        (the probabilistic-IoU term of the decoded quadrilateral; absent: GGHL's weights).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class OrientedDetector(keras.Model):
         preset=None,
         plain_class_weight=None,
         level_reference_size=None,
+        loss_weights=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -92,6 +95,8 @@ class OrientedDetector(keras.Model):
         self.preset = preset
         self.plain_class_weight = None if plain_class_weight is None else float(plain_class_weight)
         self.level_reference_size = None if level_reference_size is None else float(level_reference_size)
+        self.loss_weights = {str(k): float(v) for k, v in (loss_weights or {}).items()}
+        term_weights_of(self.loss_weights)  # unknown term names fail here
 
         self.backbone = BACKBONES[backbone](**self.backbone_kwargs)
         backbone_channels = [int(t.shape[-1]) for t in self.backbone.outputs]
@@ -244,14 +249,21 @@ class OrientedDetector(keras.Model):
         """Encodes the pipeline targets `y` with OLA and returns the JOL total (scalar).
 
         The individual terms are tracked as metrics (`obj_pos`, `obj_neg`, `cls_pos`,
-        `cls_neg`, `iou`, `s`, `r`, `l`) and appear in the `fit`/`evaluate` logs.
+        `cls_neg`, `iou`, `s`, `r`, `l`, `obb`) and appear in the `fit`/`evaluate` logs.
         """
         if y_pred is None:
             y_pred = self(x, training=training)
         head = y_pred["head"] if isinstance(y_pred, dict) else y_pred
         image_size = self._input_size(x, head)
         encoded = self.encode_targets(y, image_size)
-        terms = jol_loss(head, encoded, self.strides, image_size, plain_class_weight=self.plain_class_weight)
+        terms = jol_loss(
+            head,
+            encoded,
+            self.strides,
+            image_size,
+            plain_class_weight=self.plain_class_weight,
+            term_weights=self.loss_weights,
+        )
         for name, tracker in self.loss_trackers.items():
             if name in terms:
                 tracker.update_state(terms[name])
@@ -301,6 +313,7 @@ class OrientedDetector(keras.Model):
             "preset": self.preset,
             "plain_class_weight": self.plain_class_weight,
             "level_reference_size": self.level_reference_size,
+            "loss_weights": dict(self.loss_weights),
         }
 
     @property

@@ -65,7 +65,7 @@ MIN_BOX_SIDE = 0.1  # pixels; decoded boxes whose HBB side is not larger are no 
 # ----------------------------------------------------------------------------- loss term names
 # JOL terms (losses.jol), in the order of its total; logged as such by OrientedDetector.fit and
 # as "jol_<name>" by the Distiller.
-JOL_TERM_NAMES = ("obj_pos", "obj_neg", "cls_pos", "cls_neg", "iou", "s", "r", "l")
+JOL_TERM_NAMES = ("obj_pos", "obj_neg", "cls_pos", "cls_neg", "iou", "s", "r", "l", "obb")
 TOTAL = "total"
 JOL_METRIC_PREFIX = "jol_"
 # Distillation terms (losses.distill), one tuple per loss.
