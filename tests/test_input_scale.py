@@ -80,7 +80,7 @@ def test_set_merges_one_entry_into_a_dict_field():
 
 
 def test_windows_keep_native_object_sizes(tmp_path):
-    records = records_with(tmp_path, 512, [120.0])
+    records = records_with(tmp_path, 300, [120.0])  # the ship spans about x, y in [89, 211]
     cfg, _ = resolve_input(config("1.0", image_size=256), records)
     cfg.data.augment = False
     cfg.data.batch_size = 1
@@ -88,6 +88,6 @@ def test_windows_keep_native_object_sizes(tmp_path):
     assert images.shape == (1, 256, 256, 3)
     assert float(targets["scale"][0]) == pytest.approx(1.0)
     kept = targets["weights"][0].numpy() > 0
-    assert kept.sum() == 1  # every 256 px window of the 512 px image holds its centre, where the ship is
+    assert kept.sum() == 1  # every 256 px window of the 300 px image starts in [0, 44]: it holds the ship
     polygon = shapely.Polygon(targets["polygons"][0].numpy()[kept][0].reshape(4, 2))
     assert polygon.area == pytest.approx(120.0 * 24.0, rel=0.02)

@@ -1,8 +1,7 @@
 """`dked-tf distill`: train a student from a trained teacher with DKED."""
 
 from dked_tf.commands.train import add_common_arguments, config_from_args, finish_run, start_run
-from dked_tf.experiment.saving import is_saved_detector
-from dked_tf.experiment.train_lib import train
+from dked_tf.experiment.train_lib import require_saved_teacher, train
 
 DESCRIPTION = (
     "Train a student detector from a trained teacher with DKED (feature-correlation, "
@@ -75,11 +74,7 @@ def run(args):
             "distill.lam": args.lam,
         },
     )
-    if not is_saved_detector(args.teacher):
-        raise FileNotFoundError(
-            f"{args.teacher} is not a saved detector (model.json + model.weights.h5): train a teacher "
-            "with `dked-tf train --role teacher --out DIR`"
-        )
+    require_saved_teacher(args.teacher)  # before the data is prepared
     cfg, records = start_run(cfg, args)
     result = train(
         cfg,

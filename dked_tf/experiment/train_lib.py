@@ -159,6 +159,15 @@ def role_settings(cfg, role):
     raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
 
 
+def require_saved_teacher(folder):
+    """Raises FileNotFoundError unless `folder` holds a saved detector to distil from."""
+    if not is_saved_detector(folder):
+        raise FileNotFoundError(
+            f"{folder} is not a saved detector (model.json + model.weights.h5): train a teacher "
+            "with `dked-tf train --role teacher --out DIR`"
+        )
+
+
 def train(
     cfg,
     role,
@@ -188,11 +197,8 @@ def train(
     backup_dir: where the resumable backup lives (default out/backup); resume=False starts over.
     Returns a TrainResult.
     """
-    if isinstance(teacher, (str, os.PathLike)) and not is_saved_detector(teacher):
-        raise FileNotFoundError(
-            f"{teacher} is not a saved detector (model.json + model.weights.h5): train a teacher "
-            "with `dked-tf train --role teacher --out DIR`"
-        )
+    if isinstance(teacher, (str, os.PathLike)):
+        require_saved_teacher(teacher)
     default_arch, overrides, schedule = role_settings(cfg, role)
     architecture = architecture or default_arch
     if seed is not None:
