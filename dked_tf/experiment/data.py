@@ -138,9 +138,10 @@ def _round_up(value, multiple=STRIDE_MULTIPLE):
     return int(np.ceil(value / multiple)) * multiple
 
 
-def input_scale_value(data_cfg):
-    """data.input_scale as a number (> 0), or None for "fit"; "auto" must be resolved first."""
-    text = str(data_cfg.input_scale).strip().lower()
+def input_scale_value(input_scale):
+    """data.input_scale (text or number) as a number (> 0), or None for "fit"; "auto" must be
+    resolved first (`resolve_input`)."""
+    text = str(input_scale).strip().lower()
     if text == "fit":
         return None
     if text == "auto":
@@ -148,9 +149,9 @@ def input_scale_value(data_cfg):
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f'data.input_scale={data_cfg.input_scale!r}: use "fit", "auto" or a number > 0') from None
+        raise ValueError(f'data.input_scale={input_scale!r}: use "fit", "auto" or a number > 0') from None
     if not value > 0:
-        raise ValueError(f"data.input_scale={data_cfg.input_scale!r} must be > 0")
+        raise ValueError(f"data.input_scale={input_scale!r} must be > 0")
     return value
 
 
@@ -180,7 +181,7 @@ def resolve_input(cfg, records):
                 f"median object {native:.0f} px in the images -> {native * scale:.0f} px at scale {scale:.3g} "
                 f"(aim {AUTO_OBJECT_PX:g} px, at most native)"
             )
-    value = input_scale_value(dataclasses.replace(data, input_scale=mode))
+    value = input_scale_value(mode)
     test_size = data.test_image_size or (data.image_size if value is None else _round_up(largest * value))
     resolved = dataclasses.replace(cfg, data=dataclasses.replace(data, input_scale=mode, test_image_size=test_size))
     if value is None:
@@ -202,7 +203,7 @@ def make_train_dataset(records, data_cfg, seed=0):
         fields.update(data_cfg.augment_kwargs or {})
     else:
         fields = dataclasses.asdict(AugmentConfig.disabled())
-    window_scale = input_scale_value(data_cfg)
+    window_scale = input_scale_value(data_cfg.input_scale)
     if window_scale is not None:
         fields["window_scale"] = window_scale
     augment = AugmentConfig(**fields) if (data_cfg.augment or window_scale is not None) else False

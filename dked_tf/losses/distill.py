@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from dked_tf.layers.ddc import DynamicDirectionalConv
 from dked_tf.losses.assign import heatmap_max
-from dked_tf.losses.jol import box_terms, gliding_quadrilateral
-from dked_tf.ops.gaussian import hellinger_distance_tf, polygon_gaussian_tf
+from dked_tf.losses.jol import box_terms, gliding_gaussian
+from dked_tf.ops.gaussian import hellinger_distance_tf
 from dked_tf.ops.head_contract import (
     CORRELATION_TERMS,
     FIRST_CLASS_CHANNEL,
@@ -337,10 +337,11 @@ class PredictionDistillationLoss(DistillationLoss):
         """(1 − H(teacher, target)) · H(student, teacher) per cell [B, H, W]."""
         dec_s = decode_head_level(head_s, stride)
         dec_t = decode_head_level(head_t, stride)
-        student = polygon_gaussian_tf(gliding_quadrilateral(dec_s["pred_l"] / float(stride), dec_s["pred_s"]))
-        teacher = polygon_gaussian_tf(gliding_quadrilateral(dec_t["pred_l"] / float(stride), dec_t["pred_s"]))
-        target_l = encoded_level[..., TARGET_DISTANCE_CHANNELS] / float(stride)
-        target = polygon_gaussian_tf(gliding_quadrilateral(target_l, encoded_level[..., TARGET_GLIDING_CHANNELS]))
+        student = gliding_gaussian(dec_s["pred_l"], dec_s["pred_s"], stride)
+        teacher = gliding_gaussian(dec_t["pred_l"], dec_t["pred_s"], stride)
+        target = gliding_gaussian(
+            encoded_level[..., TARGET_DISTANCE_CHANNELS], encoded_level[..., TARGET_GLIDING_CHANNELS], stride
+        )
         trust = tf.stop_gradient(1.0 - hellinger_distance_tf(*teacher, *target))
         teacher = tuple(tf.stop_gradient(t) for t in teacher)
         return trust * hellinger_distance_tf(*student, *teacher)

@@ -145,6 +145,13 @@ def gliding_quadrilateral(distances, gliding):
     )
 
 
+def gliding_gaussian(distances, gliding, stride):
+    """Gaussian (``ops.gaussian.polygon_gaussian_tf``: mean [..., 2], cov [..., 3]) of the
+    gliding-vertex box given by distances [..., 4] (pixels) and ratios [..., 4], in cells of
+    `stride` pixels relative to the cell centre."""
+    return polygon_gaussian_tf(gliding_quadrilateral(distances / float(stride), gliding))
+
+
 def box_terms(decoded, encoded_level, stride, image_size, with_obb=False):
     """Unweighted localisation losses of every cell.
 
@@ -171,9 +178,9 @@ def box_terms(decoded, encoded_level, stride, image_size, with_obb=False):
         "box": loss_iou0 + loss_s0 + loss_r0 + 0.2 * loss_l0,
     }
     if with_obb:
-        pred_quad = gliding_quadrilateral(decoded["pred_l"] / float(stride), decoded["pred_s"])
-        target_quad = gliding_quadrilateral(gt_l / float(stride), enc[..., TARGET_GLIDING_CHANNELS])
-        out["obb"] = hellinger_distance_tf(*polygon_gaussian_tf(pred_quad), *polygon_gaussian_tf(target_quad))
+        predicted = gliding_gaussian(decoded["pred_l"], decoded["pred_s"], stride)
+        target = gliding_gaussian(gt_l, enc[..., TARGET_GLIDING_CHANNELS], stride)
+        out["obb"] = hellinger_distance_tf(*predicted, *target)
     return out
 
 
