@@ -274,6 +274,12 @@ def preset_config(name="default", task="hrsc"):
             cfg.data.synthetic_image_size = 512
             for overrides in (cfg.model.teacher_overrides, cfg.model.student_overrides):
                 overrides["loss_weights"] = {"obb": 4.0}
+            # Against a baseline trained the same way (two seeds each, recipes/README.md, "third
+            # pass"): keeping the hulls thinner than 2 px at 192 px in training (a fifth of them;
+            # dropped, they were background) and switching the teacher's DropBlock off raised
+            # the teacher from 11.0 / 7.2 to 13.0 / 9.9 mAP(07) / mAP(12) on the mean of seeds 0, 1.
+            cfg.data.augment_kwargs.update(min_size=0.5, min_area=1.0)
+            cfg.model.teacher_overrides["neck_kwargs"] = {"drop_prob": 0.0}
             cfg.seeds = [0, 1, 2]
     elif name == "paper":
         cfg.data = dataclasses.replace(

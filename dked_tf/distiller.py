@@ -191,6 +191,7 @@ class Distiller(keras.Model):
             image_size,
             plain_class_weight=self.student.plain_class_weight,
             term_weights=self.student.loss_weights,
+            quality=self.student.quality,
         )
 
     def compute_terms(self, images, targets, teacher_outputs, student_outputs):

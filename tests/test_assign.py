@@ -200,3 +200,23 @@ def test_area_weight_uses_clipped_window_radii():
     assert len(cells) > 1
     for x, y in cells:
         assert level[y, x, 15] == pytest.approx(expected, rel=1e-6)
+
+
+def test_min_gaussian_sigma_widens_the_heatmap_and_adds_cells_inside_the_hbb():
+    polys = np.asarray(BOX, np.float32).reshape(1, 1, 8)
+    targets = {"polygons": polys, "classes": np.array([[2]], np.int32)}
+    level = encode_targets(targets, S, NC, min_gaussian_sigma=1.0)[1].numpy()[0]
+    # Spread floored at 2 sigma = 2 cells: G = exp(-1/2 (2 * 1 / 2)^2) = exp(-1/2) one cell away;
+    # the cells are GGHL's (the others' centres lie outside the HBB).
+    assert positives(level) == [(2, 3), (3, 3), (4, 3)]
+    assert level[3, 4, 18] == pytest.approx(math.exp(-0.5), rel=1e-5)
+    assert level[3, 3, 18] == pytest.approx(1.0)
+    # A slender hull at 45 degrees (40 x 4 px, HBB 31.1 px: level 1, stride 16): GGHL's Gaussian
+    # is 0.23 cells wide across the hull, so only cells on its axis are positive. With a wide
+    # Gaussian every cell whose centre lies inside the HBB (x, y in 48.4 .. 79.6) is.
+    hull = rbox_to_poly(np.array([[64.0, 64.0, 40.0, 4.0, math.pi / 4]]))[0]
+    thin = {"polygons": hull.reshape(1, 1, 8).astype(np.float32), "classes": np.array([[0]], np.int32)}
+    gghl = positives(encode_targets(thin, S, NC)[1].numpy()[0])
+    wide = positives(encode_targets(thin, S, NC, min_gaussian_sigma=10.0)[1].numpy()[0])
+    assert (4, 4) in gghl and len(gghl) <= 2
+    assert wide == [(3, 3), (3, 4), (4, 3), (4, 4)]

@@ -11,6 +11,7 @@ from dked_tf.data.augment import (
     clip_convex_area_tf,
     hsv_jitter_tf,
     mixup_batch_tf,
+    mosaic_batch_tf,
     object_filter_tf,
 )
 
@@ -174,3 +175,72 @@ def test_mixup_weights_and_pixels():
     np.testing.assert_array_equal(out["difficult"].numpy()[0], [False, True, False, False])
     np.testing.assert_allclose(mixed.numpy()[0], lam * 0.2 + (1 - lam) * 0.8, rtol=1e-5)
     np.testing.assert_allclose(out["polygons"].numpy()[0, 1], rect(5, 5, 3, 2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_mosaic_window_pixels_and_objects_match_a_shapely_reference(seed):
+    size, count, per_image = 32, 5, 3
+    rng = np.random.default_rng(seed)
+    # pixel (x, y) of image k holds (k / 8, x / 64, y / 64): the window's corner names its origin
+    ys, xs = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    images = np.stack([np.stack([np.full_like(xs, k) / 8, xs / 64, ys / 64], -1) for k in range(count)])
+    polygons = np.zeros((count, per_image + 1, 8), np.float32)  # one padding row
+    for k in range(count):
+        for j in range(per_image):
+            polygons[k, j] = rect(*rng.uniform(2, 30, 2), *rng.uniform(3, 12, 2), rng.uniform(-1.5, 1.5))
+    weights = np.zeros((count, per_image + 1), np.float32)
+    weights[:, :per_image] = 1.0
+    targets = {
+        "polygons": tf.constant(polygons),
+        "classes": tf.constant(np.arange(count * (per_image + 1)).reshape(count, -1) % 7, tf.int32),
+        "weights": tf.constant(weights),
+        "difficult": tf.zeros([count, per_image + 1], tf.bool),
+    }
+    out_images, out = mosaic_batch_tf(
+        tf.constant(images, tf.float32), targets, tf.constant([seed, 9], tf.int64), prob=1.0, min_visible=0.5
+    )
+    out_images = out_images.numpy()
+    for i in range(count):
+        corner = out_images[i, 0, 0]
+        tile = round(corner[0] * 8)
+        x0 = round(corner[1] * 64) + size * ((tile - i) % count in (1, 3))
+        y0 = round(corner[2] * 64) + size * ((tile - i) % count in (2, 3))
+        canvas = np.zeros((2 * size, 2 * size, 3))
+        for k, (tx, ty) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+            canvas[ty * size : (ty + 1) * size, tx * size : (tx + 1) * size] = images[(i + k) % count]
+        np.testing.assert_allclose(out_images[i], canvas[y0 : y0 + size, x0 : x0 + size], atol=1e-6)
+        expected = []
+        for k, (tx, ty) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+            window = shapely.geometry.box(
+                max(tx * size - x0, 0),
+                max(ty * size - y0, 0),
+                min((tx + 1) * size - x0, size),
+                min((ty + 1) * size - y0, size),
+            )
+            for j in range(per_image):
+                moved = polygons[(i + k) % count, j].reshape(4, 2) - [x0 - tx * size, y0 - ty * size]
+                shape = shapely.geometry.Polygon(moved)
+                if shape.intersection(window).area / shape.area >= 0.5:
+                    expected.append((moved.ravel(), int(targets["classes"][(i + k) % count, j])))
+        kept = out["weights"].numpy()[i] > 0
+        assert kept.sum() == min(len(expected), per_image + 1)
+        for (poly, cls), got_poly, got_cls in zip(
+            expected, out["polygons"].numpy()[i][kept], out["classes"].numpy()[i][kept]
+        ):
+            np.testing.assert_allclose(got_poly, poly, atol=1e-4)
+            assert got_cls == cls
+        assert np.all(out["polygons"].numpy()[i][~kept] == 0)
+
+
+def test_mosaic_with_probability_zero_changes_nothing():
+    images = tf.random.stateless_uniform([4, 16, 16, 3], seed=[1, 2])
+    targets = {
+        "polygons": tf.constant(np.stack([np.stack([rect(8, 8, 6, 3, 0.4), np.zeros(8, np.float32)])] * 4)),
+        "classes": tf.constant([[1, 0]] * 4, tf.int32),
+        "weights": tf.constant([[1.0, 0.0]] * 4),
+        "difficult": tf.zeros([4, 2], tf.bool),
+    }
+    out_images, out = mosaic_batch_tf(images, targets, tf.constant([3, 4], tf.int64), prob=0.0, min_visible=0.5)
+    np.testing.assert_array_equal(out_images.numpy(), images.numpy())
+    for key in targets:
+        np.testing.assert_array_equal(out[key].numpy(), targets[key].numpy())

@@ -7,7 +7,7 @@ import shapely
 import tensorflow as tf
 
 from dked_tf.losses.assign import encode_targets
-from dked_tf.losses.jol import box_terms, gliding_quadrilateral, jol_loss
+from dked_tf.losses.jol import box_terms, gliding_quadrilateral, jol_loss, per_cell_terms
 from dked_tf.ops.gaussian import hellinger_distance_tf, polygon_gaussian_tf, probiou_tf
 
 
@@ -125,3 +125,52 @@ def test_jol_term_weights_add_the_obb_term_and_reject_unknown_names(tiny_batch):
     assert float(weighted["total"]) == pytest.approx(float(plain["total"]) + 2.0 * float(weighted["obb"]), rel=1e-5)
     with pytest.raises(ValueError, match="unknown loss term"):
         jol_loss(heads, encoded, (8, 16, 32), size, term_weights={"gliding": 1.0})
+
+
+def test_probiou_quality_is_one_minus_the_numpy_hellinger_of_the_decoded_quadrilaterals(tiny_batch):
+    images, targets = tiny_batch()
+    size = int(images.shape[1])
+    rng = np.random.default_rng(2)
+    classes = int(np.max(targets["classes"])) + 1
+    encoded = encode_targets(targets, size, classes)
+    checked = 0
+    for stride, level in zip((8, 16, 32), encoded):
+        head = tf.constant(rng.normal(0, 0.5, level.shape[:3] + (10 + classes,)), tf.float32)
+        cells = per_cell_terms(head, level, stride, size, quality="probiou")
+        gghl = per_cell_terms(head, level, stride, size)
+        enc = level.numpy()
+        for b, y, x in zip(*np.nonzero(enc[..., 13] > 0)):
+            quads = [
+                gliding_quadrilateral(tf.constant(d[None]), tf.constant(s[None])).numpy()[0]
+                for d, s in (
+                    (cells["pred_l"].numpy()[b, y, x], cells["pred_s"].numpy()[b, y, x]),
+                    (enc[b, y, x, 4:8], enc[b, y, x, 8:12]),
+                )
+            ]
+            moments = [shapely_moments(q) for q in quads]
+            expected = 1.0 - bhattacharyya_hellinger(*moments[0], *moments[1])
+            assert cells["quality"].numpy()[b, y, x] == pytest.approx(expected, abs=5e-3)
+            checked += 1
+        assert np.allclose(cells["obb"].numpy(), 0.0)  # weight 0: not added to the loss
+        assert not np.allclose(cells["quality"].numpy(), gghl["quality"].numpy())
+    assert checked > 3
+    with pytest.raises(ValueError, match="unknown quality"):
+        per_cell_terms(head, level, 32, size, quality="iou")
+
+
+def shapely_moments(quad):
+    """Mean [2] and covariance [2, 2] of a quadrilateral's area from shapely (triangle fan)."""
+    polygon = shapely.Polygon(np.asarray(quad, np.float64).reshape(4, 2)).buffer(0)
+    coords = np.asarray(polygon.exterior.coords)[:-1]
+    origin = coords[0]
+    area, first, second = 0.0, np.zeros(2), np.zeros((2, 2))
+    for p, q in zip(coords[1:-1], coords[2:]):
+        a = 0.5 * ((p - origin)[0] * (q - origin)[1] - (p - origin)[1] * (q - origin)[0])
+        vertices = np.stack([origin, p, q])
+        centroid = vertices.mean(axis=0)
+        # second moment of a triangle about the origin: A/12 (sum v v^T + 9 c c^T)
+        second += a / 12.0 * (vertices.T @ vertices + 9.0 * np.outer(centroid, centroid))
+        first += a * centroid
+        area += a
+    mean = first / area
+    return mean, second / area - np.outer(mean, mean)

@@ -41,10 +41,15 @@ def main(argv=None):
     records, _ = prepare_records(cfg, "train", verbose=0)
     records = records[: args.images] if args.images else records
     level_reference_size = cfg.model.student_overrides.get("level_reference_size")
+    min_gaussian_sigma = float(cfg.model.student_overrides.get("min_gaussian_sigma", 0.0))
     rows, by_length = [], []
     for size in sizes:
         stats = assignment_statistics(
-            records, size, level_reference_size=level_reference_size, max_objects=cfg.data.max_objects
+            records,
+            size,
+            level_reference_size=level_reference_size,
+            max_objects=cfg.data.max_objects,
+            min_gaussian_sigma=min_gaussian_sigma,
         )
         rows.append(
             {

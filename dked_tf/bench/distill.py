@@ -69,6 +69,7 @@ def make_student_step(model, optimizer, image_size):
                 image_size,
                 plain_class_weight=model.plain_class_weight,
                 term_weights=model.loss_weights,
+                quality=model.quality,
             )["total"]
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss

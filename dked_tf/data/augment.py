@@ -32,7 +32,14 @@ Object rules (explicit, documented):
   finite, when the polygon area < `min_area` (default 4 px²) or when its short side
   (area / longest edge) < `min_size` (default 2 px). This rule applies with and without
   augmentation (it never triggers on sane annotations at sane input sizes).
-- Mixup (per batch): image_i = lam * image_i + (1 - lam) * image_j with j the next image of the
+- Mosaic (per batch, an addition to GGHL's recipe; off unless `mosaic_prob` > 0): image i and
+  the next three of the batch (in order, wrapping) tile a 2S x 2S canvas (i top left, i+1 top
+  right, i+2 bottom left, i+3 bottom right) and an S x S window at a uniform integer position
+  (x0, y0) in [0, S]^2 replaces image i. Each object is moved by its tile's offset minus
+  (x0, y0) and KEPT UNCLIPPED when area(polygon ∩ its tile ∩ window) / area(polygon) >=
+  `min_visible`; the first M of the kept objects stay (tiles in order). Ultralytics' mosaic
+  keeps the objects at their scale the same way.
+- Mixup (per batch, after mosaic): image_i = lam * image_i + (1 - lam) * image_j with j the next image of the
   batch, lam ~ Beta(alpha, alpha); the boxes of both are kept, weighted lam and 1 - lam.
 """
 
@@ -66,6 +73,7 @@ class AugmentConfig:
     hsv_gains: tuple = (0.015, 0.7, 0.4)
     mixup_prob: float = 0.7
     mixup_alpha: float = 1.5
+    mosaic_prob: float = 0.0
     min_visible: float = 0.5
     # > 0: train on windows of the image at this scale (input pixels per image pixel) instead of
     # the whole letterboxed image: a random S / window_scale square (clipped to the image) at a
@@ -486,6 +494,86 @@ def sample_beta_tf(seed, alpha, shape):
     g1 = tf.random.stateless_gamma(shape, seed=s1, alpha=alpha)
     g2 = tf.random.stateless_gamma(shape, seed=s2, alpha=alpha)
     return g1 / tf.maximum(g1 + g2, 1e-12)
+
+
+def mosaic_batch_tf(images, targets, seed, prob, min_visible):
+    """Replaces each image of the batch, with probability `prob`, by an S x S window of the
+    2 x 2 mosaic of it and the next three images (see module docstring).
+
+    images [B, S, S, 3]; targets dict of padded [B, M, ...] tensors (`weights` 0 = padding);
+    seed int [2]. Returns (images [B, S, S, 3], targets with the same shapes).
+    """
+    b = tf.shape(images)[0]
+    size = tf.shape(images)[1]
+    size_f = tf.cast(size, tf.float32)
+    s1, s2 = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    do_mosaic = tf.random.stateless_uniform([b], seed=s1) < prob
+    origin = tf.random.stateless_uniform([b, 2], seed=s2, minval=0, maxval=size + 1, dtype=tf.int32)
+    origin = tf.where(do_mosaic[:, None], origin, 0)  # (x0, y0); 0 = image i unchanged
+    tiles = [tf.roll(images, -k, axis=0) for k in range(4)]
+    canvas = tf.concat([tf.concat(tiles[0:2], axis=2), tf.concat(tiles[2:4], axis=2)], axis=1)
+    span = tf.cast(2 * size - 1, tf.float32)
+    x0, y0 = tf.cast(origin[:, 0], tf.float32), tf.cast(origin[:, 1], tf.float32)
+    boxes = tf.stack([y0, x0, y0 + size_f - 1.0, x0 + size_f - 1.0], axis=1) / span
+    window = tf.image.crop_and_resize(canvas, boxes, tf.range(b), tf.stack([size, size]), method="nearest")
+
+    m = tf.shape(targets["weights"])[1]
+    tile_offsets = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
+    polygons, weights, parts = [], [], {key: [] for key in ("classes", "difficult")}
+    for k, (tx, ty) in enumerate(tile_offsets):
+        shift_x = tx * size_f - x0  # [B]
+        shift_y = ty * size_f - y0
+        shift = tf.tile(tf.stack([shift_x, shift_y], axis=1), [1, 4])[:, None, :]  # [B, 1, 8]
+        polys = tf.roll(targets["polygons"], -k, axis=0) + shift
+        w = tf.roll(targets["weights"], -k, axis=0)
+        # visible part: inside the tile and the window (both axis-aligned): one rectangle
+        left = tf.maximum(shift_x, 0.0)
+        top = tf.maximum(shift_y, 0.0)
+        right = tf.minimum(shift_x + size_f, size_f)
+        bottom = tf.minimum(shift_y + size_f, size_f)
+        flat = tf.reshape(polys, [-1, 8])
+        area = polygon_area_tf(tf.reshape(flat, [-1, 4, 2]))
+        visible = tf.reshape(_clip_to_boxes_area_tf(flat, left, top, right, bottom, m), [b, m])
+        keep = tf.math.divide_no_nan(visible, tf.reshape(area, [b, m])) >= min_visible
+        if k > 0:
+            keep &= do_mosaic[:, None]
+        else:
+            keep |= ~do_mosaic[:, None]
+        polygons.append(polys)
+        weights.append(tf.where(keep, w, 0.0))
+        for key in parts:
+            parts[key].append(tf.roll(targets[key], -k, axis=0))
+    weights = tf.concat(weights, axis=1)
+    order = tf.argsort(tf.cast(weights <= 0, tf.int32), axis=1, stable=True)[:, :m]
+    out = dict(targets)
+    out["weights"] = tf.gather(weights, order, batch_dims=1)
+    valid = out["weights"] > 0
+    out["polygons"] = tf.where(valid[..., None], tf.gather(tf.concat(polygons, axis=1), order, batch_dims=1), 0.0)
+    out["classes"] = tf.where(valid, tf.gather(tf.concat(parts["classes"], axis=1), order, batch_dims=1), 0)
+    out["difficult"] = valid & tf.gather(tf.concat(parts["difficult"], axis=1), order, batch_dims=1)
+    return tf.ensure_shape(window, images.shape), out
+
+
+def _clip_to_boxes_area_tf(polygons, left, top, right, bottom, per_box):
+    """Area of polygons [B * per_box, 8] inside the axis-aligned box of their batch row
+    (left .. bottom: [B]); pixels², [B * per_box]. An empty box gives 0."""
+
+    def row(args):
+        polys, x_min, y_min, x_max, y_max = args
+        halfplanes = tf.stack(
+            [
+                tf.stack([1.0, 0.0, -x_min]),
+                tf.stack([-1.0, 0.0, x_max]),
+                tf.stack([0.0, 1.0, -y_min]),
+                tf.stack([0.0, -1.0, y_max]),
+            ]
+        )
+        area = clip_convex_area_tf(polys, halfplanes)
+        return tf.where((x_max > x_min) & (y_max > y_min), area, 0.0)
+
+    rows = tf.reshape(polygons, [-1, per_box, 8])
+    areas = tf.map_fn(row, (rows, left, top, right, bottom), fn_output_signature=tf.TensorSpec([None], tf.float32))
+    return tf.reshape(areas, [-1])
 
 
 def mixup_batch_tf(images, targets, seed, prob, alpha):

@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from dked_tf.data.augment import AugmentConfig, augment_sample_tf, mixup_batch_tf
+from dked_tf.data.augment import AugmentConfig, augment_sample_tf, mixup_batch_tf, mosaic_batch_tf
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -90,7 +90,7 @@ def build_dataset(
     """Builds the tf.data pipeline over `records` (list of ImageRecord).
 
     image_size: S (int); with `multiscale_sizes` (training only) the per-batch sizes instead.
-    training: shuffles, augments (geometric, HSV, mixup), drops the last partial batch by default.
+    training: shuffles, augments (geometric, HSV, mosaic, mixup), drops the last partial batch by default.
     augment: AugmentConfig; None = AugmentConfig() when training; False = no augmentation.
         Not used when training is False (letterbox only).
     seed: int; the pipeline is deterministic under it. None draws one.
@@ -179,6 +179,14 @@ def build_dataset(
 
     ds = ds.map(transform, num_parallel_calls=num_parallel_calls)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=num_parallel_calls)
+    if training and augment.mosaic_prob > 0:
+        mosaic_seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
+
+        def mosaic(batch, batch_seed):
+            images, targets = batch
+            return mosaic_batch_tf(images, targets, batch_seed, augment.mosaic_prob, augment.min_visible)
+
+        ds = tf.data.Dataset.zip((ds, mosaic_seeds)).map(mosaic, num_parallel_calls=num_parallel_calls)
     if training and augment.mixup_prob > 0:
         batch_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
 

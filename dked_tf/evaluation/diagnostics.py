@@ -100,13 +100,20 @@ LENGTH_BINS = (0.0, 16.0, 32.0, 64.0, float("inf"))
 
 
 def assignment_statistics(
-    records, image_size, strides=(8, 16, 32), level_reference_size=None, max_objects=100, batch_size=8, chunk=256
+    records,
+    image_size,
+    strides=(8, 16, 32),
+    level_reference_size=None,
+    max_objects=100,
+    batch_size=8,
+    chunk=256,
+    min_gaussian_sigma=0.0,
 ):
     """How the OLA label assignment sees `records` at network input `image_size` (letterboxed,
     no augmentation): for every annotated object, whether the pipeline keeps it (its object
     filter drops slivers thinner than `AugmentConfig.min_size` pixels at the input) and how many
     positive cells it gets on each level when it is encoded alone (`assign.encode_targets`;
-    with neighbours, crowded objects can lose cells to them).
+    with neighbours, crowded objects can lose cells to them; `min_gaussian_sigma` as there).
 
     Returns {"objects": annotated objects, "kept": objects the pipeline keeps, "kept_fraction",
     "median_length_px" / "median_width_px" (long / short side of the kept objects' minimum-area
@@ -130,7 +137,14 @@ def assignment_statistics(
             "classes": tf.zeros([len(polygons), 1], tf.int32),
             "weights": tf.ones([len(polygons), 1], tf.float32),
         }
-        levels = encode_targets(alone, image_size, 1, strides=strides, level_reference_size=level_reference_size)
+        levels = encode_targets(
+            alone,
+            image_size,
+            1,
+            strides=strides,
+            level_reference_size=level_reference_size,
+            min_gaussian_sigma=min_gaussian_sigma,
+        )
         for index, level in enumerate(levels):
             positives[start : start + len(polygons), index] = tf.reduce_sum(
                 tf.cast(level[..., TARGET_POSITIVE_CHANNEL] > 0, tf.int32), axis=[1, 2]

@@ -173,8 +173,9 @@ def _grid_size(image_size, stride):
     return tf.cast(tf.math.ceil(size / float(stride)), tf.int32)
 
 
-def _encode_level(geo, classes, weights, valid, level, stride, grid, num_classes, batch):
-    """Dense targets of one level: float32 [B, grid, grid, 16 + nC]."""
+def _encode_level(geo, classes, weights, valid, level, stride, grid, num_classes, batch, min_sigma=0.0):
+    """Dense targets of one level: float32 [B, grid, grid, 16 + nC]; min_sigma: floor of the
+    Gaussian's sigma (cells) along both axes."""
     s = float(stride)
     max_radius = float(max(1, 4 - level))
     grid_f = tf.cast(grid, tf.float32)
@@ -189,6 +190,9 @@ def _encode_level(geo, classes, weights, valid, level, stride, grid, num_classes
     exponent = 1.0 - IOU_THRESHOLD
     spread_long = tf.pow(tf.maximum(geo["long_side"] / (2.0 * s), 1e-6), exponent)
     spread_short = tf.pow(tf.maximum(geo["short_side"] / (2.0 * s), 1e-6), exponent)
+    if min_sigma > 0:  # sigma = spread / 2 cells
+        spread_long = tf.maximum(spread_long, 2.0 * min_sigma)
+        spread_short = tf.maximum(spread_short, 2.0 * min_sigma)
 
     off_x, off_y = _window_offsets(int(max_radius) + 1)  # [P]
 
@@ -291,7 +295,9 @@ def _encode_level(geo, classes, weights, valid, level, stride, grid, num_classes
     )
 
 
-def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32), level_reference_size=None):
+def encode_targets(
+    targets, image_size, num_classes, strides=(8, 16, 32), level_reference_size=None, min_gaussian_sigma=0.0
+):
     """GGHL OLA targets for every pyramid level.
 
     targets: dict with ``polygons`` float [B, M, 8] (pixels of the letterboxed S x S input),
@@ -301,6 +307,9 @@ def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32), level_
     num_classes: nC (Python int).
     strides: three increasing strides.
     level_reference_size: see ``level_thresholds`` (``reference_size``); None = 800.
+    min_gaussian_sigma: an option beyond GGHL (0 = GGHL): the Gaussian's sigma along each axis
+      is at least this many cells, so slender objects get more positive cells (those whose
+      centre lies inside the HBB) and a wider heatmap across their width.
 
     Returns a list (one per stride) of float32 [B, ceil(S/s), ceil(S/s), 16 + nC] tensors,
     layout ``head_contract.TARGET_*``.
@@ -344,7 +353,16 @@ def encode_targets(targets, image_size, num_classes, strides=(8, 16, 32), level_
     for level, stride in enumerate(strides):
         grid = _grid_size(image_size, stride)
         encoded = _encode_level(
-            geo, classes, weights, valid & level_masks[level], level, stride, grid, num_classes, batch
+            geo,
+            classes,
+            weights,
+            valid & level_masks[level],
+            level,
+            stride,
+            grid,
+            num_classes,
+            batch,
+            min_sigma=float(min_gaussian_sigma),
         )
         static_grid = grid if isinstance(grid, int) else None
         encoded = tf.ensure_shape(encoded, [None, static_grid, static_grid, TARGET_BOX_CHANNELS + num_classes])

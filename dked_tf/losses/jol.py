@@ -28,6 +28,10 @@ between the Gaussians of the decoded gliding-vertex quadrilateral and of the tar
 terms score the HBB (iou, l) and the gliding ratios (s) apart; on slender hulls lying diagonally a
 small gliding error turns and widens the box far past IoU 0.5 while s stays small.
 
+quality (an option, default "gghl" = the q above): "probiou" uses q = 1 - H, the probabilistic
+IoU of the decoded and target quadrilaterals (the ``obb`` distance H), in obj_pos and cls_pos
+instead of exp(-(L_iou0 + L_s0 + L_r0)), so the score a box learns follows its rotated overlap.
+
 w_plain (``plain_class_weight``, default ``DEFAULT_PLAIN_CLASS_WEIGHT`` = 1) is GGHL's plain
 class BCE as added to the total in its 2021-11 .. 2022-03 versions; 0 gives HEAD exactly.
 
@@ -80,6 +84,8 @@ TERM_WEIGHTS = dict(zip(JOL_TERM_NAMES, (2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 16.0, 0.2
 # measured on the synthetic HRSC set (6 epochs, CPU) it roughly doubles the teacher mAP.
 DEFAULT_PLAIN_CLASS_WEIGHT = 1.0
 _EPS = 1e-9
+QUALITY_MODES = ("gghl", "probiou")
+_MIN_PROBIOU = 1e-6  # floor of 1 - H before its log (q = 1 - H in (0, 1])
 
 
 def giou_from_distances(pred_l, target_l):
@@ -184,7 +190,17 @@ def box_terms(decoded, encoded_level, stride, image_size, with_obb=False):
     return out
 
 
-def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_weight=None, with_obb=False):
+def check_quality(quality):
+    """The quality mode, validated (None: "gghl")."""
+    quality = "gghl" if quality is None else str(quality)
+    if quality not in QUALITY_MODES:
+        raise ValueError(f"jol: unknown quality {quality!r}; one of {', '.join(QUALITY_MODES)}")
+    return quality
+
+
+def per_cell_terms(
+    head_level, encoded_level, stride, image_size, plain_class_weight=None, with_obb=False, quality="gghl"
+):
     """JOL terms of one level as per-cell maps.
 
     head_level: logits [B, H, W, 10 + nC] (any float dtype); encoded_level: the matching
@@ -216,9 +232,13 @@ def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_we
     gt_class = tf.cast(heat > 0.0, tf.float32)
     n_cls = tf.cast(tf.shape(heat)[-1], tf.float32)
 
-    box = box_terms(dec, enc, stride, image_size, with_obb=with_obb)
+    probiou_quality = check_quality(quality) == "probiou"
+    box = box_terms(dec, enc, stride, image_size, with_obb=with_obb or probiou_quality)
     loss_iou0, loss_s0, loss_r0, loss_l0 = box["iou"], box["s"], box["r"], box["l"]
-    quality_energy = loss_iou0 + loss_s0 + loss_r0
+    if probiou_quality:
+        quality_energy = -tf.math.log(tf.clip_by_value(1.0 - box["obb"], _MIN_PROBIOU, 1.0))
+    else:
+        quality_energy = loss_iou0 + loss_s0 + loss_r0
     quality = tf.exp(-quality_energy)
 
     obj_target = tf.where(positive > 0.0, OBJ_POSITIVE_TARGET, OBJ_NEGATIVE_TARGET)
@@ -252,7 +272,7 @@ def per_cell_terms(head_level, encoded_level, stride, image_size, plain_class_we
         "s": loss_s0 * w_reg,
         "r": loss_r0 * w_reg,
         "l": loss_l0 * w_reg,
-        "obb": box["obb"] * w_reg if "obb" in box else tf.zeros_like(loss_l0),
+        "obb": box["obb"] * w_reg if with_obb else tf.zeros_like(loss_l0),
         "box": box["box"],
         "quality": quality,
         "cls": cls_pos_cell + cls_neg_cell,
@@ -294,7 +314,9 @@ def total_from_terms(terms, term_weights=None):
     return tf.add_n([weights[name] * terms[name] for name in JOL_TERM_NAMES if weights[name]])
 
 
-def jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight=None, term_weights=None):
+def jol_terms_and_cells(
+    head_outputs, encoded, strides, image_size, plain_class_weight=None, term_weights=None, quality="gghl"
+):
     """GGHL JOL over all levels, with the per-cell maps it was summed from.
 
     Arguments as ``jol_loss``. Returns (terms, cells): terms as ``jol_loss``; cells the list
@@ -323,7 +345,13 @@ def jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_
                 f"jol.jol_loss: stride {stride}: head has {head_classes} classes, targets {target_classes}"
             )
         level_cells = per_cell_terms(
-            head_level, encoded_level, stride, image_size, plain_class_weight=plain_class_weight, with_obb=with_obb
+            head_level,
+            encoded_level,
+            stride,
+            image_size,
+            plain_class_weight=plain_class_weight,
+            with_obb=with_obb,
+            quality=quality,
         )
         cells.append(level_cells)
         level = reduce_level_terms(level_cells)
@@ -337,15 +365,16 @@ def _classes(tensor, box_channels):
     return None if channels is None else channels - box_channels
 
 
-def jol_loss(head_outputs, encoded, strides, image_size, plain_class_weight=None, term_weights=None):
+def jol_loss(head_outputs, encoded, strides, image_size, plain_class_weight=None, term_weights=None, quality="gghl"):
     """GGHL JOL over all levels.
 
     head_outputs: list of logits [B, H_l, W_l, 10 + nC]; encoded: list from
     ``assign.encode_targets``; strides: one int per level; image_size: S (int or tensor);
     plain_class_weight: see ``per_cell_terms`` (None: ``DEFAULT_PLAIN_CLASS_WEIGHT``);
     term_weights: {term: weight} replacing entries of ``TERM_WEIGHTS`` (e.g. {"obb": 4});
-    the ``obb`` term is computed only when its weight is nonzero (else it is 0).
+    the ``obb`` term is computed only when its weight is nonzero (else it is 0); quality:
+    "gghl" or "probiou" (see the module docstring).
     Returns dict of float32 scalars ``obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l, obb,
     total``.
     """
-    return jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight, term_weights)[0]
+    return jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight, term_weights, quality)[0]

@@ -13,7 +13,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from dked_tf.layers.head import HEADS
 from dked_tf.losses import assign as assign_lib
-from dked_tf.losses.jol import jol_loss, term_weights_of
+from dked_tf.losses.jol import check_quality, jol_loss, term_weights_of
 from dked_tf.models import backbones as backbones_lib
 from dked_tf.models import necks as necks_lib
 from dked_tf.ops.head_contract import (
@@ -50,6 +50,9 @@ class OrientedDetector(keras.Model):
         at which GGHL's level thresholds apply; None: 800, scaled by S/800).
       loss_weights: {JOL term: weight} replacing `jol.TERM_WEIGHTS` entries, e.g. {"obb": 4}
         (the probabilistic-IoU term of the decoded quadrilateral; absent: GGHL's weights).
+      quality: the JOL localisation quality, "gghl" or "probiou" (`jol` module docstring).
+      min_gaussian_sigma: floor (in cells) of the OLA Gaussian's sigma along both axes
+        (`assign.encode_targets`; 0 = GGHL).
     """
 
     def __init__(
@@ -71,6 +74,8 @@ class OrientedDetector(keras.Model):
         plain_class_weight=None,
         level_reference_size=None,
         loss_weights=None,
+        quality="gghl",
+        min_gaussian_sigma=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -97,6 +102,10 @@ class OrientedDetector(keras.Model):
         self.level_reference_size = None if level_reference_size is None else float(level_reference_size)
         self.loss_weights = {str(k): float(v) for k, v in (loss_weights or {}).items()}
         term_weights_of(self.loss_weights)  # unknown term names fail here
+        self.quality = check_quality(quality)
+        self.min_gaussian_sigma = float(min_gaussian_sigma)
+        if self.min_gaussian_sigma < 0:
+            raise ValueError(f"detector.py: min_gaussian_sigma must be >= 0 cells, got {min_gaussian_sigma}")
 
         self.backbone = BACKBONES[backbone](**self.backbone_kwargs)
         backbone_channels = [int(t.shape[-1]) for t in self.backbone.outputs]
@@ -263,6 +272,7 @@ class OrientedDetector(keras.Model):
             image_size,
             plain_class_weight=self.plain_class_weight,
             term_weights=self.loss_weights,
+            quality=self.quality,
         )
         for name, tracker in self.loss_trackers.items():
             if name in terms:
@@ -276,7 +286,12 @@ class OrientedDetector(keras.Model):
         """OLA targets of the pipeline `targets` for this detector (its classes, strides and
         `level_reference_size`): the `assign.encode_targets` levels [B, H_l, W_l, 16 + nC]."""
         return assign_lib.encode_targets(
-            targets, image_size, self.num_classes, strides=self.strides, level_reference_size=self.level_reference_size
+            targets,
+            image_size,
+            self.num_classes,
+            strides=self.strides,
+            level_reference_size=self.level_reference_size,
+            min_gaussian_sigma=self.min_gaussian_sigma,
         )
 
     def _input_size(self, images, head):
@@ -314,6 +329,8 @@ class OrientedDetector(keras.Model):
             "plain_class_weight": self.plain_class_weight,
             "level_reference_size": self.level_reference_size,
             "loss_weights": dict(self.loss_weights),
+            "quality": self.quality,
+            "min_gaussian_sigma": self.min_gaussian_sigma,
         }
 
     @property
