@@ -24,7 +24,6 @@ import tensorflow as tf
 
 from dked_tf.bench.report import time_call, write_report
 from dked_tf.distiller import Distiller
-from dked_tf.losses.jol import jol_loss
 from dked_tf.models.presets import build_model
 
 
@@ -52,7 +51,7 @@ def synthetic_batch(batch, size, num_classes, seed=0):
     return images, targets
 
 
-def make_student_step(model, optimizer, image_size):
+def make_student_step(model, optimizer):
     """tf.function training step of `model` alone on its JOL loss (what plain training does)."""
     variables = model.trainable_variables
     optimizer.build(variables)
@@ -61,16 +60,7 @@ def make_student_step(model, optimizer, image_size):
     def step(images, targets):
         with tf.GradientTape() as tape:
             outputs = model(images, training=True)
-            encoded = model.encode_targets(targets, image_size)
-            loss = jol_loss(
-                outputs["head"],
-                encoded,
-                model.strides,
-                image_size,
-                plain_class_weight=model.plain_class_weight,
-                term_weights=model.loss_weights,
-                quality=model.quality,
-            )["total"]
+            loss = model.compute_loss(x=images, y=targets, y_pred=outputs, training=True)
         optimizer.apply(tape.gradient(loss, variables), variables)
         return loss
 
@@ -89,7 +79,7 @@ def bench_pair(teacher_name, student_name, size, batch, num_classes, repeat, ver
     distiller.compile(optimizer=keras.optimizers.Adam(1e-4))
     distiller.optimizer.build(distiller.trainable_variables)
     distill_step = tf.function(lambda x, y: distiller.train_step((x, y)))
-    student_step = make_student_step(student, keras.optimizers.Adam(1e-4), size)
+    student_step = make_student_step(student, keras.optimizers.Adam(1e-4))
     teacher_forward = tf.function(lambda x: teacher(x, training=False)["head"])
 
     functions = {

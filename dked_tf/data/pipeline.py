@@ -180,22 +180,33 @@ def build_dataset(
     ds = ds.map(transform, num_parallel_calls=num_parallel_calls)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=num_parallel_calls)
     if training and augment.mosaic_prob > 0:
-        mosaic_seeds = tf.data.Dataset.random(seed=seed + 2, rerandomize_each_iteration=True).batch(2)
-
-        def mosaic(batch, batch_seed):
-            images, targets = batch
-            return mosaic_batch_tf(images, targets, batch_seed, augment.mosaic_prob, augment.min_visible)
-
-        ds = tf.data.Dataset.zip((ds, mosaic_seeds)).map(mosaic, num_parallel_calls=num_parallel_calls)
+        ds = _per_batch(
+            ds,
+            seed + 2,
+            lambda images, targets, batch_seed: mosaic_batch_tf(
+                images, targets, batch_seed, augment.mosaic_prob, augment.min_visible
+            ),
+            num_parallel_calls,
+        )
     if training and augment.mixup_prob > 0:
-        batch_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True).batch(2)
-
-        def mix(batch, batch_seed):
-            images, targets = batch
-            return mixup_batch_tf(images, targets, batch_seed, augment.mixup_prob, augment.mixup_alpha)
-
-        ds = tf.data.Dataset.zip((ds, batch_seeds)).map(mix, num_parallel_calls=num_parallel_calls)
+        ds = _per_batch(
+            ds,
+            seed + 1,
+            lambda images, targets, batch_seed: mixup_batch_tf(
+                images, targets, batch_seed, augment.mixup_prob, augment.mixup_alpha
+            ),
+            num_parallel_calls,
+        )
     return ds.prefetch(AUTOTUNE)
+
+
+def _per_batch(ds, seed, function, num_parallel_calls):
+    """Maps function(images, targets, batch_seed int64 [2]) -> (images, targets) over the
+    batches of `ds`, with a deterministic stream of batch seeds drawn from `seed`."""
+    batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((ds, batch_seeds)).map(
+        lambda batch, batch_seed: function(*batch, batch_seed), num_parallel_calls=num_parallel_calls
+    )
 
 
 def unletterbox_polygons(polygons, scale, offset):
