@@ -289,6 +289,30 @@ def test_prediction_box_imitation_matches_reference(rng):
     assert float(got["pred_loc"]) == pytest.approx(expected, rel=2e-3)
 
 
+def test_prediction_dense_objectness_matches_reference(rng):
+    encoded = _encoded_one_object()
+    student, teacher = _heads(rng), _heads(rng)
+    plain = PredictionDistillationLoss(lam=0.4, margin=0.05)
+    loss = PredictionDistillationLoss(lam=0.4, margin=0.05, dense_objectness=3.0)
+    base = plain.compute(_outputs(head=teacher), _outputs(head=student), encoded, STRIDES, 64)
+    got = loss.compute(_outputs(head=teacher), _outputs(head=student), encoded, STRIDES, 64)
+    background = positives = 0.0
+    for level in range(len(STRIDES)):
+        enc = np.asarray(encoded[level])[0]
+        positives += enc[..., 13].sum()
+        negative = (1.0 - enc[..., 13]) * enc[..., 14]
+        background += (negative * _np_soft_bce(teacher[level][0, ..., 9], student[level][0, ..., 9])).sum()
+    assert positives > 0 and background > 0
+    assert float(got["pred_loc"]) == pytest.approx(float(base["pred_loc"]), rel=1e-6)
+    assert float(got["pred_cls"]) == pytest.approx(float(base["pred_cls"]) + 3.0 * background / positives, rel=1e-4)
+    # the teacher's own objectness map costs nothing: the KL is 0 where the student matches it
+    matched = [t.copy() for t in teacher]
+    same = loss.compute(_outputs(head=teacher), _outputs(head=matched), encoded, STRIDES, 64)
+    assert abs(float(same["pred_cls"])) < 1e-5
+    with pytest.raises(ValueError, match="dense_objectness"):
+        PredictionDistillationLoss(dense_objectness=-1.0)
+
+
 def test_enabled_is_the_only_switch_and_weights_are_positive():
     classes = (FeatureCorrelationLoss, DirectionalResponseLoss, PredictionDistillationLoss)
     for cls in classes:
@@ -323,6 +347,7 @@ def test_config_round_trip():
         clone = keras.saving.deserialize_keras_object(config)
         assert type(clone) is type(loss)
         assert clone.get_config() == loss.get_config()
-    custom = PredictionDistillationLoss(weight=2.0, lam=0.25, margin=0.2, objectness=False)
+    custom = PredictionDistillationLoss(weight=2.0, lam=0.25, margin=0.2, objectness=False, dense_objectness=0.5)
     clone = PredictionDistillationLoss.from_config(custom.get_config())
     assert (clone.weight, clone.lam, clone.margin, clone.objectness) == (2.0, 0.25, 0.2, False)
+    assert clone.dense_objectness == 0.5

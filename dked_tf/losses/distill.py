@@ -274,6 +274,10 @@ class PredictionDistillationLoss(DistillationLoss):
       matches the ground truth (1 − H_T, H_T its distance to the target box). This passes the
       teacher's box geometry (gliding ratios included) to the student directly, not only as a
       bound on the student's regression loss.
+    - with `dense_objectness` ρ > 0, pred_cls also gets ρ · Σ_neg m · KL(σ(z_T,obj) ‖ σ(z_S,obj)) / N_img
+      over the negative cells (1 − positive mask, m the mixup weight): the teacher's objectness
+      where no target is, so its hard negatives (piers, quays) and its soft scores next to the
+      objects reach the student, which the positive-cell terms above never see.
 
     w = positive mask · mixup weight · area weight ω; N_img = max(1, positives of the image
     over all levels); averaged over the batch; both terms times `weight`.
@@ -281,9 +285,22 @@ class PredictionDistillationLoss(DistillationLoss):
 
     term_names = PREDICTION_TERMS
 
-    def __init__(self, weight=1.0, lam=0.5, margin=0.05, objectness=True, box_imitation=0.0, enabled=True, **kwargs):
+    def __init__(
+        self,
+        weight=1.0,
+        lam=0.5,
+        margin=0.05,
+        objectness=True,
+        box_imitation=0.0,
+        dense_objectness=0.0,
+        enabled=True,
+        **kwargs,
+    ):
         super().__init__(weight=weight, enabled=enabled, **kwargs)
         self.box_imitation = float(box_imitation)
+        self.dense_objectness = float(dense_objectness)
+        if self.dense_objectness < 0.0:
+            raise ValueError(f"distill.py: dense_objectness must be >= 0, got {dense_objectness}")
         if not 0.0 <= float(lam) <= 1.0:
             raise ValueError(f"distill.py: lam must be in [0, 1], got {lam}")
         self.lam = float(lam)
@@ -301,6 +318,7 @@ class PredictionDistillationLoss(DistillationLoss):
         loc = 0.0
         cls = 0.0
         imitation = 0.0
+        background = 0.0
         positives = 0.0
         for level, stride in enumerate(strides):
             enc = _f32(encoded[level])
@@ -325,11 +343,17 @@ class PredictionDistillationLoss(DistillationLoss):
             if self.objectness:
                 cell += _soft_bce(head_t[..., OBJECTNESS_CHANNEL], head_s[..., OBJECTNESS_CHANNEL])
             cls += tf.reduce_sum(weight * cell, axis=(1, 2))
+            if self.dense_objectness:
+                negative = (1.0 - positive) * enc[..., TARGET_MIXUP_CHANNEL]
+                dense = _soft_bce(head_t[..., OBJECTNESS_CHANNEL], head_s[..., OBJECTNESS_CHANNEL])
+                background += tf.reduce_sum(negative * dense, axis=(1, 2))
         normaliser = tf.maximum(positives, 1.0)
         pred_loc = self.lam * tf.reduce_mean(loc / normaliser)
         if self.box_imitation:
             pred_loc += self.box_imitation * tf.reduce_mean(imitation / normaliser)
         pred_cls = (1.0 - self.lam) * tf.reduce_mean(cls / normaliser)
+        if self.dense_objectness:
+            pred_cls += self.dense_objectness * tf.reduce_mean(background / normaliser)
         return {"pred_loc": self.weight * pred_loc, "pred_cls": self.weight * pred_cls}
 
     @staticmethod
@@ -348,7 +372,13 @@ class PredictionDistillationLoss(DistillationLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(lam=self.lam, margin=self.margin, objectness=self.objectness, box_imitation=self.box_imitation)
+        config.update(
+            lam=self.lam,
+            margin=self.margin,
+            objectness=self.objectness,
+            box_imitation=self.box_imitation,
+            dense_objectness=self.dense_objectness,
+        )
         return config
 
 
