@@ -3,11 +3,15 @@
 Each command module defines `DESCRIPTION`, `add_arguments(parser)` and `run(args) -> int`; the
 one-line help of each command is in `COMMANDS`.
 Modules are imported only when their command runs, so `dked-tf --help` needs no TensorFlow.
+A mistake of the user (`dked_tf.errors.USER_ERRORS`: a bad config value, annotation or input
+file, a missing or unreadable file) ends a command with one line on stderr and exit code 2.
 """
 
 import argparse
 import importlib
 import sys
+
+from dked_tf.errors import EXIT_USER_ERROR, USER_ERRORS, error_line
 
 COMMANDS = {
     "train": "train a detector (teacher or student) on HRSC2016, DOTA or the synthetic set",
@@ -54,7 +58,11 @@ def main(argv=None):
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
     module, command_parser = _command_parser(name)
     args = command_parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except USER_ERRORS as error:
+        print(f"dked-tf {name}: error: {error_line(error)}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ updated from a YAML/JSON file (a nested mapping with the same keys) and then fro
 `--set section.field=value` strings; values are parsed with YAML syntax and checked against the
 field's type, so `--set train.epochs=12`, `--set train.learning_rate=2e-4`,
 `--set data.augment=false`, `--set data.multiscale=[224,256,288]` all do what they say.
+`validate_config` checks the values once, where a config is resolved (counts >= 1, input sizes
+multiples of the largest stride, thresholds in [0, 1]); errors are ConfigError.
 The config actually used is written next to every run (`config.yaml` and `config.json`).
 """
 
@@ -21,7 +23,12 @@ import typing
 
 import yaml
 
+from dked_tf.files import write_text_atomic
+
 PRESETS = ("smoke", "quick", "default", "easy", "paper")
+# Network inputs are multiples of the largest stride of the models (OrientedDetector's strides
+# 8/16/32; the same number as dked_tf.experiment.data.STRIDE_MULTIPLE, tested equal).
+LARGEST_STRIDE = 32
 
 
 @dataclasses.dataclass
@@ -501,17 +508,15 @@ def load_config(path, base=None):
 
 
 def save_config(cfg, path):
-    """Write cfg to `path` as YAML or JSON (by extension). Returns the path."""
+    """Write cfg to `path` as YAML or JSON (by extension), atomically. Returns the path."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     data = to_dict(cfg)
-    with open(path, "w", encoding="utf-8") as handle:
-        if path.endswith(".json"):
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        else:
-            yaml.safe_dump(data, handle, sort_keys=False)
-    return path
+    if path.endswith(".json"):
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        text = yaml.safe_dump(data, sort_keys=False)
+    return write_text_atomic(path, text)
 
 
 def save_run_config(cfg, out_dir):
@@ -522,11 +527,118 @@ def save_run_config(cfg, out_dir):
 
 def resolve_config(preset="default", task="hrsc", config_file=None, overrides=()):
     """preset -> file -> overrides (`key=value` strings, applied in order: a face puts `--set`
-    and its flags' `flag_overrides` in the order its precedence needs)."""
+    and its flags' `flag_overrides` in the order its precedence needs), then `validate_config`."""
     cfg = preset_config(preset, task=task)
     if config_file:
         cfg = load_config(config_file, base=cfg)
-    return apply_overrides(cfg, overrides)
+    return validate_config(apply_overrides(cfg, overrides))
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _invalid(key, value, rule):
+    return ConfigError(f"{key}={value!r}: {rule}")
+
+
+def check_input_size(key, value, allow_zero=False):
+    """Raises ConfigError unless value is a positive multiple of LARGEST_STRIDE (or 0 with
+    allow_zero); the message names the key and the nearest valid sizes."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (value == 0 and not allow_zero):
+        raise _invalid(key, value, f"needs a positive multiple of {LARGEST_STRIDE} (the models' largest stride)")
+    if value % LARGEST_STRIDE:
+        below = value // LARGEST_STRIDE * LARGEST_STRIDE
+        nearest = " or ".join(str(v) for v in (below, below + LARGEST_STRIDE) if v > 0)
+        raise _invalid(key, value, f"needs a multiple of {LARGEST_STRIDE} (the models' largest stride), e.g. {nearest}")
+    return value
+
+
+def check_fraction(key, value):
+    """Raises ConfigError unless 0 <= value <= 1 (score and IoU thresholds, probabilities)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise _invalid(key, value, "needs a number in [0, 1]")
+    return value
+
+
+def check_at_least(key, value, minimum):
+    """Raises ConfigError unless value >= minimum (counts: epochs, batch size, ...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
+        raise _invalid(key, value, f"needs at least {minimum}")
+    return value
+
+
+def check_positive(key, value):
+    """Raises ConfigError unless value > 0 (learning rates, scales)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _invalid(key, value, "needs a number > 0")
+    return value
+
+
+def check_choice(key, value, choices):
+    if value not in choices:
+        raise _invalid(key, value, f"choose from {', '.join(map(str, choices))}")
+    return value
+
+
+def _validate_schedule(name, tc):
+    check_at_least(f"{name}.epochs", tc.epochs, 1)
+    check_choice(f"{name}.optimizer", tc.optimizer, ("adamw", "sgd"))
+    check_positive(f"{name}.learning_rate", tc.learning_rate)
+    check_at_least(f"{name}.min_learning_rate", tc.min_learning_rate, 0)
+    if tc.min_learning_rate > tc.learning_rate:
+        raise _invalid(f"{name}.min_learning_rate", tc.min_learning_rate, f"exceeds {name}.learning_rate")
+    check_at_least(f"{name}.warmup_epochs", tc.warmup_epochs, 0)
+    check_at_least(f"{name}.weight_decay", tc.weight_decay, 0)
+    check_fraction(f"{name}.momentum", tc.momentum)
+    check_at_least(f"{name}.clipnorm", tc.clipnorm, 0)
+    check_fraction(f"{name}.ema_momentum", tc.ema_momentum)
+    check_at_least(f"{name}.checkpoint_every", tc.checkpoint_every, 0)
+
+
+def validate_config(cfg):
+    """Checks the values of an ExperimentConfig once, where it is resolved: counts at least 1,
+    input sizes positive multiples of LARGEST_STRIDE, thresholds in [0, 1], learning rates > 0.
+    Raises ConfigError naming the key, the value and the rule; returns cfg."""
+    data = cfg.data
+    check_choice("data.format", data.format, ("hrsc", "dota"))
+    check_input_size("data.image_size", data.image_size)
+    check_input_size("data.test_image_size", data.test_image_size, allow_zero=True)
+    for size in data.multiscale:
+        check_input_size("data.multiscale", size)
+    scale = str(data.input_scale).strip().lower()
+    if scale not in ("fit", "auto"):
+        try:
+            number = float(scale)
+        except ValueError:
+            number = 0.0
+        if not number > 0:
+            raise _invalid("data.input_scale", data.input_scale, 'use "fit", "auto" or a number > 0')
+    check_at_least("data.batch_size", data.batch_size, 1)
+    check_at_least("data.multiscale_every", data.multiscale_every, 1)
+    check_at_least("data.max_objects", data.max_objects, 1)
+    check_at_least("data.synthetic_train_images", data.synthetic_train_images, 1)
+    check_at_least("data.synthetic_test_images", data.synthetic_test_images, 1)
+    check_at_least("data.synthetic_image_size", data.synthetic_image_size, 1)
+    check_at_least("data.patch_size", data.patch_size, 1)
+    check_at_least("data.patch_gap", data.patch_gap, 0)
+    if data.patch_gap >= data.patch_size:
+        raise _invalid("data.patch_gap", data.patch_gap, f"must be below data.patch_size ({data.patch_size})")
+    model = cfg.model
+    check_fraction("model.score_threshold", model.score_threshold)
+    check_fraction("model.iou_threshold", model.iou_threshold)
+    check_at_least("model.max_detections", model.max_detections, 1)
+    _validate_schedule("teacher_train", cfg.teacher_train)
+    _validate_schedule("train", cfg.train)
+    distill = cfg.distill
+    for key in ("correlation_scale", "response_scale", "prediction_scale", "student_loss_weight"):
+        check_at_least(f"distill.{key}", getattr(distill, key), 0)
+    check_fraction("distill.lam", distill.lam)
+    check_choice("export.quantize", cfg.export.quantize, ("none", "fp16", "int8"))
+    check_at_least("export.representative_images", cfg.export.representative_images, 1)
+    check_at_least("eval_batch_size", cfg.eval_batch_size, 1)
+    check_at_least("num_drawn_images", cfg.num_drawn_images, 0)
+    check_at_least("seed_jobs", cfg.seed_jobs, 1)
+    return cfg
 
 
 def _preset_name(text):

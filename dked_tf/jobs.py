@@ -13,7 +13,8 @@ Each job runs `function(*args)` in a fresh (spawned) process whose TensorFlow us
 `cores // parallel` intra-op and inter-op threads, and whose stdout and stderr go to its log
 file (appended). Log lines that start with a bracketed tag (`[student] epoch 3/12 ...`,
 `[02:10] ...`) are echoed as they appear, prefixed with the job's label. A job that fails
-stops the run with its exit code, log path and the end of its log.
+stops the run with its exit code, log path and the end of its log (a user's mistake, e.g. a bad
+file, is one line there, `dked_tf.errors`, instead of a traceback).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sys
 import time
 import traceback
 from typing import Callable
+
+from dked_tf.errors import EXIT_USER_ERROR, USER_ERRORS, error_line
 
 ECHOED = re.compile(r"^\[[^\]\s]+\] ")
 
@@ -72,6 +75,9 @@ def _child(function, args, threads, log_path):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         function(*args)
+    except USER_ERRORS as error:  # a bad file or value: its one line, as the CLI prints it
+        print(f"error: {error_line(error)}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()

@@ -5,6 +5,7 @@ import time
 import pytest
 
 from dked_tf import jobs
+from dked_tf.config import ConfigError
 
 
 # Job bodies run in spawned processes, which import them from this module by name.
@@ -101,3 +102,15 @@ def test_a_failing_job_names_itself_its_log_and_error_and_stops_the_others(tmp_p
 def test_a_job_without_a_log_path_is_rejected():
     with pytest.raises(ValueError, match="no log_path"):
         jobs.run_jobs([jobs.Job("x", _fail, ("never run",))], parallel=1)
+
+
+def _user_error_job(path):
+    raise ConfigError(f"{path}: something is wrong")
+
+
+def test_a_job_that_fails_on_a_user_error_logs_one_line(tmp_path):
+    log = str(tmp_path / "job.log")
+    with pytest.raises(jobs.JobError, match="exit code 2"):
+        jobs.run_jobs([jobs.Job("seed 0", _user_error_job, ("cfg.yaml",), log)], parallel=1, echo=lambda line: None)
+    text = open(log).read()
+    assert "error: cfg.yaml: something is wrong" in text and "Traceback" not in text

@@ -75,7 +75,9 @@ def run(args):
         },
     )
     require_saved_teacher(args.teacher)  # before the data is prepared
-    cfg, records = start_run(cfg, args)
+    cfg, records = start_run(
+        cfg, args, "student", teacher=args.teacher, architecture=args.student_arch, init_from=args.init_student
+    )
     result = train(
         cfg,
         "student",
@@ -84,7 +86,7 @@ def run(args):
         teacher=args.teacher,
         architecture=args.student_arch,
         init_from=args.init_student,
-        resume=not args.no_resume,
+        resume=not (args.no_resume or args.force),
         verbose=args.verbose,
     )
     finish_run(result, args, cfg)

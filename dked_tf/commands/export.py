@@ -10,6 +10,7 @@
 import os
 import sys
 
+from dked_tf.config import ConfigError, check_at_least, check_fraction, check_input_size
 from dked_tf.data.images import folder_batches_rgb
 from dked_tf.experiment.predict import load_trained_detector
 from dked_tf.export.onnx import export_onnx
@@ -96,17 +97,14 @@ def load_detector(args):
     """The model to export, from --weights or --model/--num-classes; a saved run folder also
     fills in --class-names and --image-size."""
     if bool(args.weights) == bool(args.model):
-        raise SystemExit("dked-tf export: give exactly one of --weights FILE.keras or --model PRESET --num-classes N")
+        raise ConfigError("give exactly one of --weights FILE.keras or --model PRESET --num-classes N")
     if args.model:
         if not args.num_classes:
-            raise SystemExit("dked-tf export: --model needs --num-classes")
+            raise ConfigError("--model needs --num-classes")
         return build_model(args.model, args.num_classes)
     if not os.path.exists(args.weights):
-        raise SystemExit(f"dked-tf export: {args.weights}: no such file")
-    try:
-        model, meta = load_trained_detector(args.weights)
-    except FileNotFoundError as error:
-        raise SystemExit(f"dked-tf export: {error}") from None
+        raise FileNotFoundError(f"{args.weights}: no such file or folder (--weights)")
+    model, meta = load_trained_detector(args.weights)
     if not args.class_names and meta.get("class_names"):
         args.class_names = ",".join(meta["class_names"])
     if not args.image_size and meta:
@@ -123,7 +121,22 @@ def _settings(args, model):
     )
 
 
+def check_arguments(args):
+    """Raises ConfigError for a value no export can use (the config's rules, `dked_tf.config`)."""
+    if args.image_size is not None:
+        check_input_size("--image-size", args.image_size)
+    for name in ("score_threshold", "iou_threshold"):
+        if getattr(args, name) is not None:
+            check_fraction(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.max_detections is not None:
+        check_at_least("--max-detections", args.max_detections, 1)
+    check_at_least("--num-representative", args.num_representative, 1)
+    if args.format == "tflite" and args.quantize == "int8" and not args.representative_data:
+        raise ConfigError("--quantize int8 needs --representative-data DIR (training images)")
+
+
 def run(args):
+    check_arguments(args)
     verbose = 0 if args.quiet else 1
     class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
 
@@ -141,7 +154,7 @@ def run(args):
         calibration = None
         if args.precision == "INT8":
             if not args.calibration_data:
-                raise SystemExit("dked-tf export: --precision INT8 needs --calibration-data DIR")
+                raise ConfigError("--precision INT8 needs --calibration-data DIR")
             calibration = list(folder_batches_rgb(args.calibration_data, args.num_representative))
         try:
             convert_tftrt(saved_model, args.out, args.precision, calibration, verbose=verbose)
@@ -160,8 +173,6 @@ def run(args):
             print(f"written SavedModel {args.out} (signatures serving_default, serving_image_bytes)")
         return 0
     if args.format == "tflite":
-        if args.quantize == "int8" and not args.representative_data:
-            raise SystemExit("dked-tf export: --quantize int8 needs --representative-data DIR (training images)")
         export_tflite(
             model,
             args.out,

@@ -2,10 +2,17 @@
 
 import os
 
-from dked_tf.config import add_config_arguments, flag_overrides, resolve_config, save_run_config
+from dked_tf.config import ConfigError, add_config_arguments, flag_overrides, resolve_config, save_run_config
 from dked_tf.experiment.data import prepare_records, resolve_input
 from dked_tf.experiment.evaluate import evaluate_map
-from dked_tf.experiment.train_lib import train
+from dked_tf.experiment.saving import (
+    METRICS_FILE,
+    MODEL_FILE,
+    WEIGHTS_FILE,
+    discard_saved_detector,
+    is_saved_detector,
+)
+from dked_tf.experiment.train_lib import check_resumable, default_backup_dir, run_record, train
 from dked_tf.files import write_json
 
 DESCRIPTION = (
@@ -13,7 +20,8 @@ DESCRIPTION = (
     "dked_tf.models.presets) on HRSC2016, DOTA (scenes split into patches) or the built-in synthetic "
     "set. Writes model.json + model.weights.h5 (usable by `dked-tf predict/export/distill`), "
     "config.yaml/json, history.json and, with --evaluate, metrics.json. Interrupted runs resume from "
-    "their last backup (every train.checkpoint_every epochs; 1 by default)."
+    "their last backup (every train.checkpoint_every epochs; 1 by default) when rerun with the same "
+    "config; a folder holding a finished model is refused unless --force."
 )
 
 
@@ -50,6 +58,12 @@ def add_common_arguments(parser, default_out):
         "--no-resume",
         action="store_true",
         help="start from scratch even if the output folder holds a backup of an interrupted run",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="train into an output folder that holds a finished model (it is replaced; without "
+        "--force such a folder is refused)",
     )
     run.add_argument(
         "--evaluate",
@@ -95,6 +109,21 @@ def config_from_args(args, schedule, extra_flags=None):
     )
 
 
+def protect_finished_run(args):
+    """Refuses (ConfigError) an output folder that holds a finished model unless --force; with
+    --force the finished model's files are removed before training starts."""
+    if not is_saved_detector(args.out):
+        return
+    if not args.force:
+        raise ConfigError(
+            f"{args.out} holds a finished model ({MODEL_FILE} + {WEIGHTS_FILE}): pass --force to train it "
+            "again (replacing it) or choose another --out"
+        )
+    if args.verbose:
+        print(f"--force: removing the finished model in {args.out}", flush=True)
+    discard_saved_detector(args.out)
+
+
 def finish_run(result, args, cfg):
     """End of a `train`/`distill` run: a summary line and, with --evaluate, test-split mAP
     written to metrics.json."""
@@ -103,18 +132,24 @@ def finish_run(result, args, cfg):
     if args.evaluate:
         test_records, _ = prepare_records(cfg, "test", verbose=args.verbose)
         metrics = evaluate_map(result.model, test_records, result.class_names, cfg, verbose=args.verbose)
-        write_json(os.path.join(args.out, "metrics.json"), metrics)
+        write_json(os.path.join(args.out, METRICS_FILE), metrics)
         if args.verbose:
             print(f"mAP(07) {100 * metrics['map07']:.2f}  mAP(12) {100 * metrics['map12']:.2f}")
 
 
-def start_run(cfg, args):
-    """The training records and the config with its input resolved (`resolve_input`: the
-    chosen input scale is printed), saved into the run folder: (cfg, (records, class_names))."""
+def start_run(cfg, args, role, teacher=None, architecture=None, init_from=None):
+    """Checks the output folder (a finished model needs --force; the backup of an interrupted
+    run resumes only when its config matches), then the training records and the config with
+    its input resolved (`resolve_input`: the chosen input scale is printed), saved into the run
+    folder: (cfg, (records, class_names))."""
+    protect_finished_run(args)
     records = prepare_records(cfg, "train", verbose=args.verbose)
     cfg, line = resolve_input(cfg, records[0])
     if args.verbose:
         print(line, flush=True)
+    if not (args.no_resume or args.force):
+        record = run_record(cfg, role, teacher=teacher, architecture=architecture, init_from=init_from)
+        check_resumable(default_backup_dir(args.out), record)
     os.makedirs(args.out, exist_ok=True)
     save_run_config(cfg, args.out)
     return cfg, records
@@ -122,14 +157,14 @@ def start_run(cfg, args):
 
 def run(args):
     schedule = "teacher_train" if args.role == "teacher" else "train"
-    cfg, records = start_run(config_from_args(args, schedule), args)
+    cfg, records = start_run(config_from_args(args, schedule), args, args.role, architecture=args.arch)
     result = train(
         cfg,
         args.role,
         out=args.out,
         records=records,
         architecture=args.arch,
-        resume=not args.no_resume,
+        resume=not (args.no_resume or args.force),
         verbose=args.verbose,
     )
     finish_run(result, args, cfg)

@@ -1,8 +1,9 @@
 """The paper's experiment as stages over one output folder: teacher → student → DKED student →
 evaluate → export → report. `recipes/*.py` are thin scripts over `run_recipe`.
 
-Stages (each resumable: finished models are found in checkpoints/ and skipped, an interrupted
-training continues from its last backup):
+Stages (each resumable: finished models are found in checkpoints/ and skipped when the config
+they were trained with (`trained_with` in their model.json) matches the current one, else
+retrained; an interrupted training continues from its last backup):
 
 1. teacher   the GGHL teacher (model.teacher, teacher_train schedule)
 2. student   the student alone, the baseline (model.student, train schedule), once per seed
@@ -18,6 +19,7 @@ report.md, pr_curves/, detections/, export/.
 import argparse
 import importlib.util
 import os
+import sys
 import time
 import zipfile
 
@@ -26,23 +28,33 @@ import numpy as np
 
 from dked_tf import visualize
 from dked_tf.config import (
+    ConfigError,
     add_set_argument,
     apply_overrides,
     flag_overrides,
     load_config,
     preset_config,
     save_run_config,
+    validate_config,
 )
 from dked_tf.data.dota import write_task1
+from dked_tf.errors import EXIT_USER_ERROR, USER_ERRORS, error_line
 from dked_tf.evaluation.diagnostics import localisation_diagnostics
 from dked_tf.experiment.data import describe_object_scale, load_records, prepare_records, resolve_input
 from dked_tf.experiment.evaluate import detect_scenes, evaluate_map, measure_latency_ms, score_detections
 from dked_tf.experiment.report import PAPER_DOTA, PAPER_HRSC, PAPER_SELF, render_report, seed_summary
 from dked_tf.experiment.saving import is_saved_detector, load_detector
-from dked_tf.experiment.train_lib import role_settings, train
+from dked_tf.experiment.train_lib import (
+    check_resumable,
+    record_differences,
+    role_settings,
+    run_record,
+    saved_record,
+    train,
+)
 from dked_tf.export.saved_model import export_saved_model
 from dked_tf.export.tflite import export_tflite, predict_tflite, representative_from_records
-from dked_tf.files import read_json, write_json, write_text_atomic
+from dked_tf.files import read_json, replacing, write_json, write_text_atomic
 from dked_tf.jobs import Job, run_jobs
 from dked_tf.models.presets import count_params, gflops
 
@@ -127,12 +139,35 @@ class Recipe:
         if not is_saved_detector(teacher_dir):
             raise SystemExit(f"the dked stage needs a trained teacher in {teacher_dir}: run the teacher stage")
 
-    def train_stage(self, key, seed):
-        """Train (or find) one of teacher / student / student_dked; returns its folder."""
+    def stage_record(self, key, seed):
+        """The run record (`train_lib.run_record`) the checkpoint of `key` (and seed) must have."""
+        role = "teacher" if key == "teacher" else "student"
+        teacher = self.checkpoint("teacher") if key == "student_dked" else None
+        return run_record(self.cfg, role, seed=None if role == "teacher" else seed, teacher=teacher)
+
+    def stale_differences(self, key, seed):
+        """None when `key` (and seed) has no checkpoint; else how its recorded config differs from
+        the current one ([] when it matches: the checkpoint can be used as it is)."""
         folder = self.checkpoint(key, None if key == "teacher" else seed)
-        if is_saved_detector(folder) and not self.force:
+        if not is_saved_detector(folder):
+            return None
+        return record_differences(saved_record(folder), self.stage_record(key, seed))
+
+    def is_current(self, key, seed):
+        """True when the checkpoint of `key` (and seed) exists and was trained with this config."""
+        return self.stale_differences(key, seed) == []
+
+    def train_stage(self, key, seed):
+        """Train (or find) one of teacher / student / student_dked; returns its folder. A
+        checkpoint trained with another config (model, input size, data, schedule, teacher) is
+        retrained, and so is the backup of an interrupted run of another config started over."""
+        folder = self.checkpoint(key, None if key == "teacher" else seed)
+        differences = self.stale_differences(key, seed)
+        if differences == [] and not self.force:
             self.log(f"{key}: found {folder}, skipping (use --force to retrain)")
             return folder
+        if differences and not self.force:
+            self.log(f"{key}: {folder} was trained with another config ({_listed(differences)}); retraining")
         teacher = None
         if key == "student_dked":
             self.require_teacher()
@@ -140,6 +175,14 @@ class Recipe:
         role = "teacher" if key == "teacher" else "student"
         architecture, _, schedule = role_settings(self.cfg, role)
         seed = schedule.seed if role == "teacher" else seed
+        backup_dir = os.path.join(self.out, "checkpoints", "backup", os.path.basename(folder))
+        resume = not self.force
+        if resume:
+            try:
+                check_resumable(backup_dir, self.stage_record(key, seed))
+            except ConfigError:
+                self.log(f"{key}: the backup in {backup_dir} is of another config; starting this training over")
+                resume = False
         train_records = self.records("train")[0]
         self.log(
             f"{key}: training {architecture} for {schedule.epochs} epochs at {self.cfg.data.image_size} px, "
@@ -153,8 +196,8 @@ class Recipe:
             teacher=teacher,
             records=self.records("train"),
             stage=key,
-            backup_dir=os.path.join(self.out, "checkpoints", "backup", os.path.basename(folder)),
-            resume=not self.force,
+            backup_dir=backup_dir,
+            resume=resume,
             verbose=self.verbose,
         )
         self.log(f"{key}: done in {result.outcome.train_seconds:.0f} s -> {folder}")
@@ -167,17 +210,13 @@ class Recipe:
         here with the seed in front."""
         if "student_dked" in keys:
             self.require_teacher()
-        done = {seed for seed in self.seeds if all(is_saved_detector(self.checkpoint(key, seed)) for key in keys)}
+        current = {(seed, key): self.is_current(key, seed) for seed in self.seeds for key in keys}
+        done = {seed for seed in self.seeds if all(current[seed, key] for key in keys)}
         for seed in sorted(done, key=self.seeds.index):
             if not self.force:
                 self.log(f"seed {seed}: found {', '.join(keys)} checkpoints, skipping (use --force to retrain)")
         order = sorted(keys, key=lambda key: key != "student_dked")
-        todo = [
-            (seed, key)
-            for key in order
-            for seed in self.seeds
-            if self.force or not is_saved_detector(self.checkpoint(key, seed))
-        ]
+        todo = [(seed, key) for key in order for seed in self.seeds if self.force or not current[seed, key]]
         if not todo:
             return
         self.records("train")  # a synthetic set is generated here once, not by every process
@@ -230,6 +269,9 @@ class Recipe:
             if not is_saved_detector(folder):
                 self.log(f"evaluate: {key} has no checkpoint in {folder}, skipped")
                 continue
+            differences = self.stale_differences(key, None if key == "teacher" else seed_of(seed, self.seeds))
+            if differences:
+                self.log(f"evaluate: warning: {folder} was trained with another config ({_listed(differences)})")
             model, meta = load_detector(folder)
             self.log(f"evaluate: {key}{'' if seed is None else f' (seed {seed})'}")
             metrics, evals, detections = self.evaluate_model(model)
@@ -473,12 +515,21 @@ class DotaRecipe(Recipe):
     def write_task1_zip(self, key, detections):
         paths = write_task1(detections, os.path.join(self.out, f"task1_{key}"), list(self.class_names))
         archive = os.path.join(self.out, f"task1_{key}.zip")
-        with zipfile.ZipFile(archive + ".tmp", "w", zipfile.ZIP_DEFLATED) as handle:
+        with replacing(archive) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as handle:
             for path in paths:
                 handle.write(path, arcname=os.path.basename(path))
-        os.replace(archive + ".tmp", archive)
         self.extra_results.setdefault("task1", {})[key] = archive
         self.log(f"evaluate: Task1 results of {key} -> {archive}")
+
+
+def seed_of(tag, seeds):
+    """The seed of an evaluated model: its tag, or the only seed when the tag is None."""
+    return seeds[0] if tag is None else tag
+
+
+def _listed(differences, limit=3):
+    """Up to `limit` record differences, for a log line."""
+    return "; ".join(differences[:limit]) + ("; ..." if len(differences) > limit else "")
 
 
 def train_seed_stages(recipe_class, cfg, out, seeds, seed, keys, force, origin):
@@ -604,7 +655,7 @@ def resolve_recipe_config(args, task="hrsc", name="hrsc_lodet", student_is_teach
     cfg = apply_overrides(cfg, flags + list(args.overrides))
     if student_is_teacher and not any(o.strip().startswith("model.student=") for o in args.overrides):
         cfg.model.student = cfg.model.teacher
-    return cfg
+    return validate_config(cfg)
 
 
 def run_recipe(
@@ -618,8 +669,13 @@ def run_recipe(
     student_is_teacher=False,
 ):
     """Parse a recipe script's command line and run its stages. Returns the exit code."""
-    args = build_parser(description, default_out).parse_args(argv)
+    parser = build_parser(description, default_out)
+    args = parser.parse_args(argv)
     stages = parse_stages(args.stages)
-    cfg = resolve_recipe_config(args, task=task, name=name, student_is_teacher=student_is_teacher)
-    seeds = args.seeds or ([args.seed] if args.seed is not None else None) or list(cfg.seeds) or [cfg.train.seed]
-    return recipe_class(cfg, args.out, seeds, verbose=args.verbose, force=args.force).run(stages)
+    try:
+        cfg = resolve_recipe_config(args, task=task, name=name, student_is_teacher=student_is_teacher)
+        seeds = args.seeds or ([args.seed] if args.seed is not None else None) or list(cfg.seeds) or [cfg.train.seed]
+        return recipe_class(cfg, args.out, seeds, verbose=args.verbose, force=args.force).run(stages)
+    except USER_ERRORS as error:
+        print(f"{parser.prog}: error: {error_line(error)}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR

@@ -6,28 +6,48 @@ through this module (TF Model Garden's `train_lib`):
     result = train(cfg, "teacher", out="runs/teacher")
     result = train(cfg, "student", seed=1, out="runs/dked", teacher="runs/teacher")   # DKED
 
-A run folder receives `model.json` + `model.weights.h5` (`experiment.saving`), `history.json`
-and, while training, `backup/` (resumable every train.checkpoint_every epochs) and `clock.json`
-(training seconds so far, summed over interrupted and resumed runs).
+A run folder receives `history.json` (every epoch, those before a resume too) and then
+`model.json` + `model.weights.h5` (`experiment.saving`; model.json records what the model was
+trained with, `run_record`) and, while training, `backup/` (resumable every
+train.checkpoint_every epochs; `callbacks.EpochBackup` keeps two, so a kill while one is written
+leaves the other) and `clock.json` (training seconds so far, summed over interrupted and resumed
+runs). The backup is removed once the model is saved. Every file is written atomically
+(`dked_tf.files`). An interrupted run resumes only with the config it was started with
+(`check_resumable`).
 """
 
+import contextlib
 import dataclasses
+import json
 import os
 import shutil
 
 import keras
 import numpy as np
 
+from dked_tf.config import ConfigError, to_dict
 from dked_tf.distiller import Distiller
-from dked_tf.experiment.callbacks import EpochBackup, RunProgress
+from dked_tf.experiment.callbacks import EpochBackup, RunProgress, backup_record
 from dked_tf.experiment.data import make_train_dataset, prepare_records, resolve_input, steps_in, tile_size_for
 from dked_tf.experiment.optimizer import make_optimizer, prebuild_optimizer
-from dked_tf.experiment.saving import HISTORY_FILE, is_saved_detector, load_detector, save_detector
-from dked_tf.files import read_json, write_json
+from dked_tf.experiment.saving import (
+    HISTORY_FILE,
+    MODEL_FILE,
+    RECORD_KEY,
+    is_saved_detector,
+    load_detector,
+    save_detector,
+)
+from dked_tf.files import CorruptFileError, read_json, write_json
 from dked_tf.losses import distill as distill_losses
 from dked_tf.models.presets import build_detector
 
 ROLES = ("teacher", "student")
+# A checkpoint folder (fit's checkpoint_dir) holds the backups in this subfolder and the clock.
+BACKUP_SUBDIR = "backup"
+CLOCK_FILE = "clock.json"
+# Record sections compared key by key (`record_differences`).
+RECORD_SECTIONS = ("data", "schedule", "distill", "teacher")
 
 
 def set_seed(seed):
@@ -74,32 +94,44 @@ def fit(
     steps_per_epoch=None,
     validation_data=None,
     checkpoint_every=1,
+    record=None,
+    keep_backup=False,
 ):
     """`model.fit` (model compiled) with one progress line per epoch, resumable backups in
-    `checkpoint_dir/backup` every `checkpoint_every` epochs (0: none) and the wall time spent
-    training in `checkpoint_dir/clock.json`. verbose: 0 silent, 1 Keras progress bar, 2 one
-    Keras line per epoch (for log files). Raises FloatingPointError when a loss ends non-finite.
+    `checkpoint_dir/backup` every `checkpoint_every` epochs (0: none; `EpochBackup`: two kept,
+    a corrupt one falls back to the one before) and the wall time spent training in
+    `checkpoint_dir/clock.json`. verbose: 0 silent, 1 Keras progress bar, 2 one Keras line per
+    epoch (for log files). record: what the run is configured with, saved in every backup
+    (`run_record`). keep_backup: leave the backups when fit ends (the caller removes them with
+    `remove_backup` once the model is saved). The outcome's history holds every epoch of the
+    run, those before a resume too. Raises FloatingPointError when a loss ends non-finite.
     """
     callbacks = list(callbacks)
     previous_seconds = 0.0
     clock_path = None
+    backup = None
     if checkpoint_dir:
-        backup_dir = os.path.join(checkpoint_dir, "backup")
-        clock_path = os.path.join(checkpoint_dir, "clock.json")
+        backup_dir = os.path.join(checkpoint_dir, BACKUP_SUBDIR)
+        clock_path = os.path.join(checkpoint_dir, CLOCK_FILE)
         if not resume:
-            shutil.rmtree(backup_dir, ignore_errors=True)
-            if os.path.exists(clock_path):
-                os.remove(clock_path)
+            remove_backup(checkpoint_dir)
         elif os.path.exists(clock_path) and os.path.isdir(backup_dir):
             try:
                 previous_seconds = float(read_json(clock_path).get("train_seconds", 0.0))
-            except ValueError:  # an unreadable clock loses the time of earlier parts, not the run
+            except (CorruptFileError, AttributeError, TypeError, ValueError):
+                # an unreadable clock loses the time of earlier parts, not the run
                 print(f"[{stage}] {clock_path} is unreadable: training time counted from this resume", flush=True)
-            if verbose:
-                print(f"[{stage}] resuming from the backup in {backup_dir}", flush=True)
         os.makedirs(checkpoint_dir, exist_ok=True)
         if checkpoint_every > 0:
-            callbacks.append(EpochBackup(backup_dir, every=checkpoint_every))
+            backup = EpochBackup(
+                backup_dir,
+                every=checkpoint_every,
+                record=record,
+                delete_at_end=not keep_backup,
+                stage=stage,
+                verbose=verbose,
+            )
+            callbacks.append(backup)
     progress = RunProgress(stage, epochs, verbose=verbose, clock_path=clock_path, previous_seconds=previous_seconds)
     callbacks.append(progress)
     prebuild_optimizer(model)
@@ -113,11 +145,129 @@ def fit(
         steps_per_epoch=steps_per_epoch,
         validation_data=validation_data,
     )
-    logs = {k: [float(x) for x in v] for k, v in history.history.items()}
+    if backup is not None:
+        logs = {key: list(values) for key, values in backup.history.items()}
+    else:
+        logs = {k: [float(x) for x in v] for k, v in history.history.items()}
     for key, values in logs.items():
         if values and not np.isfinite(values[-1]):
             raise FloatingPointError(f"[{stage}] training diverged: {key} = {values[-1]} at the last epoch")
     return TrainOutcome(history=logs, train_seconds=float(progress.seconds), epochs=int(epochs))
+
+
+def remove_backup(checkpoint_dir):
+    """Removes the backups and the clock `fit` keeps in checkpoint_dir (and the folder when
+    nothing else is in it)."""
+    shutil.rmtree(os.path.join(checkpoint_dir, BACKUP_SUBDIR), ignore_errors=True)
+    clock_path = os.path.join(checkpoint_dir, CLOCK_FILE)
+    if os.path.exists(clock_path):
+        os.remove(clock_path)
+    with contextlib.suppress(OSError):
+        os.rmdir(checkpoint_dir)
+
+
+# ----------------------------------------------------------------------------- what a run is
+
+
+def _record_teacher(teacher):
+    """The teacher's part of a run record: its own record (from its model.json) for a saved
+    teacher, the architecture and size facts for one saved without a record."""
+    if not isinstance(teacher, (str, os.PathLike)):
+        return {"model": getattr(teacher, "name", type(teacher).__name__)}
+    meta = read_json(os.path.join(teacher, MODEL_FILE), default={})
+    return meta.get(RECORD_KEY) or legacy_record(meta)
+
+
+def run_record(cfg, role, seed=None, teacher=None, architecture=None, init_from=None):
+    """What determines the model a run of `train(cfg, role, seed, teacher=..., ...)` trains: the
+    architecture and its overrides, the data (without the cache folder and the test input
+    size), the schedule (without the backup interval) and, with a teacher, the distillation
+    settings and the teacher's own record. Saved in every backup and in model.json
+    (`trained_with`); a backup or a finished model is reused only when its record matches
+    (`record_differences`)."""
+    default_arch, overrides, schedule = role_settings(cfg, role)
+    if seed is not None:
+        schedule = dataclasses.replace(schedule, seed=int(seed))
+    data = to_dict(cfg.data)
+    for key in ("cache_dir", "test_image_size"):
+        data.pop(key, None)
+    if data.get("root"):
+        data["root"] = os.path.abspath(os.path.expanduser(data["root"]))
+        data = {key: value for key, value in data.items() if not key.startswith("synthetic_")}
+    schedule = to_dict(schedule)
+    schedule.pop("checkpoint_every", None)
+    record = {
+        "architecture": architecture or default_arch,
+        "overrides": json.loads(json.dumps(overrides or {})),
+        "data": data,
+        "schedule": schedule,
+    }
+    if teacher is not None:
+        record["distill"] = to_dict(cfg.distill)
+        record["teacher"] = _record_teacher(teacher)
+    if init_from:
+        record["init_from"] = os.path.abspath(init_from)
+    return record
+
+
+def legacy_record(meta):
+    """The record of a model.json written without one (earlier versions): the architecture, its
+    overrides and the training input size are all it says."""
+    if not meta:
+        return {}
+    return {
+        "architecture": meta.get("architecture"),
+        "overrides": meta.get("overrides", {}),
+        "data": {"image_size": meta.get("train_image_size", meta.get("image_size"))},
+    }
+
+
+def saved_record(run_dir):
+    """The record of the saved detector in run_dir (`legacy_record` for one written without)."""
+    meta = read_json(os.path.join(run_dir, MODEL_FILE), default={})
+    return meta.get(RECORD_KEY) or legacy_record(meta)
+
+
+def record_differences(recorded, current, prefix=""):
+    """The differences between two run records, as `key: recorded -> current` strings. Only
+    keys both records have are compared (a record of an earlier version lacks the newer
+    settings); the sections (data, schedule, distill, teacher) are compared key by key, other
+    values (architecture, overrides) as a whole."""
+    differences = []
+    for key in recorded:
+        if key not in current:
+            continue
+        old, new = recorded[key], current[key]
+        if key in RECORD_SECTIONS and isinstance(old, dict) and isinstance(new, dict):
+            differences += record_differences(old, new, prefix=f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}: {_short(old)} -> {_short(new)}")
+    return differences
+
+
+def _short(value, limit=60):
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def default_backup_dir(out):
+    """Where a run saved to `out` keeps its resumable backup."""
+    return os.path.join(out, "backup")
+
+
+def check_resumable(backup_dir, record):
+    """Raises ConfigError when backup_dir holds the backup of an interrupted run configured
+    otherwise than `record` (resuming it would mix two runs)."""
+    recorded = backup_record(os.path.join(backup_dir, BACKUP_SUBDIR))
+    if recorded is None or record is None:
+        return
+    differences = record_differences(recorded, record)
+    if differences:
+        raise ConfigError(
+            f"{backup_dir} holds an interrupted run of another config ({'; '.join(differences[:3])}"
+            f"{'; ...' if len(differences) > 3 else ''}): rerun with its settings to resume it, or with "
+            "--no-resume to start over"
+        )
 
 
 def make_distillation_losses(distill_cfg):
@@ -210,7 +360,10 @@ def train(
         if verbose:
             print(line, flush=True)
     if backup_dir is None and out:
-        backup_dir = os.path.join(out, "backup")
+        backup_dir = default_backup_dir(out)
+    record = run_record(cfg, role, seed=seed, teacher=teacher, architecture=architecture, init_from=init_from)
+    if backup_dir and resume:
+        check_resumable(backup_dir, record)
     set_seed(schedule.seed)
     dataset = make_train_dataset(train_records, cfg.data, seed=schedule.seed)
     steps = steps_in(dataset) or max(1, len(train_records) // cfg.data.batch_size)
@@ -219,7 +372,7 @@ def train(
     else:
         model = build_detector(architecture, len(class_names), cfg.data.image_size, **overrides)
     optimizer = make_optimizer(schedule, steps)
-    meta = {"role": role, "seed": schedule.seed, "epochs": schedule.epochs}
+    meta = {"role": role, "seed": schedule.seed, "epochs": schedule.epochs, RECORD_KEY: record}
     if teacher is not None:
         if isinstance(teacher, (str, os.PathLike)):
             meta["teacher"] = os.path.abspath(teacher)
@@ -247,8 +400,16 @@ def train(
         resume=resume,
         verbose=verbose,
         checkpoint_every=schedule.checkpoint_every,
+        record=record,
+        keep_backup=bool(out),
     )
     if out:
+        # history first, model.json (what marks a finished run) last, the backup removed after
+        os.makedirs(out, exist_ok=True)
+        write_json(
+            os.path.join(out, HISTORY_FILE),
+            {"history": outcome.history, "train_seconds": outcome.train_seconds, "epochs": outcome.epochs},
+        )
         save_detector(
             model,
             out,
@@ -262,9 +423,8 @@ def train(
             train_seconds=outcome.train_seconds,
             **meta,
         )
-        write_json(
-            os.path.join(out, HISTORY_FILE), {"history": outcome.history, "train_seconds": outcome.train_seconds}
-        )
+        if backup_dir:
+            remove_backup(backup_dir)
     return TrainResult(
         model=model,
         outcome=outcome,
