@@ -27,7 +27,7 @@ from dked_tf.files import write_text_atomic
 
 PRESETS = ("smoke", "quick", "default", "easy", "paper")
 # Network inputs are multiples of the largest stride of the models (OrientedDetector's strides
-# 8/16/32; the same number as dked_tf.experiment.data.STRIDE_MULTIPLE, tested equal).
+# 8/16/32; tested equal to the models' largest stride).
 LARGEST_STRIDE = 32
 
 

@@ -27,7 +27,6 @@ SMALL_OBJECT_PX = 16.0
 # data.input_scale = "auto" scales the images so that the median object is about this long at
 # the input (never above native resolution, never below the whole image fitting the input).
 AUTO_OBJECT_PX = 40.0
-STRIDE_MULTIPLE = 32
 
 # DOTA split folders, in the order they are looked for
 DOTA_TRAIN_SPLITS = ("train", "trainval")
@@ -134,7 +133,7 @@ def tile_size_for(cfg):
     return int(cfg.data.patch_size) if cfg.data.format == "dota" else 0
 
 
-def _round_up(value, multiple=STRIDE_MULTIPLE):
+def _round_up(value, multiple=LARGEST_STRIDE):
     return int(np.ceil(value / multiple)) * multiple
 
 
