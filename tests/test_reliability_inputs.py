@@ -292,11 +292,11 @@ def test_evaluate_names_non_utf8_bytes_with_and_without_strict(folders, capsys):
 
 def test_evaluate_short_ground_truth_lines_are_errors_with_strict(folders, capsys):
     with open(folders / "labelTxt" / "P0001.txt", "a") as handle:
-        handle.write("30 30 40 30 40 40 plane\n")  # 7 fields: the devkit skips it silently
+        handle.write("30 30 40 30 40 40 plane\n2:5 1 plane\n")  # 7 and 3 fields: the devkit skips them
     assert evaluate(folders) == 2
     assert "P0001.txt:4: 7 fields, expected" in capsys.readouterr().err
     assert evaluate(folders, "--no-strict") == 0
-    assert "1 bad ground-truth lines" in capsys.readouterr().out
+    assert "2 bad ground-truth lines" in capsys.readouterr().out
 
 
 def test_evaluate_reports_degenerate_ground_truth(folders, capsys):

@@ -241,7 +241,7 @@ def parse_dota_label(path, class_names=None, *, devkit=False, problems=None):
     header, numbers, rows = {}, [], []
     for number, line in enumerate(lines, start=1):
         tokens = line.split()
-        if tokens and len(tokens) < 9 and ":" in tokens[0]:
+        if tokens and len(tokens) < 9 and tokens[0].partition(":")[0].isidentifier() and ":" in tokens[0]:
             key, _, value = line.strip().partition(":")
             header[key.strip()] = value.strip()
             continue
