@@ -145,11 +145,16 @@ def test_task1_round_trip(tmp_path, rng):
 
 
 def test_devkit_rules_of_the_evaluator(tmp_path):
-    """devkit=True (dked-tf evaluate's ground truth): short lines skipped, any class name and any
-    integer difficult flag read, float64; the dataset rules reject the same lines."""
+    """devkit=True (dked-tf evaluate's ground truth): any class name and any integer difficult
+    flag read, float64; a short line (which the devkit skips silently) is named, or skipped and
+    counted with a non-strict Problems; the dataset rules reject the same lines."""
     path = tmp_path / "P0001.txt"
     path.write_text("imagesource:GoogleEarth\ngsd:0.5\n1 2 3\n0.1 0 10 0 10 10 0 10 zebra 5\n1 1 2 1 2 2 1 2 plane\n")
-    parsed = parse_dota_label(path, devkit=True)
+    with pytest.raises(AnnotationError, match=r"P0001\.txt:3: 3 fields, expected"):
+        parse_dota_label(path, devkit=True)
+    problems = Problems(strict=False)
+    parsed = parse_dota_label(path, devkit=True, problems=problems)
+    assert problems.counts == {"bad ground-truth lines": 1} and parsed["lines"].tolist() == [4, 5]
     assert parsed["names"] == ["zebra", "plane"] and parsed["polygons"].dtype == np.float64
     assert parsed["polygons"][0, 0] == 0.1 and parsed["difficult_value"].tolist() == [5, 0]
     assert parsed["classes"].tolist() == [-1, -1] and parsed["header"] == {"imagesource": "GoogleEarth", "gsd": "0.5"}

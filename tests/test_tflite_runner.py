@@ -50,6 +50,12 @@ def _shapely_iou(a, b):
     return pa.intersection(pb).area / union if union > 0 else 0.0
 
 
+def test_runner_uses_the_package_geometry_and_image_files(detect):
+    # one implementation: the runner loads the package's own files by path (no TensorFlow)
+    assert os.path.samefile(detect.geometry.__file__, os.path.join(REPO, "dked_tf", "ops", "iou.py"))
+    assert os.path.samefile(detect.images.__file__, os.path.join(REPO, "dked_tf", "data", "images.py"))
+
+
 def test_intersection_area_matches_shapely(detect, rng):
     a = np.concatenate([_rectangles(rng, 300), _orc_quads(rng, 300)])
     b = np.concatenate([_rectangles(rng, 300), _orc_quads(rng, 300)])
@@ -59,7 +65,7 @@ def test_intersection_area_matches_shapely(detect, rng):
     corners = a[60:80].reshape(-1, 4, 2)
     centres = corners.mean(1, keepdims=True)
     b[60:80] = ((corners - centres) * 0.5 + centres).reshape(-1, 8)  # contained
-    got = detect.convex_intersection_area(a.reshape(-1, 4, 2), b.reshape(-1, 4, 2))
+    got = detect.geometry.quad_intersection_area(a, b)
     expected = [
         shapely.Polygon(x.reshape(4, 2)).intersection(shapely.Polygon(y.reshape(4, 2))).area for x, y in zip(a, b)
     ]

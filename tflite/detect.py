@@ -1,17 +1,28 @@
 """Run an exported dked_tf .tflite detector on images, on the device.
 
 Needs only a LiteRT interpreter (`ai-edge-litert`, or the older `tflite-runtime`), numpy and
-OpenCV: no TensorFlow, no dked_tf. The .tflite holds the network and the per-cell decode;
-this file does the rest: letterbox, invoke, class-aware rotated NMS in numpy, mapping back to
-the original image's pixels, drawing, and DOTA Task1 result files.
+OpenCV: no TensorFlow, no installed dked_tf. The .tflite holds the network and the per-cell
+decode; this file does the rest: letterbox, invoke, class-aware rotated NMS in numpy, mapping
+back to the original image's pixels, drawing, and DOTA Task1 result files.
 
     python tflite/detect.py --model student.tflite --source images/ --out results/
 
 The sidecar `student.json` written next to the .tflite by `dked-tf export --format tflite`
 gives the input size, class names, thresholds and output names.
+
+Two files of the package, which import only numpy and OpenCV, are loaded by path, so the device
+runs the package's own code: `dked_tf/ops/iou.py` (the exact polygon IoU) and
+`dked_tf/data/images.py` (reading and checking image files, unique image ids). From a checkout
+they are found at `../dked_tf/`; on a device, copy them next to this file (`iou.py`,
+`images.py`).
+
+An image that cannot be read is skipped with a warning naming it; the others are processed and
+every Task1 file is written (atomically: a temporary file, then renamed). Images whose file names
+repeat (`a/x.png`, `b/x.png`) get their relative paths as ids (`a/x`, `b/x`).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -20,15 +31,53 @@ import time
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LETTERBOX_PAD_VALUE = 0.5
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_package_file(relative, module_name):
+    """Loads `dked_tf/<relative>` by path (a copy next to this file first, then the checkout's
+    `../dked_tf/<relative>`) without importing the dked_tf package (nor TensorFlow)."""
+    candidates = [os.path.join(HERE, os.path.basename(relative)), os.path.join(HERE, "..", "dked_tf", relative)]
+    for path in candidates:
+        if os.path.isfile(path):
+            spec = importlib.util.spec_from_file_location(module_name, os.path.normpath(path))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise ImportError(
+        f"tflite/detect.py needs dked_tf/{relative} (numpy and OpenCV only): copy it next to detect.py "
+        f"({candidates[0]})"
+    )
+
+
+geometry = load_package_file("ops/iou.py", "dked_tf_device_iou")
+images = load_package_file("data/images.py", "dked_tf_device_images")
+IMAGE_EXTENSIONS = images.IMAGE_EXTENSIONS
+read_image_rgb = images.read_image_rgb
 
 
 # ----------------------------------------------------------------------------- interpreter
 
 
+def check_model_file(model_path):
+    """Raises FileNotFoundError / ValueError naming `model_path` when it is missing or not a
+    TFLite model (a FlatBuffer with the `TFL3` identifier at bytes 4..8)."""
+    model_path = str(model_path)
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"{model_path}: no such .tflite model file")
+    with open(model_path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != b"TFL3":
+        raise ValueError(
+            f"{model_path}: not a TFLite model (no TFL3 FlatBuffer identifier); export one with "
+            "`dked-tf export --format tflite`"
+        )
+
+
 def make_interpreter(model_path, num_threads=2):
     """A LiteRT interpreter for `model_path` (ai-edge-litert first, then tflite-runtime)."""
+    check_model_file(model_path)
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -39,8 +88,11 @@ def make_interpreter(model_path, num_threads=2):
                 "tflite/detect.py needs a LiteRT interpreter: pip install ai-edge-litert "
                 "(or tflite-runtime on older devices)"
             ) from error
-    interpreter = Interpreter(model_path=str(model_path), num_threads=int(num_threads))
-    interpreter.allocate_tensors()
+    try:
+        interpreter = Interpreter(model_path=str(model_path), num_threads=int(num_threads))
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise ValueError(f"{model_path}: the LiteRT interpreter cannot load it: {error}") from None
     return interpreter
 
 
@@ -52,8 +104,11 @@ def read_sidecar(model_path, sidecar_path=None):
             f"{sidecar_path}: sidecar json not found; it is written by `dked-tf export "
             "--format tflite` next to the .tflite (pass --sidecar to give another path)"
         )
-    with open(sidecar_path) as f:
-        return json.load(f)
+    try:
+        with open(sidecar_path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{sidecar_path}: not a sidecar json ({error})") from None
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -85,81 +140,18 @@ def letterbox(image_rgb, size):
     return canvas, scale, offset
 
 
-def convex_intersection_area(first, second):
-    """Intersection areas of convex quadrilateral pairs, vectorized.
-
-    first, second: float [M, 4, 2] (any vertex orientation). Returns float64 [M].
-    The intersection polygon's vertices are the vertices of each quad inside the other plus
-    the edge crossings; sorted by angle around their mean, their shoelace area is the answer.
-    """
-    a = _orient_positive(np.asarray(first, np.float64))
-    b = _orient_positive(np.asarray(second, np.float64))
-    if len(a) == 0:
-        return np.zeros(0, np.float64)
-    eps = 1e-9
-    a_inside_b = _inside_convex(a, b, eps)
-    b_inside_a = _inside_convex(b, a, eps)
-    p, r = a[:, :, None, :], (np.roll(a, -1, axis=1) - a)[:, :, None, :]  # edges of a: [M,4,1,2]
-    q, s = b[:, None, :, :], (np.roll(b, -1, axis=1) - b)[:, None, :, :]  # edges of b: [M,1,4,2]
-    denominator = _cross(r, s)
-    safe = np.where(np.abs(denominator) < eps, 1.0, denominator)
-    t = _cross(q - p, s) / safe
-    u = _cross(q - p, r) / safe
-    crossing_valid = (np.abs(denominator) >= eps) & (t >= -eps) & (t <= 1 + eps) & (u >= -eps) & (u <= 1 + eps)
-    crossings = (p + t[..., None] * r).reshape(len(a), 16, 2)
-    points = np.concatenate([a, b, crossings], axis=1)  # [M, 24, 2]
-    valid = np.concatenate([a_inside_b, b_inside_a, crossing_valid.reshape(len(a), 16)], axis=1)
-    count = valid.sum(1)
-    centre = (points * valid[..., None]).sum(1) / np.maximum(count, 1)[:, None]
-    angles = np.arctan2(points[..., 1] - centre[:, None, 1], points[..., 0] - centre[:, None, 0])
-    order = np.argsort(np.where(valid, angles, np.inf), axis=1)
-    points = np.take_along_axis(points, order[..., None], axis=1)
-    valid = np.take_along_axis(valid, order, axis=1)
-    points = np.where(valid[..., None], points, points[:, :1])  # padding repeats the first point
-    area = 0.5 * np.abs(np.sum(_cross(points, np.roll(points, -1, axis=1)), axis=1))
-    return np.where(count >= 3, area, 0.0)
-
-
-def _cross(u, v):
-    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
-
-
 def _signed_area(quads):
-    return 0.5 * np.sum(_cross(quads, np.roll(quads, -1, axis=-2)), axis=-1)
-
-
-def _orient_positive(quads):
-    flip = _signed_area(quads) < 0
-    return np.where(flip[:, None, None], quads[:, ::-1], quads)
-
-
-def _inside_convex(points, polygons, eps):
-    """points [M, 4, 2] inside (or on) positively oriented convex polygons [M, 4, 2] -> bool [M, 4]."""
-    edges = np.roll(polygons, -1, axis=1) - polygons  # [M, 4, 2]
-    relative = points[:, :, None, :] - polygons[:, None, :, :]  # [M, 4 points, 4 edges, 2]
-    return np.all(_cross(edges[:, None], relative) >= -eps * (1 + np.abs(relative).sum(-1)), axis=2)
+    x, y = quads[..., 0], quads[..., 1]
+    return 0.5 * np.sum(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y, axis=-1)
 
 
 def polygon_iou_one_to_many(polygon, others):
-    """IoU of one convex polygon float [8] with convex polygons float [M, 8] -> float64 [M].
-
-    Pairs whose axis-aligned boxes do not overlap are 0 without clipping. Degenerate
-    (zero-area) polygons give IoU 0.
-    """
-    polygon = np.asarray(polygon, np.float64).reshape(4, 2)
-    others = np.asarray(others, np.float64).reshape(-1, 4, 2)
-    ious = np.zeros(len(others), np.float64)
-    low, high = polygon.min(0), polygon.max(0)
-    touching = np.all((others.min(1) < high) & (others.max(1) > low), axis=1)
-    area = abs(_signed_area(polygon))
-    areas = np.abs(_signed_area(others))
-    index = np.flatnonzero(touching & (areas > 0))
-    if area <= 0 or len(index) == 0:
-        return ious
-    inter = convex_intersection_area(np.broadcast_to(polygon, (len(index), 4, 2)), others[index])
-    union = area + areas[index] - inter
-    ious[index] = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-    return ious
+    """IoU of one quadrilateral float [8] with quadrilaterals float [M, 8] -> float64 [M]: the
+    package's exact IoU (`dked_tf.ops.iou.poly_iou_pairwise`; any simple quadrilateral, zero-area
+    and self-intersecting ones give 0)."""
+    polygon = np.asarray(polygon, np.float64).reshape(1, 8)
+    others = np.asarray(others, np.float64).reshape(-1, 8)
+    return geometry.poly_iou_pairwise(np.broadcast_to(polygon, others.shape), others)
 
 
 def rotated_nms(polygons, scores, iou_threshold, max_output=None):
@@ -167,8 +159,8 @@ def rotated_nms(polygons, scores, iou_threshold, max_output=None):
 
     polygons: float [N, 8] pixels; scores: float [N]. Returns int64 [K] kept indices in
     descending score order. All pairs are screened at once with a cheap bound (IoU <=
-    min(HBB overlap, areas) / union); a kept box is clipped exactly (vectorized) only against
-    the not yet suppressed boxes that pass the bound.
+    min(HBB overlap, areas) / union); the IoU of a kept box (`polygon_iou_one_to_many`) is computed
+    only with the not yet suppressed boxes that pass the bound.
     """
     polygons = np.asarray(polygons, np.float64).reshape(-1, 8)
     scores = np.asarray(scores, np.float64).reshape(-1)
@@ -191,9 +183,8 @@ def rotated_nms(polygons, scores, iou_threshold, max_output=None):
             break
         later = np.flatnonzero(possible[rank, rank + 1 :] & ~suppressed[rank + 1 :]) + rank + 1
         if len(later):
-            inter = convex_intersection_area(np.broadcast_to(boxes[rank], (len(later), 4, 2)), boxes[later])
-            union = areas[rank] + areas[later] - inter
-            suppressed[later[inter > iou_threshold * union]] = True
+            iou = polygon_iou_one_to_many(boxes[rank], boxes[later].reshape(-1, 8))
+            suppressed[later[iou > iou_threshold]] = True
     return np.asarray(keep, np.int64)
 
 
@@ -250,6 +241,7 @@ class TFLiteDetector:
         max_detections=None,
         pre_nms_top_k=None,
     ):
+        check_model_file(model_path)  # before the sidecar: a wrong --model is named as such
         self.sidecar = sidecar if isinstance(sidecar, dict) else read_sidecar(model_path, sidecar)
         self.interpreter = make_interpreter(model_path, num_threads)
         self.image_size = int(self.sidecar["image_size"])
@@ -344,20 +336,8 @@ class TFLiteDetector:
 
 
 def list_images(source):
-    """A file, or the images of a folder (sorted)."""
-    if os.path.isdir(source):
-        names = sorted(n for n in os.listdir(source) if n.lower().endswith(IMAGE_EXTENSIONS))
-        return [os.path.join(source, n) for n in names]
-    if not os.path.exists(source):
-        raise FileNotFoundError(f"{source}: no such image or folder")
-    return [source]
-
-
-def read_image_rgb(path):
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: OpenCV cannot read this image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """A file, or the images of a folder (sorted by name)."""
+    return images.list_images([source])
 
 
 def draw_detections(image_rgb, detections, class_names=None, color=(0, 255, 0), thickness=2):
@@ -372,8 +352,23 @@ def draw_detections(image_rgb, detections, class_names=None, color=(0, 255, 0), 
     return canvas
 
 
+def write_text_atomic(path, text):
+    """Writes `text` to `path` through a temporary file in the same folder and os.replace: a crash
+    leaves the old file or the new one, never half of one."""
+    temporary = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
 def write_task1(results, out_dir, class_names):
-    """DOTA Task1 files `Task1_<class>.txt`: `image_id score x1 y1 ... x4 y4` per line.
+    """DOTA Task1 files `Task1_<class>.txt`: `image_id score x1 y1 ... x4 y4` per line, each
+    written atomically.
 
     results: list of (image_id, detections dict). Returns the paths written.
     """
@@ -386,27 +381,40 @@ def write_task1(results, out_dir, class_names):
             lines.setdefault(name, []).append(f"{image_id} {score:.4f} {coords}\n")
     paths = []
     for name, rows in lines.items():
-        path = os.path.join(out_dir, f"Task1_{name}.txt")
-        with open(path, "w") as f:
-            f.writelines(rows)
-        paths.append(path)
+        paths.append(write_text_atomic(os.path.join(out_dir, f"Task1_{name}.txt"), "".join(rows)))
     return paths
 
 
-def run_on_images(detector, sources, out_dir=None, draw=True, verbose=1):
-    """Detects on every image of `sources` (file or folder). Writes Task1 files (and PNGs if
-    `draw`) into out_dir. Returns list of (image_id, detections)."""
+def run_on_images(detector, sources, out_dir=None, draw=True, verbose=1, skipped=None):
+    """Detects on every image of `sources` (a file or folder, or a list of image paths). Writes
+    Task1 files (and PNGs if `draw`) into out_dir. An image that cannot be read is skipped with a
+    warning naming it (and appended to the list `skipped` when given); the Task1 files hold the
+    others. Image ids: file names without extension, relative paths where those repeat
+    (`images.unique_image_ids`). Returns list of (image_id, detections)."""
     paths = list_images(sources) if isinstance(sources, str) else list(sources)
+    ids, renamed = images.unique_image_ids(paths)
+    if renamed:
+        print(
+            f"note: {len(renamed)} images share a file name with another; their ids are relative paths: "
+            + ", ".join(list(renamed.values())[:5]),
+            file=sys.stderr,
+        )
     results = []
-    for number, path in enumerate(paths, 1):
-        image = read_image_rgb(path)
+    for number, (path, image_id) in enumerate(zip(paths, ids), 1):
+        try:
+            image = read_image_rgb(path)
+        except ValueError as error:
+            print(f"warning: skipped an image that cannot be read: {error}", file=sys.stderr)
+            if skipped is not None:
+                skipped.append(path)
+            continue
         detections = detector.detect(image)
-        image_id = os.path.splitext(os.path.basename(path))[0]
         results.append((image_id, detections))
         if out_dir and draw:
-            os.makedirs(out_dir, exist_ok=True)
+            drawn_path = os.path.join(out_dir, f"{image_id}.png")
+            os.makedirs(os.path.dirname(drawn_path), exist_ok=True)
             drawn = draw_detections(image, detections, detector.class_names)
-            cv2.imwrite(os.path.join(out_dir, f"{image_id}.png"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+            cv2.imwrite(drawn_path, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         if verbose:
             stages = " ".join(f"{k[:-2]}={v * 1000:.1f}ms" for k, v in detector.timings.items())
             print(f"[{number}/{len(paths)}] {image_id}: {len(detections['scores'])} objects ({stages})")
@@ -432,18 +440,29 @@ def build_parser():
 
 
 def main(argv=None):
+    """The command line; a bad model, sidecar or source is one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
-    detector = TFLiteDetector(
-        args.model,
-        args.sidecar,
-        num_threads=args.threads,
-        score_threshold=args.score_threshold,
-        iou_threshold=args.iou_threshold,
-        max_detections=args.max_detections,
-    )
-    results = run_on_images(detector, args.source, args.out, draw=not args.no_draw, verbose=0 if args.quiet else 1)
+    skipped = []
+    try:
+        detector = TFLiteDetector(
+            args.model,
+            args.sidecar,
+            num_threads=args.threads,
+            score_threshold=args.score_threshold,
+            iou_threshold=args.iou_threshold,
+            max_detections=args.max_detections,
+        )
+        results = run_on_images(
+            detector, args.source, args.out, draw=not args.no_draw, verbose=0 if args.quiet else 1, skipped=skipped
+        )
+    except (OSError, ValueError, ImportError) as error:
+        print(f"detect.py: error: {error}", file=sys.stderr)
+        return 2
     total = sum(len(d["scores"]) for _, d in results)
-    print(f"{len(results)} images, {total} detections, written to {args.out}")
+    print(
+        f"{len(results)} images, {total} detections, written to {args.out}"
+        + (f"; {len(skipped)} unreadable images skipped" if skipped else "")
+    )
     if os.environ.get("DKED_TFLITE_CHECK_NO_TF"):
         # Used by the tests: report whether TensorFlow got imported along the way.
         print(f"tensorflow_imported={'tensorflow' in sys.modules}")

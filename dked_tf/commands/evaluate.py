@@ -8,12 +8,13 @@ truth with the DOTA devkit's semantics (see dked_tf.evaluation.metrics).
 """
 
 import argparse
-import json
 import os
 import sys
 
-from dked_tf.data.records import InputError
+from dked_tf.config import ConfigError
+from dked_tf.data.records import AnnotationError
 from dked_tf.evaluation.folders import evaluate_folders, write_plots
+from dked_tf.files import write_json
 
 DESCRIPTION = (
     "Score DOTA Task1 result files (Task1_<class>.txt: `imgname score x1 y1 ... x4 y4`) against "
@@ -21,6 +22,33 @@ DESCRIPTION = (
     "IoU > 0.5, greedy by descending score, difficult objects ignored, VOC07 11-point or VOC12 "
     "area AP, mAP over the class list). Prints a per-class table."
 )
+
+
+def iou_threshold(text):
+    """argparse type of --iou-threshold: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1]: an IoU threshold is a fraction of overlap")
+    return value
+
+
+def check_writable(path):
+    """Raises ConfigError (one line, before any work) when the JSON output `path` cannot be
+    written: it is a folder, or its folder cannot be created or written into."""
+    if os.path.isdir(path):
+        raise ConfigError(f"--json {path}: is a folder, not a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    probe = os.path.join(folder, f".dked_tf_write_check_{os.getpid()}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise ConfigError(f"--json {path}: cannot write there ({error.strerror or error})") from None
 
 
 def add_arguments(parser):
@@ -49,7 +77,11 @@ def add_arguments(parser):
         help="dota1.0, dota1.5, dota2.0 or a comma-separated list (default: dota1.0 for DOTA, ship for HRSC2016)",
     )
     parser.add_argument(
-        "--json", metavar="OUT", default=None, help='write {"mAP", "metric", "per_class", "num_gt", "num_det"} as JSON'
+        "--json",
+        metavar="OUT",
+        default=None,
+        help='write {"mAP", "metric", "per_class", "num_gt", "num_det"} as JSON '
+        "(checked writable before the evaluation starts)",
     )
     parser.add_argument(
         "--plots",
@@ -69,7 +101,7 @@ def add_arguments(parser):
         help="stop at the first bad input (file and line named); --no-strict skips "
         "bad lines/files and reports how many",
     )
-    parser.add_argument("--iou-threshold", type=float, default=0.5, help="IoU threshold of a match")
+    parser.add_argument("--iou-threshold", type=iou_threshold, default=0.5, help="IoU threshold of a match, in (0, 1]")
     parser.add_argument(
         "--comparison", choices=(">", ">="), default=">", help="match when IoU > threshold (the devkit) or >="
     )
@@ -84,7 +116,11 @@ def add_arguments(parser):
 
 
 def run(args):
+    """Evaluates and prints the table. Bad input (a file and line named) -> one line on stderr and
+    exit code 2 (AnnotationError, ConfigError, OSError)."""
     try:
+        if args.json:
+            check_writable(args.json)
         result, context = evaluate_folders(
             args.format,
             args.gt_dir,
@@ -97,7 +133,7 @@ def run(args):
             comparison=args.comparison,
             difficult=args.difficult,
         )
-    except (InputError, OSError) as error:
+    except (AnnotationError, ConfigError, OSError) as error:
         print(f"dked-tf evaluate: error: {error}", file=sys.stderr)
         return 2
     except ValueError as error:  # from the evaluator: names the class / image / row
@@ -115,14 +151,22 @@ def run(args):
     summary = context["problems"].summary()
     if summary:
         print(summary)
+    degenerate = context["degenerate_gt"]
+    if degenerate["counts"]:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in degenerate["counts"].items())
+        print(
+            f"note: {sum(degenerate['counts'].values())} ground-truth polygons are no region ({kinds}; first: "
+            f"{degenerate['first']}); kept as the DOTA devkit keeps them: positives that no detection can match"
+        )
     print(result.format_table())
     if args.json:
         payload = result.to_dict()
         payload = {key: payload[key] for key in ("mAP", "metric", "per_class", "num_gt", "num_det")}
-        folder = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(folder, exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(payload, f, indent=2)
+        try:
+            write_json(args.json, payload)
+        except OSError as error:  # the results are printed above; say what was not written
+            print(f"dked-tf evaluate: error: could not write {args.json}: {error}", file=sys.stderr)
+            return 2
         print(f"written {args.json}")
     if args.plots:
         written = write_plots(

@@ -6,6 +6,10 @@ letterboxed to the model input, detections are mapped back to the image and merg
 with class-aware rotated (polygon) NMS. Writes DOTA Task1 files (`Task1_<class>.txt`:
 `image_id score x1 y1 ... x4 y4`, original pixels) and, unless --no-draw, the images with their
 detections drawn.
+
+An unreadable image is skipped with a warning naming it (the others are processed, every Task1
+file is written); inputs whose file names repeat get their relative paths as image ids; bad
+options (an overlap not smaller than the tile size) raise ConfigError before the model loads.
 """
 
 import os
@@ -13,7 +17,7 @@ import sys
 import time
 
 from dked_tf.data.images import list_images
-from dked_tf.experiment.predict import predict_images
+from dked_tf.experiment.predict import check_tiling, predict_images
 from dked_tf.experiment.saving import load_detector
 
 DESCRIPTION = (
@@ -60,7 +64,8 @@ def add_arguments(parser):
         default=None,
         metavar="PX",
         help="overlap of neighbouring tiles in pixels (default: a quarter of the tile size); "
-        "make it larger than the largest object so every object is whole in some tile",
+        "make it larger than the largest object so every object is whole in some tile, and "
+        "smaller than the tile size",
     )
     parser.add_argument(
         "--score-threshold",
@@ -81,14 +86,19 @@ def add_arguments(parser):
 
 
 def run(args):
-    model, meta = load_detector(args.model)
-    class_names = list(meta["class_names"])
-    image_size = int(meta["image_size"])
-    tile_size = args.tile_size if args.tile_size is not None else int(meta.get("tile_size", 0) or 0)
+    """Runs the detector over the inputs. Raises ConfigError for bad options (before the model
+    loads); unreadable images are skipped with a warning. Returns 0, or 1 when no image was read."""
+    check_tiling(args.tile_size, args.overlap)
     paths = list_images(args.inputs)
     if not paths:
         print("dked-tf predict: no images to process", file=sys.stderr)
         return 1
+    model, meta = load_detector(args.model)
+    class_names = list(meta["class_names"])
+    image_size = int(meta["image_size"])
+    tile_size = args.tile_size if args.tile_size is not None else int(meta.get("tile_size", 0) or 0)
+    check_tiling(tile_size, args.overlap)
+    skipped = []
     start = time.perf_counter()
     total = predict_images(
         model,
@@ -104,12 +114,18 @@ def run(args):
         batch_size=args.batch_size,
         draw=not args.no_draw,
         verbose=args.verbose,
+        skipped=skipped,
     )
     if args.verbose:
         seconds = time.perf_counter() - start
         draw_dir = os.path.join(args.out, "images")
         print(
-            f"{total} detections in {len(paths)} images ({seconds:.1f} s); Task1 files in {args.out}"
+            f"{total} detections in {len(paths) - len(skipped)} images ({seconds:.1f} s); Task1 files in {args.out}"
             + ("" if args.no_draw else f", drawn images in {draw_dir}")
         )
-    return 0
+    if skipped:
+        print(
+            f"dked-tf predict: skipped {len(skipped)} of {len(paths)} images that cannot be read (named above)",
+            file=sys.stderr,
+        )
+    return 1 if len(skipped) == len(paths) else 0

@@ -11,10 +11,14 @@ Two readings of a labelTxt file (`parse_dota_label`):
   lines with a wrong number of fields, non-numeric or non-finite coordinates, unknown classes or
   a bad difficult flag are errors that name the file and line (or, with strict=False, warnings;
   the record is skipped and counted);
-- devkit rules (`devkit=True`, `dked-tf evaluate`'s ground truth): like the DOTA devkit, lines
-  with fewer than 9 fields (headers) are skipped, any class name and any integer difficult flag
-  are read; more than 10 fields or a bad number are errors that name the file and line. With a
-  `Problems` object (records.py) bad lines are reported to it and skipped (`--no-strict`).
+- devkit rules (`devkit=True`, `dked-tf evaluate`'s ground truth): like the DOTA devkit, any
+  class name and any integer difficult flag are read; unlike it (it skips them silently), lines
+  with another number of fields than 9 or 10 (other than `key:value` headers) and bad numbers
+  are errors that name the file and line. With a `Problems` object (records.py) bad lines are
+  reported to it, skipped and counted (`--no-strict`).
+
+In both, bytes that are not UTF-8 are an error naming the file and line (with a `Problems`
+object: the line is reported and skipped).
 
 Task1 result files: `Task1_<class>.txt`, lines `image_id score x1 y1 ... x4 y4`
 (`write_task1`, `read_task1`; one file in columns: `read_task1_file`).
@@ -28,16 +32,19 @@ import warnings
 import cv2
 import numpy as np
 
-from dked_tf.data.images import IMAGE_EXTENSIONS
+from dked_tf.data.images import IMAGE_EXTENSIONS, Image
 from dked_tf.data.records import (
     AnnotationError,
     DatasetInfo,
     ImageRecord,
     InputError,
+    PolygonReport,
     SkipLog,
     check_image_file,
+    read_text_lines,
     report_problem,
 )
+from dked_tf.files import write_text_atomic
 
 DOTA_CLASSES = {
     "dota1.0": (
@@ -145,6 +152,12 @@ def _image_size(path, check_images):
         check_image_file(path)
     if os.path.isfile(path):
         size = image_size_from_header(path)
+        if size is None and Image is not None:  # e.g. TIFF: Pillow reads the size lazily
+            try:
+                with Image.open(path) as image:
+                    size = image.size
+            except Exception:  # Pillow raises many kinds; OpenCV below decides
+                size = None
         if size is None:
             image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
             if image is None:
@@ -221,22 +234,18 @@ def parse_dota_label(path, class_names=None, *, devkit=False, problems=None):
         records.Problems gets every bad line ("bad ground-truth lines") and it is skipped.
     Returns dict(polygons float64 [N, 8] pixels, names list[str] [N], classes int32 [N] (index
     into class_names, -1 if not there), difficult_value [N] (int8 0/1/2; devkit rules: int64),
-    header dict of the `key:value` lines).
+    header dict of the `key:value` lines, lines int64 [N] (the line number of each object)).
     """
     index = {name: i for i, name in enumerate(class_names or ())}
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise AnnotationError(path, f"not a text file ({e})") from e
+    lines = read_text_lines(path, problems, "bad ground-truth lines")
     header, numbers, rows = {}, [], []
     for number, line in enumerate(lines, start=1):
         tokens = line.split()
-        if len(tokens) == 1 and ":" in tokens[0]:
-            key, _, value = tokens[0].partition(":")
+        if tokens and len(tokens) < 9 and tokens[0].partition(":")[0].isidentifier() and ":" in tokens[0]:
+            key, _, value = line.strip().partition(":")
             header[key.strip()] = value.strip()
             continue
-        if not tokens or (devkit and len(tokens) < 9):
+        if not tokens:
             continue
         numbers.append(number)
         rows.append(tokens)
@@ -246,14 +255,15 @@ def parse_dota_label(path, class_names=None, *, devkit=False, problems=None):
         if coords is not None and np.isfinite(coords).all() and (devkit or all(t[8] in index for t in rows)):
             flags = _difficult_values(rows, devkit)
     if flags is None:  # a bad line somewhere: find and report it line by line
-        keep = []
+        keep, kept_numbers = [], []
         for number, tokens in zip(numbers, rows):
             message = _label_line_problem(tokens, lines[number - 1], index, class_names or (), devkit)
             if message is None:
                 keep.append(tokens)
+                kept_numbers.append(number)
             else:
                 report_problem(problems, "bad ground-truth lines", path, message, number)
-        rows = keep
+        rows, numbers = keep, kept_numbers
         coords = _parse_float_rows([t[:8] for t in rows], 8)
         flags = _difficult_values(rows, devkit)
     names = [t[8] for t in rows]
@@ -263,6 +273,7 @@ def parse_dota_label(path, class_names=None, *, devkit=False, problems=None):
         "classes": np.asarray([index.get(name, -1) for name in names], np.int32),
         "difficult_value": np.asarray(flags, np.int64 if devkit else np.int8).reshape(-1),
         "header": header,
+        "lines": np.asarray(numbers, np.int64),
     }
 
 
@@ -298,8 +309,12 @@ def read_dota(label_dir, image_dir=None, classes=None, strict=True, check_images
     image_dir: default `<label_dir>/../images`.
     classes: "dota1.0" | "dota1.5" | "dota2.0" | list of names | None (a `classes.txt` next to
         `labelTxt`/one level up, else dota1.0).
-    check_images: True (image exists, valid header; size read from the header), "decode",
-        False (missing images allowed: width = height = 0 then).
+    check_images: True (image exists, valid and whole: `records.check_image_file`; size read from
+        the header), "decode" (also a full decode), False (missing images allowed: width =
+        height = 0 then).
+    Objects whose polygon is no usable object (`records.polygon_problems`: zero area,
+    self-intersecting, outside the image) are kept and reported in one warning (count, kinds,
+    first file:line) and in `info.bad_polygons`; the training pipeline drops them.
     Returns (list[ImageRecord] sorted by id, DatasetInfo).
     """
     label_dir, image_dir, root = _find_dirs(label_dir, image_dir)
@@ -312,6 +327,7 @@ def read_dota(label_dir, image_dir=None, classes=None, strict=True, check_images
                 break
     names = resolve_classes(classes)
     log = SkipLog("read_dota", strict=strict, verbose=verbose)
+    report = PolygonReport()
     records = []
     files = sorted(f for f in os.listdir(label_dir) if f.endswith(".txt"))
     for file_name in files:
@@ -323,6 +339,7 @@ def read_dota(label_dir, image_dir=None, classes=None, strict=True, check_images
             width, height = _image_size(image_path, check_images)
             extra = {"format": "dota", "difficult_value": parsed["difficult_value"]}
             extra.update({k: v for k, v in parsed["header"].items()})
+            extra.update(line=parsed["lines"], annotation=os.path.abspath(path))
             records.append(
                 ImageRecord(
                     image_path=image_path,
@@ -337,8 +354,12 @@ def read_dota(label_dir, image_dir=None, classes=None, strict=True, check_images
             )
         except AnnotationError as error:
             log.fail(error)
+            continue
+        report.add(records[-1])
     log.summary(len(records))
-    return records, DatasetInfo(class_names=names, format="dota", root=root, num_skipped=log.count)
+    info = DatasetInfo(class_names=names, format="dota", root=root, num_skipped=log.count)
+    report.warn("read_dota", info)
+    return records, info
 
 
 # --------------------------------------------------------------------------- writer
@@ -379,7 +400,8 @@ def write_dota_label(record, path, class_names, header=True):
 def write_task1(detections, out_dir, class_names=None, prefix=TASK1_PREFIX):
     """Writes DOTA Task1 result files, one per class: `<prefix><class>.txt`, lines
     `image_id score x1 y1 ... x4 y4` (scores at full precision, avoiding the ties of 2-decimal
-    rounding; coordinates as float32 shortest text).
+    rounding; coordinates as float32 shortest text). Each file is written atomically (a
+    temporary file, then renamed): a crash leaves the old file or the new one.
 
     detections: dict class name -> list of (image_id, score, poly [8]).
     class_names: when given, every class gets a file (empty if no detection).
@@ -390,18 +412,21 @@ def write_task1(detections, out_dir, class_names=None, prefix=TASK1_PREFIX):
     unknown = set(detections) - set(names)
     if unknown:
         raise ValueError(f"detections for classes {sorted(unknown)} not in class_names")
-    paths = []
+    texts = {}
     for name in names:
-        path = os.path.join(out_dir, f"{prefix}{name}.txt")
-        with open(path, "w") as f:
-            for image_id, score, poly in detections.get(name, []):
-                poly = np.asarray(poly, np.float64).reshape(8)
-                if not (np.all(np.isfinite(poly)) and np.isfinite(score)):
-                    raise ValueError(f"{name}: non-finite detection for image {image_id}")
-                coords = " ".join(format_number(v) for v in poly)
-                f.write(f"{image_id} {float(score)!r} {coords}\n")
-        paths.append(path)
-    return paths
+        rows = []
+        for image_id, score, poly in detections.get(name, []):
+            poly = np.asarray(poly, np.float64).reshape(8)
+            if not (np.all(np.isfinite(poly)) and np.isfinite(score)):
+                raise ValueError(f"{name}: non-finite detection for image {image_id}")
+            if not str(image_id) or len(str(image_id).split()) != 1:
+                raise ValueError(f"{name}: image id {image_id!r} is empty or has whitespace (a field separator)")
+            coords = " ".join(format_number(v) for v in poly)
+            rows.append(f"{image_id} {float(score)!r} {coords}\n")
+        texts[os.path.join(out_dir, f"{prefix}{name}.txt")] = "".join(rows)
+    for path, text in texts.items():  # every line checked before the first file is replaced
+        write_text_atomic(path, text)
+    return list(texts)
 
 
 def _read_task1_fast(text, image_ids):
@@ -455,13 +480,13 @@ def read_task1_file(path, image_ids=None, problems=None, devkit=False):
     problems: None raises AnnotationError (`file:line: ...`) at the first bad line; a
         records.Problems gets every bad line (in line order) and it is skipped.
     devkit: word the messages as `dked-tf evaluate` does (`9 fields, expected 10 ...`).
+    A line of bytes that are not UTF-8 is a bad line too (named, or skipped with `problems`).
     """
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    lines = read_text_lines(path, problems, "bad detection lines")
+    text = "\n".join(lines)
     fast = _read_task1_fast(text, image_ids)
     if fast is not None:
         return fast
-    lines = text.splitlines()
     found = []  # (line number, kind, message), reported in line order at the end
     numbers, rows = [], []
     for number, line in enumerate(lines, 1):

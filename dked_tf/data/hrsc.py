@@ -23,9 +23,11 @@ from dked_tf.data.records import (
     AnnotationError,
     DatasetInfo,
     ImageRecord,
+    PolygonReport,
     SkipLog,
     check_image_file,
     decode_check_image,
+    read_imageset,
 )
 from dked_tf.ops.obb import mbox_to_poly, poly_to_rbox, rbox_to_mbox
 
@@ -98,7 +100,7 @@ HRSC_CLASS_NAMES_31 = (
     "Invincible-class",
 )
 SHIP_CLASS_ID = "100000001"
-IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
 def class_names_for(class_mode):
@@ -240,14 +242,9 @@ def _find_layout(root, imageset):
 
 
 def _read_ids(path):
-    ids = []
-    with open(path) as f:
-        for line in f:
-            token = line.strip()
-            if token:
-                strip = token.lower().endswith((".xml",) + IMAGE_EXTENSIONS)
-                ids.append(os.path.splitext(token)[0] if strip else token)
-    return ids
+    """Ids of an ImageSets file (`.xml` or image extensions dropped); a repeated id raises
+    AnnotationError naming the file and line."""
+    return read_imageset(path, strip_extensions=(".xml",) + IMAGE_EXTENSIONS)
 
 
 def _find_image(image_dir, xml_dir, file_name, file_fmt, image_id):
@@ -294,6 +291,7 @@ def read_hrsc_xml(xml_path, image_dir=None, class_mode="ship", check_images=True
         raise AnnotationError(xml_path, f"image size {width}x{height} is not positive", root.find("Img_SizeWidth").line)
 
     mboxes, hbbs, headers, class_ids, object_ids, difficult, truncated, classes = [], [], [], [], [], [], [], []
+    lines = []
     objects_node = root.find("HRSC_Objects")
     for obj in objects_node.findall("HRSC_Object") if objects_node is not None else []:
         mbox = [_field(xml_path, obj, t) for t in ("mbox_cx", "mbox_cy", "mbox_w", "mbox_h", "mbox_ang")]
@@ -317,6 +315,7 @@ def read_hrsc_xml(xml_path, image_dir=None, class_mode="ship", check_images=True
         object_ids.append(_field(xml_path, obj, "Object_ID", str, default=str(len(object_ids))))
         difficult.append(bool(_field(xml_path, obj, "difficult", int, default=0)))
         truncated.append(bool(_field(xml_path, obj, "truncated", int, default=0)))
+        lines.append(obj.line)
 
     mbox_array = np.asarray(mboxes, np.float64).reshape(-1, 5)
     image_path = _find_image(image_dir, xml_dir, file_name, file_fmt, image_id)
@@ -340,6 +339,8 @@ def read_hrsc_xml(xml_path, image_dir=None, class_mode="ship", check_images=True
             "class_id": np.asarray(class_ids, dtype=object),
             "object_id": np.asarray(object_ids, dtype=object),
             "truncated": np.asarray(truncated, bool),
+            "line": np.asarray(lines, np.int64),
+            "annotation": os.path.abspath(xml_path),
             "file_name": file_name,
             "file_fmt": file_fmt,
             "depth": depth,
@@ -356,12 +357,18 @@ def read_hrsc(root, imageset=None, class_mode="ship", strict=True, check_images=
     class_mode: "ship" (one class, the standard L1 task) or "31".
     strict: raise AnnotationError (naming file and line) on bad input; with False, warn, skip the
         record, and print a summary of skipped records at the end.
-    check_images: True (file exists, valid header), "decode" (full decode + size), False.
+    check_images: True (file exists, valid and whole: `records.check_image_file`), "decode" (also
+        a full decode + size), False.
+    Objects whose polygon is no usable object (`records.polygon_problems`: zero area, outside the
+    image) are kept and reported in one warning (count, kinds, first file:line) and in
+    `info.bad_polygons`; the training pipeline drops them. A repeated id in the ImageSets file
+    raises AnnotationError naming the file and line.
     Returns: (list[ImageRecord], DatasetInfo); records sorted by image id.
     """
     class_mode = "31" if str(class_mode) == "31" else class_mode
     names = class_names_for(class_mode)
     log = SkipLog("read_hrsc", strict=strict, verbose=verbose)
+    report = PolygonReport()
     records = []
     for ann_dir, image_dir, ids_path in _find_layout(root, imageset):
         if not os.path.isdir(ann_dir):
@@ -380,9 +387,12 @@ def read_hrsc(root, imageset=None, class_mode="ship", strict=True, check_images=
                 records.append(read_hrsc_xml(xml_path, image_dir, class_mode, check_images))
             except AnnotationError as error:
                 log.fail(error)
+                continue
+            report.add(records[-1])
     log.summary(len(records))
     records.sort(key=lambda r: r.image_id)
     info = DatasetInfo(class_names=names, format="hrsc", root=os.path.abspath(str(root)), num_skipped=log.count)
+    report.warn("read_hrsc", info)
     return records, info
 
 

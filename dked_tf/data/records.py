@@ -4,7 +4,13 @@ Also the error/skip bookkeeping shared by the readers: `AnnotationError` names t
 line of bad input; `SkipLog` turns errors into warnings plus a printed summary when a reader
 runs with `strict=False` (records are skipped and counted, never dropped silently); `Problems`
 raises the first bad input line (strict) or skips and counts bad lines by kind (`dked-tf
-evaluate --no-strict`); `read_imageset` reads an image-id list.
+evaluate --no-strict`); `read_imageset` reads an image-id list; `read_text_lines` reads a text
+file line by line, naming the line of bytes that are not UTF-8.
+
+Ground-truth polygons that are no usable object (`polygon_problems`: zero area, self-intersecting,
+outside their image) are kept in the records and reported once per read (`PolygonReport`: how
+many of each kind and the first file:line); the training pipeline drops them, the evaluation
+keeps them as the devkit does.
 """
 
 import dataclasses
@@ -13,6 +19,9 @@ import warnings
 
 import cv2
 import numpy as np
+
+from dked_tf.data.images import image_file_problem
+from dked_tf.ops.iou import SELF_INTERSECTING, VALID, VALIDITY_NAMES, ZERO_AREA, quad_validity
 
 
 @dataclasses.dataclass
@@ -86,6 +95,10 @@ class DatasetInfo:
     format: str  # "hrsc" or "dota"
     root: str = ""
     num_skipped: int = 0  # records skipped by a reader running with strict=False
+    # ground-truth polygons that are no usable object, kind -> count (`polygon_problems`), and
+    # where the first one is (`file:line (kind)`); kept in the records
+    bad_polygons: dict = dataclasses.field(default_factory=dict)
+    first_bad_polygon: str = ""
 
 
 class AnnotationError(ValueError):
@@ -125,8 +138,14 @@ class SkipLog:
                 print(f"  {message}")
 
 
-class InputError(ValueError):
-    """Bad evaluation input; the message names the file (and line)."""
+class InputError(AnnotationError):
+    """Bad evaluation input; the message names the file (and line). An AnnotationError whose
+    message is given whole (`InputError("file:3: what is wrong")`)."""
+
+    def __init__(self, message, path=None, line=None):
+        ValueError.__init__(self, message)
+        self.path = path
+        self.line = line
 
 
 class Problems:
@@ -166,39 +185,61 @@ def report_problem(problems, kind, path, message, line=None):
     problems.report(kind, str(error))
 
 
-def read_imageset(path):
-    """Image ids of an image-set file, one per line (blank lines skipped; a repeated id raises
-    InputError naming both lines). Returns list[str] in file order."""
+def read_text_lines(path, problems=None, kind="undecodable lines"):
+    """The lines of a UTF-8 text file (str.splitlines; a BOM is dropped). A line that is not
+    UTF-8 raises AnnotationError naming the file, line and byte (problems=None), or is reported
+    to `problems` as `kind` and read as an empty line (so line numbers stay)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        pass
+    lines = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError as error:
+            message = f"not UTF-8 text: byte {raw[error.start : error.start + 1].hex()} at column {error.start + 1}"
+            report_problem(problems, kind, path, message, number)
+            lines.append("")
+    return lines
+
+
+def read_imageset(path, strip_extensions=()):
+    """Image ids of an image-set file, one per line (blank lines skipped). A repeated id, or a
+    line that is not UTF-8, raises InputError (an AnnotationError) naming the file and line.
+    strip_extensions: ids ending with one of these (lower case, e.g. ".xml") lose it.
+    Returns list[str] in file order."""
     ids, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            image_id = line.strip()
-            if not image_id:
-                continue
-            if image_id in seen:
-                raise InputError(f"{path}:{number}: image id {image_id!r} repeats line {seen[image_id]}")
-            seen[image_id] = number
-            ids.append(image_id)
+    try:
+        lines = read_text_lines(path)
+    except AnnotationError as error:
+        raise InputError(str(error), error.path, error.line) from None
+    for number, line in enumerate(lines, 1):
+        image_id = line.strip()
+        if not image_id:
+            continue
+        if strip_extensions and image_id.lower().endswith(tuple(strip_extensions)):
+            image_id = os.path.splitext(image_id)[0]
+        if image_id in seen:
+            raise InputError(f"{path}:{number}: image id {image_id!r} repeats line {seen[image_id]}", path, number)
+        seen[image_id] = number
+        ids.append(image_id)
     return ids
 
 
 def check_image_file(path):
-    """Raises AnnotationError when `path` is missing, empty or not a BMP/JPEG/PNG/GIF file
-    (the formats `tf.io.decode_image` reads). Checks the magic bytes only (cheap)."""
-    if not os.path.isfile(path):
-        raise AnnotationError(path, "image file is missing")
-    with open(path, "rb") as f:
-        head = f.read(12)
-    if not head:
-        raise AnnotationError(path, "image file is empty")
-    magic = (b"BM", b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8")
-    if not any(head.startswith(m) for m in magic):
-        raise AnnotationError(path, "corrupt image: not a BMP, JPEG, PNG or GIF file")
+    """Raises AnnotationError when `path` is missing, empty, not an image file we read, or
+    truncated (`dked_tf.data.images.image_file_problem`: the file's bytes, no decoding)."""
+    problem = image_file_problem(path)
+    if problem is not None:
+        raise AnnotationError(path, problem)
 
 
 def decode_check_image(path, width=None, height=None):
-    """Fully decodes the image with OpenCV; raises AnnotationError if it fails or its size
-    differs from the annotated (width, height)."""
+    """`check_image_file`, then a full decode with OpenCV; raises AnnotationError if it fails or
+    the size differs from the annotated (width, height)."""
     check_image_file(path)
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if image is None:
@@ -206,3 +247,104 @@ def decode_check_image(path, width=None, height=None):
     h, w = image.shape[:2]
     if (width is not None and w != width) or (height is not None and h != height):
         raise AnnotationError(path, f"image is {w}x{h} pixels but the annotation says {width}x{height}")
+
+
+# ----------------------------------------------------------------------------- polygons
+
+OUTSIDE_IMAGE = 3
+PROBLEM_NAMES = {ZERO_AREA: VALIDITY_NAMES[ZERO_AREA], SELF_INTERSECTING: VALIDITY_NAMES[SELF_INTERSECTING]}
+PROBLEM_NAMES[OUTSIDE_IMAGE] = "outside the image"
+# A polygon whose area is below this fraction of its bounding box's diagonal² is a line or a
+# point ("zero area"; float32 rounding of collinear points stays far below it).
+ZERO_AREA_RTOL = 1e-6
+# A polygon with a vertex farther outside the image than this fraction of the image's longer
+# side, or with nothing inside the image, is "outside the image".
+OUTSIDE_MARGIN = 0.5
+
+
+def polygon_problems(polygons, width=0, height=0):
+    """Which ground-truth polygons are no usable object: int8 [N], 0 (VALID) or a key of
+    PROBLEM_NAMES: ZERO_AREA (all points equal, collinear), SELF_INTERSECTING (a bow-tie),
+    OUTSIDE_IMAGE (checked where width and height are > 0).
+    polygons: float [N, 8] pixels; width, height: the image size, scalars or [N] (one per
+    polygon; 0 = unknown). Non-finite rows raise ValueError."""
+    polygons = np.asarray(polygons, np.float64).reshape(-1, 8)
+    codes = quad_validity(polygons, ZERO_AREA_RTOL)
+    width = np.broadcast_to(np.asarray(width, np.float64), codes.shape)
+    height = np.broadcast_to(np.asarray(height, np.float64), codes.shape)
+    known = (width > 0) & (height > 0) & (codes == VALID)
+    if known.any():
+        margin = OUTSIDE_MARGIN * np.maximum(width, height)
+        xs, ys = polygons[:, 0::2], polygons[:, 1::2]
+        low_x, high_x, low_y, high_y = xs.min(1), xs.max(1), ys.min(1), ys.max(1)
+        far = (low_x < -margin) | (high_x > width + margin) | (low_y < -margin) | (high_y > height + margin)
+        nothing_inside = (high_x <= 0) | (low_x >= width) | (high_y <= 0) | (low_y >= height)
+        codes[known & (far | nothing_inside)] = OUTSIDE_IMAGE
+    return codes
+
+
+def problem_counts(codes):
+    """polygon_problems codes -> dict kind name -> count (kinds that occur, in code order)."""
+    codes = np.asarray(codes)
+    return {PROBLEM_NAMES[c]: int(np.count_nonzero(codes == c)) for c in sorted(PROBLEM_NAMES) if (codes == c).any()}
+
+
+def polygon_problem_counts(polygons, width=0, height=0):
+    """dict kind name -> count of `polygon_problems(polygons, width, height)`."""
+    return problem_counts(polygon_problems(polygons, width, height))
+
+
+def object_location(record, index):
+    """`file:line` of object `index` of a record (its annotation file and line when the reader
+    recorded them, else the image path)."""
+    extra = record.extra or {}
+    path = extra.get("annotation") or record.image_path
+    lines = extra.get("line")
+    if isinstance(lines, np.ndarray) and len(lines) == record.num_objects and lines[index] > 0:
+        return f"{path}:{int(lines[index])}"
+    return f"{path} (object {index + 1})"
+
+
+class PolygonReport:
+    """Counts the ground-truth polygons of records that are no usable object and remembers the
+    first one: `add(record)` per record, then `summary()`."""
+
+    def __init__(self):
+        self.counts = {}
+        self.first = ""
+
+    def add(self, record, codes=None):
+        """Checks one record (or counts its `codes`, when already computed); returns its
+        polygon_problems codes."""
+        if codes is None:
+            codes = polygon_problems(record.polygons, record.width, record.height)
+        bad = np.flatnonzero(codes != VALID)
+        for name, count in problem_counts(codes).items():
+            self.counts[name] = self.counts.get(name, 0) + count
+        if len(bad) and not self.first:
+            self.first = f"{object_location(record, int(bad[0]))} ({PROBLEM_NAMES[int(codes[bad[0]])]})"
+        return codes
+
+    @property
+    def total(self):
+        return sum(self.counts.values())
+
+    def summary(self, what="ground-truth polygons"):
+        """One line: how many, of which kinds, the first; "" when none."""
+        if not self.total:
+            return ""
+        kinds = ", ".join(f"{count} {name}" for name, count in self.counts.items())
+        return f"{self.total} {what} are no usable object ({kinds}); first: {self.first}"
+
+    def warn(self, reader_name, info=None, stacklevel=3):
+        """Warns with the summary (training drops them, evaluation keeps them) and records it in
+        `info` (DatasetInfo)."""
+        if info is not None:
+            info.bad_polygons = dict(self.counts)
+            info.first_bad_polygon = self.first
+        if self.total:
+            warnings.warn(
+                f"{reader_name}: {self.summary()}. Training drops them; evaluation keeps them, as the "
+                "DOTA devkit does (positives that no detection can match)",
+                stacklevel=stacklevel,
+            )

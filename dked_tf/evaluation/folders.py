@@ -4,8 +4,11 @@ runs), and the plots of such an evaluation (`write_plots`).
 
 Ground truth is read with the devkit's token rules (`dked_tf.data.dota.parse_dota_label(...,
 devkit=True)`) in float64; HRSC2016 polygons come from the float64 `mbox` fields. Bad input
-raises `InputError`/`AnnotationError` naming the file and line, or, with strict=False, is
-skipped and counted in a `Problems` object (`context["problems"]`).
+(wrong number of fields, bad numbers, bytes that are not UTF-8, ...) raises
+`InputError`/`AnnotationError` naming the file and line, or, with strict=False, is skipped and
+counted in a `Problems` object (`context["problems"]`). Ground-truth polygons that are no
+region (zero area, self-intersecting) are kept, as the devkit keeps them, and counted
+(`context["degenerate_gt"]`: counts and the first file:line).
 """
 
 import glob
@@ -17,15 +20,24 @@ import numpy as np
 from dked_tf import visualize
 from dked_tf.data.dota import IMAGE_EXTENSIONS, TASK1_PREFIX, parse_dota_label, read_task1_file, resolve_classes
 from dked_tf.data.hrsc import class_names_for, read_hrsc_xml
-from dked_tf.data.records import AnnotationError, InputError, Problems, read_imageset
+from dked_tf.data.records import (
+    PROBLEM_NAMES,
+    AnnotationError,
+    InputError,
+    Problems,
+    polygon_problems,
+    read_imageset,
+)
 from dked_tf.evaluation.metrics import evaluate_detections
+from dked_tf.ops.iou import VALID
 from dked_tf.ops.obb import mbox_to_poly
 
 
-def load_dota_ground_truth(gt_dir, image_ids, problems):
+def load_dota_ground_truth(gt_dir, image_ids, problems, locations=None):
     """dict image_id -> (polygons float64 [N, 8] pixels, class names [N], difficult bool [N])
     from `gt_dir/<image_id>.txt` (DOTA labelTxt, devkit rules). A missing file is a problem
-    ("missing ground-truth files"; not strict: the image is left out)."""
+    ("missing ground-truth files"; not strict: the image is left out). locations: a dict to
+    fill with image_id -> (file, line numbers int [N])."""
     truths = {}
     for image_id in image_ids:
         path = os.path.join(gt_dir, image_id + ".txt")
@@ -34,13 +46,36 @@ def load_dota_ground_truth(gt_dir, image_ids, problems):
             continue
         parsed = parse_dota_label(path, devkit=True, problems=problems)
         truths[image_id] = (parsed["polygons"], parsed["names"], parsed["difficult_value"] != 0)
+        if locations is not None:
+            locations[image_id] = (path, parsed["lines"])
     return truths
 
 
-def load_hrsc_ground_truth(gt_dir, image_ids, problems):
+def degenerate_ground_truth(truths, class_names, locations):
+    """Ground-truth polygons of the evaluated classes that are no region: {"counts": kind ->
+    count, "first": "file:line (kind)" or ""} (the devkit keeps them: positives no detection can
+    match)."""
+    counts, first = {}, ""
+    wanted = set(class_names)
+    for image_id, (polygons, names, _) in truths.items():
+        evaluated = np.asarray([name in wanted for name in names], bool)
+        codes = polygon_problems(polygons) if len(polygons) else np.zeros(0, np.int8)
+        bad = np.flatnonzero((codes != VALID) & evaluated)
+        for k in bad:
+            kind = PROBLEM_NAMES[int(codes[k])]
+            counts[kind] = counts.get(kind, 0) + 1
+        if len(bad) and not first:
+            path, lines = locations.get(image_id, (image_id, None))
+            where = f"{path}:{int(lines[bad[0]])}" if lines is not None else f"{path} (object {int(bad[0]) + 1})"
+            first = f"{where} ({PROBLEM_NAMES[int(codes[bad[0]])]})"
+    return {"counts": counts, "first": first}
+
+
+def load_hrsc_ground_truth(gt_dir, image_ids, problems, locations=None):
     """(dict image_id -> (polygons float64 [N, 8] pixels, ["ship"] * N, difficult bool [N]),
     dict image_id -> image path) from `gt_dir/<image_id>.xml` (HRSC2016; polygons from the
-    float64 mbox fields, single class ship). Missing or bad files are problems."""
+    float64 mbox fields, single class ship). Missing or bad files are problems. locations: a
+    dict to fill with image_id -> (file, line numbers int [N])."""
     truths, paths = {}, {}
     for image_id in image_ids:
         path = os.path.join(gt_dir, image_id + ".xml")
@@ -60,6 +95,8 @@ def load_hrsc_ground_truth(gt_dir, image_ids, problems):
         )
         truths[image_id] = (polygons, ["ship"] * len(polygons), np.asarray(record.difficult, bool))
         paths[image_id] = record.image_path
+        if locations is not None:
+            locations[image_id] = (path, record.extra.get("line"))
     return truths, paths
 
 
@@ -114,7 +151,8 @@ def evaluate_folders(
     file). classes: None (dota1.0 for DOTA, ship for HRSC2016), a DOTA list name or
     comma-separated names. difficult: "ignore" | "count" | None (count for classes="dota1.5").
     Returns (EvalResult, context dict with problems, missing, truths, detections, class_names,
-    image_paths, other_classes) or raises InputError (ValueError) naming the bad input.
+    image_paths, other_classes, degenerate_gt) or raises InputError (an AnnotationError) naming
+    the bad input.
     """
     class_names = resolve_classes(
         classes, default="dota1.0" if fmt == "dota" else class_names_for("ship"), comma_list=True
@@ -137,11 +175,11 @@ def evaluate_folders(
             + (f" / no ids in {imageset}" if imageset else "")
             + ")"
         )
-    image_paths = {}
+    image_paths, locations = {}, {}
     if fmt == "dota":
-        truths = load_dota_ground_truth(gt_dir, image_ids, problems)
+        truths = load_dota_ground_truth(gt_dir, image_ids, problems, locations)
     else:
-        truths, image_paths = load_hrsc_ground_truth(gt_dir, image_ids, problems)
+        truths, image_paths = load_hrsc_ground_truth(gt_dir, image_ids, problems, locations)
     detections, missing = load_detections(det_dir, class_names, set(truths), problems)
     result = evaluate_detections(
         detections,
@@ -161,6 +199,7 @@ def evaluate_folders(
         "class_names": class_names,
         "image_paths": image_paths,
         "other_classes": other,
+        "degenerate_gt": degenerate_ground_truth(truths, class_names, locations),
     }
     return result, context
 

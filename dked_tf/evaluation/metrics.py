@@ -7,9 +7,14 @@ Semantics (defaults = the devkit's `voc_eval`, see shared/reference/evaluation.m
 - each detection takes the ground truth of its image and class with the largest polygon IoU
   (the first one in ground-truth order on equal IoU), whatever that ground truth's state;
 - it matches when IoU > 0.5 (strict; `comparison=">="` and `iou_threshold` are options);
-- IoU is polyiou's: exact for convex quadrilaterals (`dked_tf.ops.iou.poly_iou_pairwise`); pairs
-  with a non-convex or self-intersecting quadrilateral use `general_quad_iou`, the devkit's
-  signed-triangle-fan definition;
+- IoU is polyiou's: for simple quadrilaterals (convex or not) that is the exact IoU, computed by
+  the package's one polygon IoU (`dked_tf.ops.iou.poly_iou_pairwise`); pairs with a
+  self-intersecting (bow-tie) quadrilateral use `general_quad_iou`, the devkit's
+  signed-triangle-fan definition (a symmetric bow-tie has signed area 0: IoU 0); zero-area
+  quadrilaterals have IoU 0 (polyiou: 0 or NaN, which never matches either);
+- degenerate ground truth (zero area, self-intersecting) is kept, as the devkit keeps it: a
+  positive that no detection can match (a bow-tie only by its signed area); `EvalResult.degenerate_gt`
+  counts it per kind;
 - a match on a difficult ground truth is neither TP nor FP, a match on a free ground truth is a TP
   (the ground truth is then taken), a match on a taken one or no match is a FP;
 - positives = ground truths that are not difficult (`difficult="count"` counts all and treats
@@ -28,9 +33,9 @@ ground truth goes to the first ranked detection that chooses it.
 import dataclasses
 
 import numpy as np
-import shapely
 
-from dked_tf.ops.iou import poly_iou_pairwise
+from dked_tf.data.records import polygon_problem_counts
+from dked_tf.ops.iou import SELF_INTERSECTING, poly_iou_pairwise, quad_intersection_area, quad_validity
 
 METRICS = ("voc07", "voc12")
 COMPARISONS = (">", ">=")
@@ -73,6 +78,9 @@ class EvalResult:
     iou_threshold: float = 0.5
     comparison: str = ">"
     difficult: str = "ignore"
+    # ground truth of the evaluated classes that is no region, by kind ("zero area",
+    # "self-intersecting") -> count; kept as the devkit keeps it (see the module docstring)
+    degenerate_gt: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         """The JSON form of the CLI: mAP, metric, per_class, num_gt, num_det (+ settings)."""
@@ -322,17 +330,14 @@ def _hbb(polygons):
     return lo[:, 0], lo[:, 1], hi[:, 0], hi[:, 1]
 
 
-def _area_and_convexity(polygons):
-    """Shoelace area float64 [K] and whether each quadrilateral is strictly convex, bool [K]."""
+def _area_and_fan(polygons):
+    """Shoelace area float64 [K] and whether each quadrilateral needs polyiou's signed-fan IoU
+    (self-intersecting), bool [K]."""
     points = polygons.reshape(-1, 4, 2)
     points = points - points[:, :1]
     x, y = points[..., 0], points[..., 1]
-    x_next, y_next = np.roll(x, -1, axis=1), np.roll(y, -1, axis=1)
-    area = 0.5 * np.abs(np.sum(x * y_next - x_next * y, axis=1))
-    ex, ey = x_next - x, y_next - y  # edge vectors
-    turn = ex * np.roll(ey, -1, axis=1) - ey * np.roll(ex, -1, axis=1)
-    convex = (turn > 0).all(axis=1) | (turn < 0).all(axis=1)
-    return area, convex
+    area = 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y, axis=1))
+    return area, quad_validity(polygons) == SELF_INTERSECTING
 
 
 def _signed_area(points):
@@ -343,13 +348,14 @@ def _signed_area(points):
 def general_quad_iou(a, b):
     """IoU of matching rows of ANY quadrilaterals, as the devkit's polyiou defines it.
 
-    a, b: float64 [K, 8]. For convex quadrilaterals this is the ordinary IoU (use
-    `dked_tf.ops.iou.poly_iou_pairwise`, much faster). For non-convex and self-intersecting
+    a, b: float64 [K, 8]. For simple quadrilaterals (convex or not) this is the exact IoU, the
+    same number as `dked_tf.ops.iou.poly_iou_pairwise` (use that: faster). For self-intersecting
     ones it follows polyiou: each polygon is a fan of signed triangles (apex, v_i, v_i+1),
     polygons with negative shoelace area are reversed, the intersection is the signed sum of the
     pairwise triangle intersections (the integral of the product of winding numbers), and the
-    union is |area a| + |area b| - intersection with shoelace areas. Exact for simple polygons;
-    a zero union gives 0 (polyiou: NaN). Triangle intersections use shapely.
+    union is |area a| + |area b| - intersection with shoelace areas. A zero union gives 0
+    (polyiou: NaN). Triangle intersections: `dked_tf.ops.iou.quad_intersection_area` (a triangle
+    is a quadrilateral with a repeated vertex).
     Returns: float64 [K] (may fall outside [0, 1] for self-intersecting input, as in polyiou).
     """
     a = np.asarray(a, np.float64).reshape(-1, 4, 2)
@@ -372,10 +378,11 @@ def general_quad_iou(a, b):
     pair, i, j = np.nonzero(weight)
     inter = np.zeros(count)
     if len(pair):
-        origin = np.zeros((len(pair), 1, 2))
-        tri_a = np.concatenate([origin, a[pair, i][:, None], next_a[pair, i][:, None]], axis=1)
-        tri_b = np.concatenate([origin, b[pair, j][:, None], next_b[pair, j][:, None]], axis=1)
-        overlap = shapely.area(shapely.intersection(shapely.polygons(tri_a), shapely.polygons(tri_b)))
+        origin = np.zeros((len(pair), 2))
+        # triangles (apex, v_i, v_i+1) as quadrilaterals with the last vertex repeated
+        tri_a = np.concatenate([origin, a[pair, i], next_a[pair, i], next_a[pair, i]], axis=1)
+        tri_b = np.concatenate([origin, b[pair, j], next_b[pair, j], next_b[pair, j]], axis=1)
+        overlap = quad_intersection_area(tri_a, tri_b)
         np.add.at(inter, pair, weight[pair, i, j] * overlap)
     union = np.abs(area_a) + np.abs(area_b) - inter
     # (self-intersecting input can make the union <= 0; polyiou divides all the same)
@@ -403,8 +410,8 @@ def _best_ground_truth(det_image, det_polys, gt_image, gt_polys, num_images, thr
     det_box = _hbb(det_polys)
     gt_box = _hbb(gt_polys)
     bound = threshold is not None and threshold > 0
-    det_area, det_convex = _area_and_convexity(det_polys)
-    gt_area, gt_convex = _area_and_convexity(gt_polys)
+    det_area, det_fan = _area_and_fan(det_polys)
+    gt_area, gt_fan = _area_and_fan(gt_polys)
     if bound:
         # a relative margin keeps rounding in the bound from ever dropping a needed pair
         floor = threshold * (1.0 - 1e-9) - 1e-12
@@ -434,19 +441,17 @@ def _best_ground_truth(det_image, det_polys, gt_image, gt_polys, num_images, thr
                 overlap = np.minimum(np.maximum(width, 0.0) * np.maximum(height, 0.0), np.minimum(a, b))
                 union = a + b - overlap
                 upper = np.where(union > 0, overlap / np.where(union > 0, union, 1.0), 0.0)
-                exact_needed = ~(det_convex[pair_det] & gt_convex[pair_gt])
-                keep &= (upper >= floor) | exact_needed
+                # (the bound holds for regions; polyiou's fan IoU of a bow-tie may exceed it)
+                keep &= (upper >= floor) | det_fan[pair_det] | gt_fan[pair_gt]
             pair_det, pair_gt = pair_det[keep], pair_gt[keep]
             if len(pair_det):
-                # convex pairs: the fast exact IoU; others: polyiou's general definition
-                convex = det_convex[pair_det] & gt_convex[pair_gt]
+                # simple pairs: the exact IoU; a bow-tie in the pair: polyiou's signed fan
+                fan = det_fan[pair_det] | gt_fan[pair_gt]
                 iou = np.empty(len(pair_det))
-                if convex.any():
-                    iou[convex] = np.asarray(
-                        poly_iou_pairwise(det_polys[pair_det[convex]], gt_polys[pair_gt[convex]]), np.float64
-                    ).reshape(-1)
-                if not convex.all():
-                    iou[~convex] = general_quad_iou(det_polys[pair_det[~convex]], gt_polys[pair_gt[~convex]])
+                if not fan.all():
+                    iou[~fan] = poly_iou_pairwise(det_polys[pair_det[~fan]], gt_polys[pair_gt[~fan]])
+                if fan.any():
+                    iou[fan] = general_quad_iou(det_polys[pair_det[fan]], gt_polys[pair_gt[fan]])
                 # pairs are grouped by detection, ground truths in input order inside a group
                 group_start = np.flatnonzero(np.r_[True, pair_det[1:] != pair_det[:-1]])
                 group_det = pair_det[group_start]
@@ -539,6 +544,8 @@ def evaluate_all_metrics(
     if len(set(class_names)) != len(class_names):
         raise ValueError(f"class_names has duplicates: {class_names}")
     gt = _prepare_ground_truths(ground_truths, class_names)
+    # no region: kept as the devkit keeps it (a positive that cannot be matched), and counted
+    degenerate = polygon_problem_counts(gt.polygons[gt.classes >= 0])
     detections = detections or {}
     keys = _class_key_lookup(detections, class_names)
 
@@ -570,6 +577,7 @@ def evaluate_all_metrics(
             iou_threshold=base["iou_threshold"],
             comparison=base["comparison"],
             difficult=base["difficult"],
+            degenerate_gt=dict(degenerate),
         )
     return results
 

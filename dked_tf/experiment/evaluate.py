@@ -38,8 +38,9 @@ def detect_scenes(model, patches, class_names, cfg, verbose=1):
 def evaluate_map(model, records, class_names, cfg, verbose=1, return_results=False):
     """mAP(07) and mAP(12) (DOTA devkit semantics, IoU > 0.5) of `model` on `records`.
 
-    Returns {"map07", "map12", "per_class07", "per_class12", "num_gt", "num_det"}; with
-    return_results=True (metrics, {"voc07": EvalResult, "voc12": EvalResult}, detections)."""
+    Returns {"map07", "map12", "per_class07", "per_class12", "num_gt", "num_det", "degenerate_gt"}
+    (degenerate_gt: ground truth that is no region, kind -> count, kept as the devkit keeps it);
+    with return_results=True (metrics, {"voc07": EvalResult, "voc12": EvalResult}, detections)."""
     detections = detect_records(model, records, class_names, cfg, verbose=verbose)
     return score_detections(detections, records, class_names, return_results=return_results)
 
@@ -54,6 +55,7 @@ def score_detections(detections, records, class_names, return_results=False):
         "per_class12": {k: float(v) for k, v in results["voc12"].per_class.items()},
         "num_gt": {k: int(v) for k, v in dict(results["voc07"].num_gt).items()},
         "num_det": {k: int(v) for k, v in dict(results["voc07"].num_det).items()},
+        "degenerate_gt": dict(results["voc07"].degenerate_gt),
     }
     if return_results:
         return metrics, results, detections

@@ -5,10 +5,14 @@ export.
 larger images are cut into overlapping tiles (`dked_tf.data.split.tile_windows`, original
 pixels), each tile is letterboxed to the model input, detections are mapped back to the image
 and merged across tiles with class-aware rotated (polygon) NMS. `predict_images` runs it over
-image files and writes DOTA Task1 files (original pixels) and, optionally, the drawn images.
+image files and writes DOTA Task1 files (original pixels, atomically) and, optionally, the drawn
+images. An image that cannot be read is skipped with a warning naming it; images whose file
+names repeat get their relative paths as ids (`dked_tf.data.images.unique_image_ids`); an image
+shrunk more than `SQUASH_WARNING` times to the model input without tiling gets a warning.
 """
 
 import os
+import sys
 
 import keras
 import numpy as np
@@ -17,13 +21,32 @@ from tqdm import tqdm
 
 import dked_tf.models.detector  # noqa: F401  (registers the serializable classes for .keras files)
 from dked_tf import visualize
+from dked_tf.config import ConfigError
 from dked_tf.data.augment import letterbox_image_np
 from dked_tf.data.dota import write_task1
-from dked_tf.data.images import read_image_rgb
+from dked_tf.data.images import read_image_rgb, unique_image_ids
 from dked_tf.data.split import tile_windows
 from dked_tf.distiller import Distiller
 from dked_tf.experiment.saving import is_saved_detector, load_detector
 from dked_tf.ops.nms import batched_rotated_nms
+
+# An image processed whole that is shrunk more than this many times to the model input gets a
+# warning suggesting tiling (its objects shrink as much).
+SQUASH_WARNING = 2.0
+
+
+def check_tiling(tile_size, overlap):
+    """Raises ConfigError for a negative tile size or overlap, or an overlap that is not smaller
+    than the tile size (the tile step would be 1 pixel: ~N² tiles)."""
+    if tile_size is not None and tile_size < 0:
+        raise ConfigError(f"tile size must be >= 0 (0: no tiling), got {tile_size}")
+    if overlap is not None and overlap < 0:
+        raise ConfigError(f"tile overlap must be >= 0, got {overlap}")
+    if tile_size and overlap is not None and overlap >= tile_size:
+        raise ConfigError(
+            f"tile overlap ({overlap} px) must be smaller than the tile size ({tile_size} px): "
+            "the tiles would step by 1 pixel"
+        )
 
 
 def detect_image(
@@ -46,6 +69,7 @@ def detect_image(
     Returns (polygons float32 [K, 8] original pixels, scores float32 [K], classes int32 [K]),
     sorted by descending score.
     """
+    check_tiling(tile_size, overlap)
     height, width = image.shape[:2]
     if tile_size > 0 and max(height, width) > tile_size:
         overlap = tile_size // 4 if overlap is None else overlap
@@ -102,19 +126,49 @@ def predict_images(
     batch_size=4,
     draw=True,
     verbose=1,
+    skipped=None,
 ):
     """`detect_image` over image files; writes `out_dir/Task1_<class>.txt` (every class, lines
-    `image_id score x1 y1 ... x4 y4`, original pixels; image_id = file name without extension)
-    and, with draw, `out_dir/images/<image_id>.png` with the detections drawn.
+    `image_id score x1 y1 ... x4 y4`, original pixels; each file atomically) and, with draw,
+    `out_dir/images/<image_id>.png` with the detections drawn.
 
+    image_id: the file name without extension; where two inputs share it, their paths relative
+    to their common folder (`unique_image_ids`; a note on stderr lists them).
+    An image that cannot be read is skipped with a warning on stderr naming it (and appended to
+    the list `skipped` when given); the Task1 files hold every other image. An image processed
+    whole and shrunk more than SQUASH_WARNING times gets a one-line warning suggesting tiling.
     class_names: the names of the model's class indices. verbose: 1 shows a progress bar.
     Returns the number of detections written.
     """
+    check_tiling(tile_size, overlap)
     detections = {name: [] for name in class_names}
     draw_dir = os.path.join(out_dir, "images")
-    total = 0
-    for path in _progress(paths, verbose, "predict"):
-        image = read_image_rgb(path)
+    ids, renamed = unique_image_ids(paths)
+    if renamed:
+        print(
+            f"note: {len(renamed)} images share a file name with another; their image ids are paths "
+            f"relative to their common folder: {', '.join(list(renamed.values())[:5])}",
+            file=sys.stderr,
+        )
+    total, squash_warned = 0, False
+    for path, image_id in _progress(list(zip(paths, ids)), verbose, "predict"):
+        try:
+            image = read_image_rgb(path)
+        except ValueError as error:
+            print(f"warning: skipped an image that cannot be read: {error}", file=sys.stderr)
+            if skipped is not None:
+                skipped.append(path)
+            continue
+        longest = max(image.shape[:2])
+        whole = not (tile_size and tile_size > 0 and longest > tile_size)
+        if whole and longest > SQUASH_WARNING * image_size and not squash_warned:
+            squash_warned = True
+            print(
+                f"warning: {path} is {image.shape[1]}x{image.shape[0]} px and is shrunk {longest / image_size:.1f}x "
+                f"to the model's {image_size} px input (objects shrink as much); pass --tile-size {image_size} to "
+                "tile it (further images like it are not named)",
+                file=sys.stderr,
+            )
         polys, scores, classes = detect_image(
             model,
             image,
@@ -126,7 +180,6 @@ def predict_images(
             max_detections=max_detections,
             batch_size=batch_size,
         )
-        image_id = os.path.splitext(os.path.basename(path))[0]
         for poly, score, cls in zip(polys, scores, classes):
             detections[class_names[int(cls)]].append((image_id, float(score), poly))
         total += len(scores)

@@ -23,7 +23,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from dked_tf.data.augment import letterbox_image_tf
 from dked_tf.data.images import IMAGE_EXTENSIONS
-from dked_tf.data.pipeline import build_dataset
+from dked_tf.data.pipeline import build_dataset, decode_image_tf
 from dked_tf.export.metadata import detector_metadata
 from dked_tf.files import write_json
 from dked_tf.ops.head_contract import MIN_BOX_SIDE
@@ -148,7 +148,7 @@ def _letterboxed_from_files(folder, image_size, limit):
     if not names:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) for the representative dataset")
     for name in names[:limit]:
-        image = tf.io.decode_image(tf.io.read_file(os.path.join(folder, name)), channels=3, expand_animations=False)
+        image = decode_image_tf(tf.constant(os.path.join(folder, name)), dtype=None)  # errors name the file
         yield letterbox_image_tf(image, image_size)[0].numpy()
 
 
