@@ -14,6 +14,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from dked_tf.config import LARGEST_STRIDE
 from dked_tf.data import realistic, synthetic
 from dked_tf.data.augment import AugmentConfig, object_sizes
 from dked_tf.data.dota import read_dota
