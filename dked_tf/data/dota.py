@@ -390,8 +390,7 @@ def write_dota_label(record, path, class_names, header=True):
         coords = " ".join(format_number(v) for v in record.polygons[i])
         lines.append(f"{coords} {names[cls]} {value}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in lines))
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
 
 
 # --------------------------------------------------------------------------- Task1 results

@@ -29,6 +29,7 @@ from dked_tf.data.records import (
     decode_check_image,
     read_imageset,
 )
+from dked_tf.files import write_text_atomic
 from dked_tf.ops.obb import mbox_to_poly, poly_to_rbox, rbox_to_mbox
 
 # Two-digit ids of the 31-class task (the 9-digit XML `Class_ID` is "1000000" + two digits),
@@ -492,12 +493,10 @@ def write_hrsc_xml(record, path, class_names=None, image_file_name=None, image_f
         lines += ["      <segmented>0</segmented>", "      <seg_color></seg_color>", "    </HRSC_Object>"]
     lines += ["  </HRSC_Objects>", "</HRSC_Image>", ""]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
 
 
 def write_imageset(ids, path):
     """Writes an `ImageSets/*.txt` file: one image id per line."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        f.write("".join(f"{i}\n" for i in ids))
+    write_text_atomic(path, "".join(f"{i}\n" for i in ids))

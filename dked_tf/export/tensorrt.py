@@ -13,6 +13,8 @@
 import os
 import shlex
 
+from dked_tf.files import write_bytes_atomic
+
 PRECISIONS = ("FP32", "FP16", "INT8")
 
 
@@ -92,8 +94,7 @@ def build_tensorrt_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"{onnx_path}: TensorRT failed to build the engine (see the log above)")
-    with open(engine_path, "wb") as f:
-        f.write(serialized)
+    write_bytes_atomic(engine_path, bytes(serialized))
     result.update(built=True, message=f"written {engine_path}")
     if verbose:
         print(result["message"])

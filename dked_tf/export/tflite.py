@@ -25,7 +25,7 @@ from dked_tf.data.augment import letterbox_image_tf
 from dked_tf.data.images import IMAGE_EXTENSIONS
 from dked_tf.data.pipeline import build_dataset, decode_image_tf
 from dked_tf.export.metadata import detector_metadata
-from dked_tf.files import write_json
+from dked_tf.files import write_bytes_atomic, write_json
 from dked_tf.ops.head_contract import MIN_BOX_SIDE
 from dked_tf.ops.nms import fast_rotated_nms_tf
 
@@ -338,8 +338,7 @@ def export_tflite(
     content = convert_function_to_tflite(function, quantize, representative, uint8_input)
     path = str(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(content)
+    write_bytes_atomic(path, content)
     if nms == "host":
         outputs = {"polygons": "polygons", "scores": "scores", "classes": "classes"}
     else:
