@@ -392,22 +392,10 @@ def run_on_images(detector, sources, out_dir=None, draw=True, verbose=1, skipped
     others. Image ids: file names without extension, relative paths where those repeat
     (`images.unique_image_ids`). Returns list of (image_id, detections)."""
     paths = list_images(sources) if isinstance(sources, str) else list(sources)
-    ids, renamed = images.unique_image_ids(paths)
-    if renamed:
-        print(
-            f"note: {len(renamed)} images share a file name with another; their ids are relative paths: "
-            + ", ".join(list(renamed.values())[:5]),
-            file=sys.stderr,
-        )
+    ids = images.announced_image_ids(paths)
     results = []
-    for number, (path, image_id) in enumerate(zip(paths, ids), 1):
-        try:
-            image = read_image_rgb(path)
-        except ValueError as error:
-            print(f"warning: skipped an image that cannot be read: {error}", file=sys.stderr)
-            if skipped is not None:
-                skipped.append(path)
-            continue
+    numbered = enumerate(images.readable_images(zip(paths, ids), skipped), 1)
+    for number, (_path, image_id, image) in numbered:
         detections = detector.detect(image)
         results.append((image_id, detections))
         if out_dir and draw:

@@ -16,7 +16,7 @@ import numpy as np
 
 try:  # Pillow decodes strictly (OpenCV accepts a truncated JPEG); a device may not have it
     from PIL import Image
-except ImportError:  # pragma: no cover (Pillow comes with matplotlib, a dependency)
+except ImportError:  # pragma: no cover (a dependency of the package; the device runner may lack it)
     Image = None
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -190,6 +190,34 @@ def unique_image_ids(paths):
     ids = [chosen[full] for full in absolute]
     renamed = {path: chosen[full] for path, full in zip(paths, absolute) if chosen[full] != stems[full]}
     return ids, renamed
+
+
+def announced_image_ids(paths):
+    """`unique_image_ids(paths)`'s ids, with a note on stderr listing (up to five of) the images
+    whose file name repeats and that therefore got a relative path as id."""
+    ids, renamed = unique_image_ids(paths)
+    if renamed:
+        print(
+            f"note: {len(renamed)} images share a file name with another; their image ids are paths "
+            f"relative to their common folder: {', '.join(list(renamed.values())[:5])}",
+            file=sys.stderr,
+        )
+    return ids
+
+
+def readable_images(items, skipped=None):
+    """Yields (path, image_id, image uint8 [H, W, 3] RGB) for the (path, image_id) pairs of
+    `items` whose image reads (`read_image_rgb`). Any other is skipped with a warning on stderr
+    naming it, and its path appended to the list `skipped` when given."""
+    for path, image_id in items:
+        try:
+            image = read_image_rgb(path)
+        except ValueError as error:
+            print(f"warning: skipped an image that cannot be read: {error}", file=sys.stderr)
+            if skipped is not None:
+                skipped.append(path)
+            continue
+        yield path, image_id, image
 
 
 def folder_batches_rgb(folder, limit):

@@ -24,7 +24,7 @@ from dked_tf import visualize
 from dked_tf.config import ConfigError
 from dked_tf.data.augment import letterbox_image_np
 from dked_tf.data.dota import write_task1
-from dked_tf.data.images import read_image_rgb, unique_image_ids
+from dked_tf.data.images import announced_image_ids, readable_images
 from dked_tf.data.split import tile_windows
 from dked_tf.distiller import Distiller
 from dked_tf.experiment.saving import is_saved_detector, load_detector
@@ -143,22 +143,10 @@ def predict_images(
     check_tiling(tile_size, overlap)
     detections = {name: [] for name in class_names}
     draw_dir = os.path.join(out_dir, "images")
-    ids, renamed = unique_image_ids(paths)
-    if renamed:
-        print(
-            f"note: {len(renamed)} images share a file name with another; their image ids are paths "
-            f"relative to their common folder: {', '.join(list(renamed.values())[:5])}",
-            file=sys.stderr,
-        )
+    ids = announced_image_ids(paths)
     total, squash_warned = 0, False
-    for path, image_id in _progress(list(zip(paths, ids)), verbose, "predict"):
-        try:
-            image = read_image_rgb(path)
-        except ValueError as error:
-            print(f"warning: skipped an image that cannot be read: {error}", file=sys.stderr)
-            if skipped is not None:
-                skipped.append(path)
-            continue
+    pairs = _progress(list(zip(paths, ids)), verbose, "predict")
+    for path, image_id, image in readable_images(pairs, skipped):
         longest = max(image.shape[:2])
         whole = not (tile_size and tile_size > 0 and longest > tile_size)
         if whole and longest > SQUASH_WARNING * image_size and not squash_warned:
