@@ -16,7 +16,7 @@ from dked_tf.errors import EXIT_USER_ERROR, USER_ERRORS, error_line
 COMMANDS = {
     "train": "train a detector (teacher or student) on HRSC2016, DOTA or the synthetic set",
     "distill": "train a student from a teacher with DKED",
-    "evaluate": "score DOTA Task1 result files against ground truth (devkit semantics)",
+    "evaluate": "score DOTA Task1 result files against ground truth (devkit VOC mAP or COCO AP50:95)",
     "predict": "detect objects in images or folders of any size (tiled, merged)",
     "export": "export a trained detector (SavedModel, TFLite, ONNX, TensorRT, TF-TRT)",
     "bench": "run a benchmark from dked_tf/bench (prints a table, writes JSON)",

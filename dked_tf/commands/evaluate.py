@@ -1,10 +1,11 @@
 """`dked-tf evaluate`: score DOTA Task1 result files against DOTA labelTxt or HRSC2016 XML ground
-truth with the DOTA devkit's semantics (see dked_tf.evaluation.metrics).
+truth with the DOTA devkit's semantics (see dked_tf.evaluation.metrics) or COCO-style AP50:95 /
+AP50 / AP75 (`--metric coco`, see dked_tf.evaluation.coco).
 
     dked-tf evaluate --format dota --gt-dir DIR --det-dir DIR [--imageset FILE]
-        [--metric voc07|voc12] [--classes dota1.0|dota1.5|dota2.0|a,b,c] [--json OUT]
+        [--metric voc07|voc12|coco] [--classes dota1.0|dota1.5|dota2.0|a,b,c] [--json OUT]
     dked-tf evaluate --format hrsc --gt-dir DIR --det-dir DIR [--imageset FILE]
-        [--metric voc07|voc12] [--json OUT]
+        [--metric voc07|voc12|coco] [--json OUT]
 """
 
 import argparse
@@ -20,8 +21,14 @@ DESCRIPTION = (
     "Score DOTA Task1 result files (Task1_<class>.txt: `imgname score x1 y1 ... x4 y4`) against "
     "DOTA labelTxt or HRSC2016 XML ground truth, with the DOTA devkit's Task1 semantics (polygon "
     "IoU > 0.5, greedy by descending score, difficult objects ignored, VOC07 11-point or VOC12 "
-    "area AP, mAP over the class list). Prints a per-class table."
+    "area AP, mAP over the class list), or COCO-style (--metric coco: AP50:95, AP50, AP75 with "
+    "pycocotools' matching, polygon IoU, difficult objects as ignored crowd regions). Prints a "
+    "per-class table."
 )
+
+# --iou-threshold / --comparison when they are not given (VOC metrics only)
+VOC_IOU_THRESHOLD = 0.5
+VOC_COMPARISON = ">"
 
 
 def iou_threshold(text):
@@ -67,9 +74,10 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--metric",
-        choices=("voc07", "voc12"),
+        choices=("voc07", "voc12", "coco"),
         default="voc07",
-        help="VOC07 11-point AP (the devkit's) or VOC12 area AP",
+        help="VOC07 11-point AP (the devkit's), VOC12 area AP, or coco: AP50:95 (IoU >= 0.50, 0.55 ... 0.95, "
+        "101-point AP, at most 100 detections per image and class), AP50 and AP75",
     )
     parser.add_argument(
         "--classes",
@@ -80,8 +88,8 @@ def add_arguments(parser):
         "--json",
         metavar="OUT",
         default=None,
-        help='write {"mAP", "metric", "per_class", "num_gt", "num_det"} as JSON '
-        "(checked writable before the evaluation starts)",
+        help='write {"mAP", "metric", "per_class", "num_gt", "num_det"} as JSON (coco: also "AP50", "AP75"; '
+        '"mAP" and "per_class" are AP50:95) (checked writable before the evaluation starts)',
     )
     parser.add_argument(
         "--plots",
@@ -101,17 +109,25 @@ def add_arguments(parser):
         help="stop at the first bad input (file and line named); --no-strict skips "
         "bad lines/files and reports how many",
     )
-    parser.add_argument("--iou-threshold", type=iou_threshold, default=0.5, help="IoU threshold of a match, in (0, 1]")
     parser.add_argument(
-        "--comparison", choices=(">", ">="), default=">", help="match when IoU > threshold (the devkit) or >="
+        "--iou-threshold",
+        type=iou_threshold,
+        default=None,
+        help=f"IoU threshold of a match, in (0, 1] (voc07/voc12; default {VOC_IOU_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--comparison",
+        choices=(">", ">="),
+        default=None,
+        help=f"match when IoU > threshold (the devkit) or >= (voc07/voc12; default {VOC_COMPARISON!r})",
     )
     parser.add_argument(
         "--difficult",
         choices=("ignore", "count"),
         default=None,
         help="difficult objects: ignore (devkit v1.0) or count as positives "
-        "(devkit v1.5 script, mmrotate). Default: count for --classes "
-        "dota1.5, else ignore",
+        "(devkit v1.5 script, mmrotate); with --metric coco, ignored difficult objects are "
+        "pycocotools' crowd regions. Default: count for --classes dota1.5, else ignore",
     )
 
 
@@ -119,6 +135,8 @@ def run(args):
     """Evaluates and prints the table. Bad input (a file and line named) -> one line on stderr and
     exit code 2 (AnnotationError, ConfigError, OSError)."""
     try:
+        if args.metric == "coco" and (args.iou_threshold is not None or args.comparison is not None):
+            raise ConfigError("--iou-threshold and --comparison are for voc07/voc12; coco uses IoU >= 0.50 ... 0.95")
         if args.json:
             check_writable(args.json)
         result, context = evaluate_folders(
@@ -129,8 +147,8 @@ def run(args):
             metric=args.metric,
             classes=args.classes,
             strict=args.strict,
-            iou_threshold=args.iou_threshold,
-            comparison=args.comparison,
+            iou_threshold=VOC_IOU_THRESHOLD if args.iou_threshold is None else args.iou_threshold,
+            comparison=VOC_COMPARISON if args.comparison is None else args.comparison,
             difficult=args.difficult,
         )
     except (AnnotationError, ConfigError, OSError) as error:
@@ -142,7 +160,8 @@ def run(args):
     truths = context["truths"]
     print(f"{len(truths)} images, {len(context['class_names'])} classes, {sum(result.num_det.values())} detections")
     if context["missing"]:
-        print(f"note: no result file for {len(context['missing'])} class(es) (AP 0): {', '.join(context['missing'])}")
+        what = "no detections" if args.metric == "coco" else "AP 0"
+        print(f"note: no result file for {len(context['missing'])} class(es) ({what}): {', '.join(context['missing'])}")
     if context["other_classes"]:
         print(
             f"note: ground-truth objects of classes outside the class list are ignored: "
@@ -158,10 +177,16 @@ def run(args):
             f"note: {sum(degenerate['counts'].values())} ground-truth polygons are no region ({kinds}; first: "
             f"{degenerate['first']}); kept as the DOTA devkit keeps them: positives that no detection can match"
         )
+    capped = sum(getattr(result, "capped", {}).values())
+    if capped:
+        print(f"note: {capped} detections beyond the {result.max_dets} best of their image and class are not scored")
     print(result.format_table())
     if args.json:
         payload = result.to_dict()
-        payload = {key: payload[key] for key in ("mAP", "metric", "per_class", "num_gt", "num_det")}
+        keys = ("mAP", "metric", "per_class", "num_gt", "num_det")
+        if args.metric == "coco":
+            keys = ("metric", "mAP", "AP50", "AP75", "per_class", "num_gt", "num_det")
+        payload = {key: payload[key] for key in keys}
         try:
             write_json(args.json, payload)
         except OSError as error:  # the results are printed above; say what was not written

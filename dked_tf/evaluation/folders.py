@@ -1,5 +1,5 @@
 """Scoring folders of files: DOTA Task1 result files against DOTA labelTxt or HRSC2016 XML
-ground truth with the DOTA devkit's semantics (`evaluate_folders`, what `dked-tf evaluate`
+ground truth with the DOTA devkit's semantics or COCO-style AP (`evaluate_folders`, what `dked-tf evaluate`
 runs), and the plots of such an evaluation (`write_plots`).
 
 Ground truth is read with the devkit's token rules (`dked_tf.data.dota.parse_dota_label(...,
@@ -28,6 +28,7 @@ from dked_tf.data.records import (
     polygon_problems,
     read_imageset,
 )
+from dked_tf.evaluation.coco import evaluate_coco
 from dked_tf.evaluation.metrics import evaluate_detections
 from dked_tf.ops.iou import VALID
 from dked_tf.ops.obb import mbox_to_poly
@@ -148,9 +149,11 @@ def evaluate_folders(
 
     fmt: "dota" (gt_dir holds labelTxt files) or "hrsc" (HRSC2016 XML files).
     det_dir: Task1_<class>.txt files. imageset: a file of image ids (default: every ground-truth
-    file). classes: None (dota1.0 for DOTA, ship for HRSC2016), a DOTA list name or
-    comma-separated names. difficult: "ignore" | "count" | None (count for classes="dota1.5").
-    Returns (EvalResult, context dict with problems, missing, truths, detections, class_names,
+    file). metric: "voc07", "voc12" or "coco" (`dked_tf.evaluation.coco`: AP50:95, AP50, AP75;
+    iou_threshold and comparison do not apply). classes: None (dota1.0 for DOTA, ship for
+    HRSC2016), a DOTA list name or comma-separated names. difficult: "ignore" | "count" | None
+    (count for classes="dota1.5"); with "coco", ignored difficult objects are crowd regions.
+    Returns (EvalResult or CocoResult, context dict with problems, missing, truths, detections, class_names,
     image_paths, other_classes, degenerate_gt) or raises InputError (an AnnotationError) naming
     the bad input.
     """
@@ -181,15 +184,18 @@ def evaluate_folders(
     else:
         truths, image_paths = load_hrsc_ground_truth(gt_dir, image_ids, problems, locations)
     detections, missing = load_detections(det_dir, class_names, set(truths), problems)
-    result = evaluate_detections(
-        detections,
-        truths,
-        class_names,
-        metric=metric,
-        iou_threshold=iou_threshold,
-        comparison=comparison,
-        difficult=difficult,
-    )
+    if metric == "coco":
+        result = evaluate_coco(detections, truths, class_names, difficult=difficult)
+    else:
+        result = evaluate_detections(
+            detections,
+            truths,
+            class_names,
+            metric=metric,
+            iou_threshold=iou_threshold,
+            comparison=comparison,
+            difficult=difficult,
+        )
     other = sorted({n for _, names, _ in truths.values() for n in names} - set(class_names))
     context = {
         "problems": problems,
