@@ -19,6 +19,7 @@ COMMANDS = {
     "evaluate": "score DOTA Task1 result files against ground truth (devkit VOC mAP or COCO AP50:95)",
     "predict": "detect objects in images or folders of any size (tiled, merged)",
     "export": "export a trained detector (SavedModel, TFLite, ONNX, TensorRT, TF-TRT)",
+    "convert": "convert a dataset between HRSC2016, DOTA and YOLO-OBB",
     "bench": "run a benchmark from dked_tf/bench (prints a table, writes JSON)",
 }
 

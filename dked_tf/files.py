@@ -4,6 +4,7 @@ the package, so every floor may use it (docs/architecture.md).
 
     write_json(path, data)                   # JSON, atomically
     write_text_atomic(path, text)            # text, atomically
+    link_or_copy(source, path)               # a hard link (or a copy) of a file, atomically
     with replacing(path) as temporary:       # any writer that takes a path (Keras, cv2, zip)
         model.save_weights(temporary)
 """
@@ -12,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 
 
 class CorruptFileError(OSError):
@@ -99,3 +101,22 @@ def read_json(path, default=None):
             return json.load(handle)
     except ValueError as error:  # json.JSONDecodeError and UnicodeDecodeError
         raise CorruptFileError(f"{path} is not a valid JSON file ({error})") from None
+
+
+def link_or_copy(source, path, link=True):
+    """Puts the file `source` at `path` atomically: a hard link (link=True; a copy when linking
+    fails, e.g. across file systems) or a copy. Returns "same" (path already is source),
+    "link" or "copy"."""
+    if os.path.exists(path) and os.path.samefile(source, path):
+        return "same"
+    how = "copy"
+    with replacing(path) as temporary:
+        if link:
+            try:
+                os.link(source, temporary)
+                how = "link"
+            except OSError:  # another file system, or links not allowed
+                pass
+        if how == "copy":
+            shutil.copyfile(source, temporary)
+    return how

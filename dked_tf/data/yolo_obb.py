@@ -30,69 +30,26 @@ Choices the format forces:
   objects with a corner outside the image and of clipped objects are reported.
 - no objects: an empty label file (Ultralytics: a background image).
 
-Files are written atomically (temporary file in the same folder + `os.replace`); `data.yaml`
-is written last, so a complete `data.yaml` means a complete dataset. Files of an earlier
+Files are written atomically (`dked_tf.files`: a temporary file in the same folder, then
+`os.replace`); `data.yaml` is written last, so a complete `data.yaml` means a complete dataset. Files of an earlier
 conversion that the new one does not write are removed from the split folders, and
 Ultralytics' label cache (`labels/<split>.cache`, keyed on file sizes and names, not contents)
 is deleted so it cannot outlive the labels it describes.
 """
 
 import os
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
 import yaml
 
 from dked_tf.data.records import AnnotationError, ImageRecord
+from dked_tf.files import link_or_copy, write_text_atomic
 
 DATA_YAML = "data.yaml"
 DIFFICULT_CHOICES = ("keep", "drop")
 CLIP_CHOICES = ("auto", "all", "none")
 IMAGE_EXTENSIONS = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-
-def _atomic_write_text(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _place_image(source, path, link=True):
-    """Hard-links (or copies) `source` to `path` atomically. Returns "link", "copy" or "same"."""
-    if os.path.exists(path) and os.path.samefile(source, path):
-        return "same"
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    if os.path.lexists(tmp):
-        os.remove(tmp)
-    how = "copy"
-    try:
-        if link:
-            try:
-                os.link(source, tmp)
-                how = "link"
-            except OSError:  # another file system, or links not allowed
-                pass
-        if how == "copy":
-            shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        raise
-    return how
 
 
 # ----------------------------------------------------------------------------- writer
@@ -154,6 +111,7 @@ def write_yolo_obb(
     *,
     train="trainval",
     val="test",
+    test=None,
     difficult="keep",
     clip="auto",
     link=True,
@@ -165,7 +123,8 @@ def write_yolo_obb(
     splits: {folder name: list of ImageRecord}, e.g. {"trainval": train_records, "test":
         test_records}; each record's `image_id` must be unique within its split.
     class_names: names of the class indices (data.yaml `names: {0: name, ...}`).
-    train, val: the folders data.yaml names as `train:` and `val:` (`images/<folder>`).
+    train, val: the folders data.yaml names as `train:` and `val:` (`images/<folder>`); test:
+        optionally the folder of `test:`.
     difficult: "keep" or "drop"; clip: "auto", "all" or "none" (see the module docstring).
     link: hard-link the images (copy when that fails); False: always copy.
 
@@ -173,8 +132,8 @@ def write_yolo_obb(
     "dropped", "outside", "clipped", "linked", "copied"}}} (counts as in `label_lines`).
     """
     root = os.path.abspath(os.path.expanduser(str(root)))
-    for key, folder in (("train", train), ("val", val)):
-        if folder not in splits:
+    for key, folder in (("train", train), ("val", val), ("test", test)):
+        if folder is not None and folder not in splits:
             raise ValueError(
                 f"data.yaml {key}: images/{folder}, but splits has no {folder!r} (got {', '.join(splits) or 'none'})"
             )
@@ -217,10 +176,10 @@ def write_yolo_obb(
                     f"{', '.join(IMAGE_EXTENSIONS)} images"
                 )
             image_name = record.image_id + ext
-            how = _place_image(record.image_path, os.path.join(image_dir, image_name), link=link)
+            how = link_or_copy(record.image_path, os.path.join(image_dir, image_name), link=link)
             lines, counts = label_lines(record, difficult=difficult, clip=clip, decimals=decimals)
             label_name = record.image_id + ".txt"
-            _atomic_write_text(os.path.join(label_dir, label_name), "".join(line + "\n" for line in lines))
+            write_text_atomic(os.path.join(label_dir, label_name), "".join(line + "\n" for line in lines))
             written_images.add(image_name)
             written_labels.add(label_name)
             totals["images"] += 1
@@ -244,9 +203,11 @@ def write_yolo_obb(
         "path": root,
         "train": f"images/{train}",
         "val": f"images/{val}",
-        "names": {i: str(name) for i, name in enumerate(class_names)},
     }
-    _atomic_write_text(summary["data_yaml"], yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    if test is not None:
+        data["test"] = f"images/{test}"
+    data["names"] = {i: str(name) for i, name in enumerate(class_names)}
+    write_text_atomic(summary["data_yaml"], yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return summary
 
 
