@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+import cv2
+import numpy as np
 import pytest
 
 from dked_tf import cli
@@ -171,6 +173,8 @@ def test_a_zero_byte_weights_file_is_one_line_naming_it_in_export_and_predict(ti
     assert f"{weights} cannot be read (0 bytes" in _one_error_line(capsys, "dked-tf export")
     image = tmp_path / "images"
     image.mkdir()
+    # one readable image, so predict gets past its "no images" check to loading the model
+    cv2.imwrite(str(image / "scene.png"), np.zeros((32, 32, 3), np.uint8))
     code = cli.main(["predict", str(image), "--model", run, "--out", str(tmp_path / "pred")])
     assert code == 2
     assert f"{weights} cannot be read (0 bytes" in _one_error_line(capsys, "dked-tf predict")
