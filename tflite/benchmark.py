@@ -95,8 +95,10 @@ def main(argv=None):
             f"  {stage:<10} median {result[f'{stage}_median_ms']:8.2f} ms   mean {result[f'{stage}_mean_ms']:8.2f} ms"
         )
     if args.json:
-        with open(args.json, "w") as f:
+        temporary = f"{args.json}.tmp{os.getpid()}"  # same folder, then os.replace: never half a file
+        with open(temporary, "w") as f:
             json.dump(result, f, indent=2)
+        os.replace(temporary, args.json)
         print(f"written {args.json}")
     return 0
 

@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from dked_tf.files import write_text_atomic
+
 
 def time_call(fn, *, repeat=5, warmup=1, min_seconds=0.0):
     """Runs `fn()` `warmup` times, then at least `repeat` times (and at least `min_seconds`).
@@ -66,7 +68,6 @@ def write_report(name, rows, *, path=None, extra=None, columns=None, title=None)
     print(f"\n## {title or name}\n")
     print(format_table(rows, columns))
     payload = {"benchmark": name, "machine": machine_info(), "rows": rows, **(extra or {})}
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
+    write_text_atomic(path, json.dumps(payload, indent=2, default=float))
     print(f"\nwritten {path}")
     return payload

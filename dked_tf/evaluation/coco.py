@@ -40,8 +40,7 @@ import dataclasses
 
 import numpy as np
 
-from dked_tf.data.records import polygon_problem_counts
-from dked_tf.evaluation.metrics import _class_key_lookup, _prepare_detections, _prepare_ground_truths
+from dked_tf.evaluation.metrics import _prepare_detections, prepare_scoring_inputs
 from dked_tf.ops.iou import poly_iou
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -204,13 +203,7 @@ def evaluate_coco(detections, ground_truths, class_names, difficult="ignore", ma
     max_dets = int(max_dets)
     if max_dets < 1:
         raise ValueError(f"max_dets must be at least 1, got {max_dets}")
-    class_names = [str(name) for name in class_names]
-    if len(set(class_names)) != len(class_names):
-        raise ValueError(f"class_names has duplicates: {class_names}")
-    gt = _prepare_ground_truths(ground_truths, class_names)
-    degenerate = polygon_problem_counts(gt.polygons[gt.classes >= 0])
-    detections = detections or {}
-    keys = _class_key_lookup(detections, class_names)
+    class_names, gt, degenerate, detections, keys = prepare_scoring_inputs(ground_truths, detections, class_names)
     thresholds = IOU_THRESHOLDS
     table = np.full((len(thresholds), len(class_names)), NO_GT)
     num_gt, num_det, capped, curves = {}, {}, {}, {}

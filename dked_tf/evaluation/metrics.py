@@ -500,6 +500,20 @@ def _pr_curve(tp, fp, num_positives):
     return recall, precision
 
 
+def prepare_scoring_inputs(ground_truths, detections, class_names):
+    """The inputs every AP metric starts from: (class names as str, prepared ground truths,
+    counts of degenerate ground-truth polygons, detections or {}, the detections' key per class).
+    Degenerate ground truth (no region) is kept as the devkit keeps it (a positive no detection
+    can match), and counted. Raises ValueError on duplicate class names."""
+    class_names = [str(name) for name in class_names]
+    if len(set(class_names)) != len(class_names):
+        raise ValueError(f"class_names has duplicates: {class_names}")
+    gt = _prepare_ground_truths(ground_truths, class_names)
+    degenerate = polygon_problem_counts(gt.polygons[gt.classes >= 0])
+    detections = detections or {}
+    return class_names, gt, degenerate, detections, _class_key_lookup(detections, class_names)
+
+
 def _class_key_lookup(detections, class_names):
     """Detection dict keys (names, or indices into class_names) -> class name."""
     mapping = {}
@@ -540,14 +554,7 @@ def evaluate_all_metrics(
         resolve_settings(None, metric)
     if mean_over not in MEAN_MODES:
         raise ValueError(f"mean_over must be one of {MEAN_MODES}, got {mean_over!r}")
-    class_names = [str(name) for name in class_names]
-    if len(set(class_names)) != len(class_names):
-        raise ValueError(f"class_names has duplicates: {class_names}")
-    gt = _prepare_ground_truths(ground_truths, class_names)
-    # no region: kept as the devkit keeps it (a positive that cannot be matched), and counted
-    degenerate = polygon_problem_counts(gt.polygons[gt.classes >= 0])
-    detections = detections or {}
-    keys = _class_key_lookup(detections, class_names)
+    class_names, gt, degenerate, detections, keys = prepare_scoring_inputs(ground_truths, detections, class_names)
 
     per_class = {metric: {} for metric in metrics}
     num_gt, num_det, curves = {}, {}, {}

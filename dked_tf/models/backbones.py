@@ -10,6 +10,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from dked_tf.files import replacing
 from dked_tf.layers.blocks import BN_MOMENTUM, ConvBNAct
 
 DARKNET_STAGE_CHANNELS = (64, 128, 256, 512, 1024)
@@ -127,7 +128,7 @@ def load_darknet_weights(model, path, max_convs=None, verbose=1):
 
 def save_darknet_weights(model, path, major=0, minor=2, revision=0, seen=0):
     """Writes the model's Darknet convs in Darknet `.weights` layout (inverse of the loader)."""
-    with open(path, "wb") as f:
+    with replacing(path) as temporary, open(temporary, "wb") as f:
         np.array([major, minor, revision], np.int32).tofile(f)
         np.array([seen], np.int64 if major * 10 + minor >= 2 else np.int32).tofile(f)
         for layer in darknet_conv_layers(model):
