@@ -6,36 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from scoring_cases import gt_dict, rect, square
 from shapely.geometry import Polygon
 
 from dked_tf.cli import main
 from dked_tf.evaluation.coco import evaluate_coco
-
-
-def square(x0, y0, x1, y1):
-    return np.array([x0, y0, x1, y0, x1, y1, x0, y1], np.float64)
-
-
-def rect(cx, cy, w, h, theta):
-    u = np.array([np.cos(theta), np.sin(theta)])
-    v = np.array([-np.sin(theta), np.cos(theta)])
-    c = np.array([cx, cy])
-    return np.concatenate(
-        [c - u * w / 2 - v * h / 2, c + u * w / 2 - v * h / 2, c + u * w / 2 + v * h / 2, c - u * w / 2 + v * h / 2]
-    )
-
-
-def gt_dict(*images):
-    """images: (image_id, [(poly, class, difficult), ...])"""
-    return {
-        image_id: (
-            np.array([o[0] for o in objects]).reshape(-1, 8),
-            [o[1] for o in objects],
-            np.array([o[2] for o in objects], bool),
-        )
-        for image_id, objects in images
-    }
-
 
 # ---------------------------------------------------------------------- independent reference
 

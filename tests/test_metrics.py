@@ -3,6 +3,7 @@ written here (shapely IoU, one detection at a time, as the DOTA devkit's voc_eva
 
 import numpy as np
 import pytest
+from scoring_cases import gt_dict, rect, square
 from shapely.geometry import Polygon
 
 from dked_tf.data.records import ImageRecord
@@ -12,32 +13,6 @@ from dked_tf.evaluation.metrics import (
     evaluate_all_metrics,
     evaluate_detections,
 )
-
-
-def square(x0, y0, x1, y1):
-    return np.array([x0, y0, x1, y0, x1, y1, x0, y1], np.float64)
-
-
-def rect(cx, cy, w, h, theta):
-    u = np.array([np.cos(theta), np.sin(theta)])
-    v = np.array([-np.sin(theta), np.cos(theta)])
-    c = np.array([cx, cy])
-    return np.concatenate(
-        [c - u * w / 2 - v * h / 2, c + u * w / 2 - v * h / 2, c + u * w / 2 + v * h / 2, c - u * w / 2 + v * h / 2]
-    )
-
-
-def gt_dict(*images):
-    """images: (image_id, [(poly, class, difficult), ...])"""
-    out = {}
-    for image_id, objects in images:
-        out[image_id] = (
-            np.array([o[0] for o in objects]).reshape(-1, 8),
-            [o[1] for o in objects],
-            np.array([o[2] for o in objects], bool),
-        )
-    return out
-
 
 # ---------------------------------------------------------------------------- hand-computed
 
