@@ -84,12 +84,23 @@ class DataConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Which architectures to build (`dked_tf.models.presets.build_model` names) and decoding."""
+    """Which architectures to build (`dked_tf.models.presets.build_model` names) and decoding.
+
+    teacher_backbone_weights / student_backbone_weights: where each role's backbone starts
+    (one per role: the teacher's Darknet53 and the student's MobileNetV2 take different files).
+    "" trains from scratch; "imagenet" takes ImageNet weights from the Keras cache
+    (`$KERAS_HOME/models`, default `~/.keras/models`; downloaded there on first use): Keras'
+    MobileNetV2 file, or GGHL's `darknet53_448.weights`; or a file: a Darknet `.weights` /
+    `.conv.74` (Darknet53) or a Keras `.weights.h5` / `.h5` (`dked_tf.models.backbones`). Loaded
+    when a model of that role is built to be trained (not when a trained one is loaded).
+    """
 
     teacher: str = "gghl_darknet53_s"
     student: str = "lodet_mobilenetv2_s"
     teacher_overrides: dict = dataclasses.field(default_factory=dict)
     student_overrides: dict = dataclasses.field(default_factory=dict)
+    teacher_backbone_weights: str = ""
+    student_backbone_weights: str = ""
     score_threshold: float = 0.05
     iou_threshold: float = 0.3
     max_detections: int = 100
@@ -319,6 +330,10 @@ def preset_config(name="default", task="hrsc"):
             score_threshold=0.05,
             iou_threshold=0.45,
             max_detections=300,
+            # GGHL starts from ImageNet Darknet53 (darknet53_448.weights), LO-Det from ImageNet
+            # MobileNetV2 (shared/reference/gghl_lodet_dked.md)
+            teacher_backbone_weights="imagenet",
+            student_backbone_weights="imagenet",
         )
         # GGHL (HEAD, 2022-09) and LO-Det reference schedules: SGD Nesterov 0.9, wd 5e-4,
         # linear warm-up over 5 epochs, per-iteration cosine to 1e-6.
@@ -590,6 +605,29 @@ def check_choice(key, value, choices):
     return value
 
 
+# File endings of pretrained backbone weights: Darknet (`.weights`, `.conv.<layers>`) and Keras.
+BACKBONE_WEIGHTS_ENDINGS = (".weights", ".weights.h5", ".h5")
+
+
+def check_backbone_weights(key, value):
+    """Raises ConfigError unless value is "" (from scratch), "imagenet" or a path of a weights
+    file (`.weights`, `.conv.N`, `.weights.h5`, `.h5`). Whether the file exists is checked when
+    the model is built (a run's config.yaml may travel to a machine without the file)."""
+    if not isinstance(value, str):
+        raise _invalid(key, value, 'use "", "imagenet" or a weights file path')
+    if value in ("", "imagenet"):
+        return value
+    name = os.path.basename(value)
+    darknet_cut = ".conv." in name and name.rsplit(".conv.", 1)[1].isdigit()
+    if not (name.endswith(BACKBONE_WEIGHTS_ENDINGS) or darknet_cut):
+        raise _invalid(
+            key,
+            value,
+            'use "" (from scratch), "imagenet" or a weights file (Darknet .weights / .conv.74, Keras .h5)',
+        )
+    return value
+
+
 def _validate_schedule(name, tc):
     check_at_least(f"{name}.epochs", tc.epochs, 1)
     check_choice(f"{name}.optimizer", tc.optimizer, ("adamw", "sgd"))
@@ -637,6 +675,8 @@ def validate_config(cfg):
     check_fraction("model.score_threshold", model.score_threshold)
     check_fraction("model.iou_threshold", model.iou_threshold)
     check_at_least("model.max_detections", model.max_detections, 1)
+    check_backbone_weights("model.teacher_backbone_weights", model.teacher_backbone_weights)
+    check_backbone_weights("model.student_backbone_weights", model.student_backbone_weights)
     _validate_schedule("teacher_train", cfg.teacher_train)
     _validate_schedule("train", cfg.train)
     distill = cfg.distill

@@ -1,8 +1,8 @@
-"""Pictures: oriented boxes on images, detections against ground truth, PR curves, and the
-figure of the box conventions used throughout the package.
+"""Pictures: oriented boxes on images, detections against ground truth, PR curves, confusion
+matrices, and the figure of the box conventions used throughout the package.
 
 Drawing uses OpenCV (always installed); the plots use matplotlib with the Agg backend, imported
-only when a plot is made.
+only when a plot is made. Every picture is written atomically (`dked_tf.files.replacing`).
 """
 
 import math
@@ -10,6 +10,8 @@ import os
 
 import cv2
 import numpy as np
+
+from dked_tf.files import replacing
 
 GT_COLOR = (0, 200, 0)  # RGB
 DET_COLOR = (255, 60, 0)
@@ -92,8 +94,21 @@ def save_image(path, image_rgb):
     image_rgb = _check_image(image_rgb)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write image {path!r} (unknown extension or unwritable folder)")
+    with replacing(path) as temporary:
+        if not cv2.imwrite(temporary, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write image {path!r} (unknown extension or unwritable folder)")
+    return path
+
+
+def _save_figure(fig, path, dpi):
+    """Writes a matplotlib figure to `path` atomically (format from the extension) and closes it."""
+    plt = _pyplot()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        with replacing(path) as temporary:
+            fig.savefig(temporary, dpi=dpi, format=os.path.splitext(str(path))[1].lstrip(".") or None)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -164,10 +179,45 @@ def plot_pr_curves(pr_curves, path, ap=None, title=None):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, dpi=100)
+
+
+def plot_confusion_matrix(matrix, labels, path, normalize=False, title=None):
+    """One PNG of a detection confusion matrix (Ultralytics' layout).
+
+    matrix: int [K, K], rows predicted, columns true (`dked_tf.evaluation.confusion`; the last
+    row and column are "background"); labels: K names. Cells are coloured by the share of their
+    column (the true class); normalize=False writes the counts into the cells, True the shares.
+    """
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] != len(labels):
+        raise ValueError(f"matrix must be [K, K] with K = {len(labels)} labels, got {list(matrix.shape)}")
+    totals = matrix.sum(axis=0, keepdims=True).astype(np.float64)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    size = len(labels)
+    side = min(16.0, 2.5 + 0.6 * size)
+    fig, axis = plt.subplots(figsize=(side + 1.5, side))
+    image = axis.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the true class")
+    font = max(5, 10 - size // 4)
+    for row in range(size):
+        for col in range(size):
+            value = matrix[row, col]
+            if value == 0:
+                continue
+            text = f"{shares[row, col]:.2f}" if normalize else str(int(value))
+            color = "white" if shares[row, col] > 0.5 else "black"
+            axis.text(col, row, text, ha="center", va="center", fontsize=font, color=color)
+    axis.set_xticks(range(size))
+    axis.set_yticks(range(size))
+    axis.set_xticklabels(labels, rotation=90, fontsize=font + 1)
+    axis.set_yticklabels(labels, fontsize=font + 1)
+    axis.set_xlabel("true")
+    axis.set_ylabel("predicted")
+    axis.set_title(title or ("confusion matrix (normalized)" if normalize else "confusion matrix"), fontsize=10)
+    fig.tight_layout()
+    return _save_figure(fig, path, dpi=100)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +366,4 @@ def box_conventions_figure(path):
     )
 
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, dpi=90)

@@ -2,6 +2,7 @@ import keras
 import numpy as np
 import pytest
 
+from dked_tf.files import CorruptFileError
 from dked_tf.models.backbones import build_darknet53, build_mobilenetv2, darknet_conv_layers, load_darknet_weights
 
 TINY = dict(width=0.125, depths=(1, 1, 1, 1, 1))
@@ -90,7 +91,7 @@ def test_darknet_weights_loader_reports_short_file(tmp_path):
     model = build_darknet53(**TINY)
     path = tmp_path / "short.weights"
     _write_darknet_file(path, [(3, 8, 3)])
-    with pytest.raises(ValueError, match="ends early"):
+    with pytest.raises(CorruptFileError, match="ends early"):
         load_darknet_weights(model, str(path), verbose=0)
     assert load_darknet_weights(model, str(path), max_convs=1, verbose=0) == 1
     with pytest.raises(FileNotFoundError):

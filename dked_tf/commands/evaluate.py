@@ -6,6 +6,7 @@ AP50 / AP75 (`--metric coco`, see dked_tf.evaluation.coco).
         [--metric voc07|voc12|coco] [--classes dota1.0|dota1.5|dota2.0|a,b,c] [--json OUT]
     dked-tf evaluate --format hrsc --gt-dir DIR --det-dir DIR [--imageset FILE]
         [--metric voc07|voc12|coco] [--json OUT]
+    ... [--plots DIR [--matrix-score 0.25]]   PR curves, confusion matrices, overlays
 """
 
 import argparse
@@ -14,6 +15,7 @@ import sys
 
 from dked_tf.config import ConfigError
 from dked_tf.data.records import AnnotationError
+from dked_tf.evaluation.confusion import ULTRALYTICS_SCORE_THRESHOLD
 from dked_tf.evaluation.folders import evaluate_folders, write_plots
 from dked_tf.files import write_json
 
@@ -95,8 +97,17 @@ def add_arguments(parser):
         "--plots",
         metavar="DIR",
         default=None,
-        help="write pr_curves.png and detection overlays (ground truth green, "
+        help="write pr_curves.png, confusion_matrix.png, confusion_matrix_normalized.png and "
+        "confusion_matrix.json (Ultralytics' "
+        "layout: rows predicted, columns true, plus background; detections matched one-to-one at the "
+        "evaluation's IoU threshold, IoU >= 0.5 for coco) and detection overlays (ground truth green, "
         "detections orange) of images found next to the ground truth",
+    )
+    parser.add_argument(
+        "--matrix-score",
+        type=float,
+        default=ULTRALYTICS_SCORE_THRESHOLD,
+        help="with --plots: detections scoring above this enter the confusion matrix (Ultralytics' conf)",
     )
     parser.add_argument("--max-overlays", type=int, default=10, help="at most this many overlay images with --plots")
     parser.add_argument(
@@ -204,6 +215,7 @@ def run(args):
             context["image_paths"],
             args.max_overlays,
             args.overlay_score,
+            matrix_score=args.matrix_score,
         )
         print(f"written {len(written)} plot(s) to {args.plots}")
     return 0

@@ -1,6 +1,6 @@
 """Scoring folders of files: DOTA Task1 result files against DOTA labelTxt or HRSC2016 XML
 ground truth with the DOTA devkit's semantics or COCO-style AP (`evaluate_folders`, what `dked-tf evaluate`
-runs), and the plots of such an evaluation (`write_plots`).
+runs), and the plots of such an evaluation (`write_plots`: PR curves, confusion matrices, overlays).
 
 Ground truth is read with the devkit's token rules (`dked_tf.data.dota.parse_dota_label(...,
 devkit=True)`) in float64; HRSC2016 polygons come from the float64 `mbox` fields. Bad input
@@ -29,7 +29,9 @@ from dked_tf.data.records import (
     read_imageset,
 )
 from dked_tf.evaluation.coco import evaluate_coco
+from dked_tf.evaluation.confusion import ULTRALYTICS_SCORE_THRESHOLD, confusion_matrix
 from dked_tf.evaluation.metrics import evaluate_detections
+from dked_tf.files import write_json
 from dked_tf.ops.iou import VALID
 from dked_tf.ops.obb import mbox_to_poly
 
@@ -224,8 +226,57 @@ def _find_image(gt_dir, image_id):
     return None
 
 
-def write_plots(out_dir, result, truths, detections, class_names, gt_dir, image_paths, max_overlays, overlay_score):
-    """pr_curves.png and overlays/<image_id>.png (ground truth green, detections with score >=
+def plot_confusion(out_dir, result, truths, detections, class_names, score_threshold=ULTRALYTICS_SCORE_THRESHOLD):
+    """confusion_matrix.png (counts), confusion_matrix_normalized.png (shares of each true
+    class) and confusion_matrix.json (`ConfusionMatrix.to_dict`) of an evaluation: detections
+    scoring above score_threshold matched at the evaluation's IoU threshold (VOC:
+    result.iou_threshold with result.comparison; coco: IoU >= 0.5), difficult objects as the
+    evaluation treats them (`dked_tf.evaluation.confusion`).
+    Returns (ConfusionMatrix, written paths)."""
+    if result.metric == "coco":
+        iou_threshold, comparison = 0.5, ">="
+    else:
+        iou_threshold, comparison = result.iou_threshold, result.comparison
+    matrix = confusion_matrix(
+        detections,
+        truths,
+        class_names,
+        iou_threshold=iou_threshold,
+        comparison=comparison,
+        score_threshold=score_threshold,
+        difficult=result.difficult,
+    )
+    title = f"IoU {comparison} {iou_threshold:g}, score > {score_threshold:g}"
+    written = [
+        visualize.plot_confusion_matrix(
+            matrix.matrix, matrix.labels, os.path.join(out_dir, "confusion_matrix.png"), title=title
+        ),
+        visualize.plot_confusion_matrix(
+            matrix.matrix,
+            matrix.labels,
+            os.path.join(out_dir, "confusion_matrix_normalized.png"),
+            normalize=True,
+            title=f"{title} (columns sum to 1)",
+        ),
+        write_json(os.path.join(out_dir, "confusion_matrix.json"), matrix.to_dict()),
+    ]
+    return matrix, written
+
+
+def write_plots(
+    out_dir,
+    result,
+    truths,
+    detections,
+    class_names,
+    gt_dir,
+    image_paths,
+    max_overlays,
+    overlay_score,
+    matrix_score=ULTRALYTICS_SCORE_THRESHOLD,
+):
+    """pr_curves.png, the confusion matrices (`plot_confusion`, detections scoring above
+    matrix_score) and overlays/<image_id>.png (ground truth green, detections with score >=
     overlay_score orange) of the first `max_overlays` images found next to the ground truth
     (`<gt_dir>/../images`, `../AllImages`, gt_dir) or in image_paths. Returns the written paths."""
     os.makedirs(out_dir, exist_ok=True)
@@ -237,6 +288,7 @@ def write_plots(out_dir, result, truths, detections, class_names, gt_dir, image_
             title=f"{result.metric} mAP = {result.map:.4f}",
         )
     ]
+    written += plot_confusion(out_dir, result, truths, detections, class_names, matrix_score)[1]
     per_image = {}
     for name in class_names:
         columns = detections.get(name) or {"image_ids": [], "scores": [], "polygons": []}

@@ -202,6 +202,8 @@ def run_record(cfg, role, seed=None, teacher=None, architecture=None, init_from=
         "data": data,
         "schedule": schedule,
     }
+    # where the backbone started ("" from scratch; not loaded when starting from init_from)
+    record["backbone_weights"] = "" if init_from else getattr(cfg.model, f"{role}_backbone_weights")
     if teacher is not None:
         record["distill"] = to_dict(cfg.distill)
         record["teacher"] = _record_teacher(teacher)
@@ -371,6 +373,8 @@ def train(
         model, _ = load_detector(init_from)
     else:
         model = build_detector(architecture, len(class_names), cfg.data.image_size, **overrides)
+        key = f"model.{role}_backbone_weights"
+        model.load_backbone_weights(getattr(cfg.model, f"{role}_backbone_weights"), key=key, verbose=verbose)
     optimizer = make_optimizer(schedule, steps)
     meta = {"role": role, "seed": schedule.seed, "epochs": schedule.epochs, RECORD_KEY: record}
     if teacher is not None:

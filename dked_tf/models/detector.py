@@ -307,6 +307,17 @@ class OrientedDetector(keras.Model):
         known = {id(m) for m in base}
         return base + [t for t in self.loss_trackers.values() if id(t) not in known]
 
+    # ---------------------------------------------------------------- pretrained weights
+    def load_backbone_weights(self, weights, key="weights", verbose=1):
+        """Pretrained weights into the backbone: "imagenet" or a file path, as
+        `backbones.load_backbone_weights` takes them for this detector's backbone ("" or None:
+        nothing). Not part of the config: a saved detector keeps its own trained weights.
+        Returns the number of layers set."""
+        alpha = self.backbone_kwargs.get("alpha", 1.0)
+        return backbones_lib.load_backbone_weights(
+            self.backbone, self.backbone_name, weights, alpha=alpha, key=key, verbose=verbose
+        )
+
     # ---------------------------------------------------------------- config
     def get_config(self):
         return {
