@@ -118,6 +118,31 @@ def test_response_loss_matches_masked_formula(rng):
     assert got == pytest.approx(2.0 * expected, rel=1e-4)
 
 
+def test_response_mask_dilation_takes_the_neighbourhood_maximum(rng):
+    encoded = _encoded_one_object()
+    level = next(i for i, e in enumerate(encoded) if np.asarray(e)[..., 16:].max() > 0)
+    size = 64 // STRIDES[level]
+    loss = DirectionalResponseLoss(levels=(level,), mask_dilation=1)
+    loss.build_modules(_shapes((8, 8, 8)), _shapes((4, 4, 4)))
+    teacher = [rng.normal(size=(1, 64 // s, 64 // s, 8)).astype("float32") for s in STRIDES]
+    student = [rng.normal(size=(1, 64 // s, 64 // s, 4)).astype("float32") for s in STRIDES]
+    got = float(loss.compute(_outputs(neck=teacher), _outputs(neck=student), encoded, STRIDES, 64)["resp"])
+    ddc, project = loss.extractors[0]
+    mapped = np.asarray(project(ddc(student[level])), np.float64)[0]
+    t = teacher[level][0].astype(np.float64)
+    t = (t - t.mean(axis=(0, 1))) / np.sqrt(t.var(axis=(0, 1)) + 1e-5)
+    g = np.asarray(encoded[level])[0, ..., 16:].max(-1)
+    dilated = np.zeros_like(g)
+    for y in range(size):
+        for x in range(size):
+            dilated[y, x] = g[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2].max()
+    assert (dilated > 0).sum() > (g > 0).sum() > 0
+    expected = (dilated * ((t - mapped) ** 2).mean(-1)).sum() / dilated.sum()
+    assert got == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="mask_dilation"):
+        DirectionalResponseLoss(mask_dilation=-1)
+
+
 def test_response_loss_ignores_features_outside_the_gaussian(rng):
     polygons = np.zeros((1, 1, 8), np.float32)
     polygons[0, 0] = [40, 40, 50, 43, 49, 46, 39, 43]  # small object: stride-8 level at 128 px
@@ -311,6 +336,34 @@ def test_prediction_dense_objectness_matches_reference(rng):
     assert abs(float(same["pred_cls"])) < 1e-5
     with pytest.raises(ValueError, match="dense_objectness"):
         PredictionDistillationLoss(dense_objectness=-1.0)
+
+
+def test_prediction_dense_box_matches_reference(rng):
+    encoded = _encoded_one_object()
+    student, teacher = _heads(rng), _heads(rng, scale=0.5)
+    plain = PredictionDistillationLoss(lam=0.5, margin=0.05)
+    loss = PredictionDistillationLoss(lam=0.5, margin=0.05, dense_box=1.5)
+    base = plain.compute(_outputs(head=teacher), _outputs(head=student), encoded, STRIDES, 64)
+    got = loss.compute(_outputs(head=teacher), _outputs(head=student), encoded, STRIDES, 64)
+    dense = positives = 0.0
+    for level, stride in enumerate(STRIDES):
+        enc = np.asarray(encoded[level])[0]
+        positives += enc[..., 13].sum()
+        confidence = (1.0 - enc[..., 13]) * enc[..., 14] / (1.0 + np.exp(-teacher[level][0, ..., 9].astype(np.float64)))
+        for y, x in zip(*np.nonzero(confidence)):
+            gs = _np_quad_gaussian(*_np_decoded(student[level][0, y, x], stride), stride)
+            gt = _np_quad_gaussian(*_np_decoded(teacher[level][0, y, x], stride), stride)
+            dense += confidence[y, x] * _np_hellinger(*gs, *gt)
+    assert positives > 0 and dense > 0
+    assert float(got["pred_cls"]) == pytest.approx(float(base["pred_cls"]), rel=1e-6)
+    assert float(got["pred_loc"]) == pytest.approx(float(base["pred_loc"]) + 1.5 * dense / positives, rel=2e-3)
+    # a student with the teacher's boxes everywhere pays (up to the distance's eps floor) nothing
+    same = loss.compute(_outputs(head=teacher), _outputs(head=[t.copy() for t in teacher]), encoded, STRIDES, 64)
+    alone = plain.compute(_outputs(head=teacher), _outputs(head=[t.copy() for t in teacher]), encoded, STRIDES, 64)
+    extra_same = float(same["pred_loc"]) - float(alone["pred_loc"])
+    assert 0.0 <= extra_same < 0.05 * (float(got["pred_loc"]) - float(base["pred_loc"]))
+    with pytest.raises(ValueError, match="dense_box"):
+        PredictionDistillationLoss(dense_box=-1.0)
 
 
 def test_enabled_is_the_only_switch_and_weights_are_positive():

@@ -160,7 +160,9 @@ class DirectionalResponseLoss(DistillationLoss):
     parameters, so the target can neither shrink to zero nor be moved towards the student.
 
     Mask G = max over classes of the OLA oriented Gaussian heatmap of that level
-    (`assign.heatmap_max`). Per level and image:
+    (`assign.heatmap_max`); with `mask_dilation` d > 0 cells, its maximum over the
+    (2d + 1) × (2d + 1) cells around each cell, so that objects thinner than a cell also pass
+    their surroundings. Per level and image:
     L = Σ_hw G · mean_c (Y'_T − Y'_S)² / max(Σ_hw G, eps); images without objects give 0.
     Summed over `levels`, averaged over the batch, times `weight`.
     """
@@ -174,11 +176,15 @@ class DirectionalResponseLoss(DistillationLoss):
         num_directions=4,
         kernel_size=3,
         temperature=1.0,
+        mask_dilation=0,
         enabled=True,
         **kwargs,
     ):
         super().__init__(weight=weight, enabled=enabled, **kwargs)
         self.levels = tuple(int(i) for i in levels)
+        self.mask_dilation = int(mask_dilation)
+        if self.mask_dilation < 0:
+            raise ValueError(f"distill.py: mask_dilation must be >= 0 cells, got {mask_dilation}")
         self.num_directions = int(num_directions)
         self.kernel_size = int(kernel_size)
         self.temperature = float(temperature)
@@ -219,6 +225,9 @@ class DirectionalResponseLoss(DistillationLoss):
             if student.shape[1] != target.shape[1] or student.shape[2] != target.shape[2]:
                 student = tf.image.resize(student, tf.shape(target)[1:3], method="bilinear")
             mask = heatmap_max(_f32(encoded[level]))
+            if self.mask_dilation:
+                window = 2 * self.mask_dilation + 1
+                mask = tf.nn.max_pool2d(mask[..., None], window, 1, "SAME")[..., 0]
             error = tf.reduce_mean(tf.square(target - student), axis=-1)  # [B, H, W]
             per_image = tf.reduce_sum(mask * error, axis=(1, 2)) / tf.maximum(tf.reduce_sum(mask, axis=(1, 2)), 1e-6)
             total += tf.reduce_mean(per_image)
@@ -231,6 +240,7 @@ class DirectionalResponseLoss(DistillationLoss):
             num_directions=self.num_directions,
             kernel_size=self.kernel_size,
             temperature=self.temperature,
+            mask_dilation=self.mask_dilation,
         )
         return config
 
@@ -278,6 +288,11 @@ class PredictionDistillationLoss(DistillationLoss):
       over the negative cells (1 − positive mask, m the mixup weight): the teacher's objectness
       where no target is, so its hard negatives (piers, quays) and its soft scores next to the
       objects reach the student, which the positive-cell terms above never see.
+    - with `dense_box` η > 0, pred_loc also gets η · Σ_neg m · σ(z_T,obj) · H(S, T) / N_img: on
+      the negative cells, the student's decoded box pulled towards the teacher's, as far as the
+      teacher believes an object is there. The JOL trains boxes only on positive cells, yet at
+      test time every cell whose objectness passes the score threshold gives a box; this term
+      gives the cells next to an object (which dense objectness teaches to fire) a box too.
 
     w = positive mask · mixup weight · area weight ω; N_img = max(1, positives of the image
     over all levels); averaged over the batch; both terms times `weight`.
@@ -293,14 +308,17 @@ class PredictionDistillationLoss(DistillationLoss):
         objectness=True,
         box_imitation=0.0,
         dense_objectness=0.0,
+        dense_box=0.0,
         enabled=True,
         **kwargs,
     ):
         super().__init__(weight=weight, enabled=enabled, **kwargs)
         self.box_imitation = float(box_imitation)
         self.dense_objectness = float(dense_objectness)
-        if self.dense_objectness < 0.0:
-            raise ValueError(f"distill.py: dense_objectness must be >= 0, got {dense_objectness}")
+        self.dense_box = float(dense_box)
+        for name, value in (("dense_objectness", self.dense_objectness), ("dense_box", self.dense_box)):
+            if value < 0.0:
+                raise ValueError(f"distill.py: {name} must be >= 0, got {value}")
         if not 0.0 <= float(lam) <= 1.0:
             raise ValueError(f"distill.py: lam must be in [0, 1], got {lam}")
         self.lam = float(lam)
@@ -319,6 +337,7 @@ class PredictionDistillationLoss(DistillationLoss):
         cls = 0.0
         imitation = 0.0
         background = 0.0
+        background_box = 0.0
         positives = 0.0
         for level, stride in enumerate(strides):
             enc = _f32(encoded[level])
@@ -347,28 +366,41 @@ class PredictionDistillationLoss(DistillationLoss):
                 negative = (1.0 - positive) * enc[..., TARGET_MIXUP_CHANNEL]
                 dense = _soft_bce(head_t[..., OBJECTNESS_CHANNEL], head_s[..., OBJECTNESS_CHANNEL])
                 background += tf.reduce_sum(negative * dense, axis=(1, 2))
+            if self.dense_box:
+                teacher_objectness = tf.sigmoid(head_t[..., OBJECTNESS_CHANNEL])
+                confidence = (1.0 - positive) * enc[..., TARGET_MIXUP_CHANNEL] * teacher_objectness
+                distance = self._box_distance(head_s, head_t, stride)[0]
+                background_box += tf.reduce_sum(confidence * distance, axis=(1, 2))
         normaliser = tf.maximum(positives, 1.0)
         pred_loc = self.lam * tf.reduce_mean(loc / normaliser)
         if self.box_imitation:
             pred_loc += self.box_imitation * tf.reduce_mean(imitation / normaliser)
+        if self.dense_box:
+            pred_loc += self.dense_box * tf.reduce_mean(background_box / normaliser)
         pred_cls = (1.0 - self.lam) * tf.reduce_mean(cls / normaliser)
         if self.dense_objectness:
             pred_cls += self.dense_objectness * tf.reduce_mean(background / normaliser)
         return {"pred_loc": self.weight * pred_loc, "pred_cls": self.weight * pred_cls}
 
     @staticmethod
-    def _imitation(head_s, head_t, encoded_level, stride):
-        """(1 − H(teacher, target)) · H(student, teacher) per cell [B, H, W]."""
+    def _box_distance(head_s, head_t, stride):
+        """H(student, teacher) per cell [B, H, W] (gradient to the student only), and the
+        teacher's box Gaussian (mean, covariance terms of `gliding_gaussian`)."""
         dec_s = decode_head_level(head_s, stride)
         dec_t = decode_head_level(head_t, stride)
         student = gliding_gaussian(dec_s["pred_l"], dec_s["pred_s"], stride)
-        teacher = gliding_gaussian(dec_t["pred_l"], dec_t["pred_s"], stride)
+        teacher = tuple(tf.stop_gradient(t) for t in gliding_gaussian(dec_t["pred_l"], dec_t["pred_s"], stride))
+        return hellinger_distance_tf(*student, *teacher), teacher
+
+    @classmethod
+    def _imitation(cls, head_s, head_t, encoded_level, stride):
+        """(1 − H(teacher, target)) · H(student, teacher) per cell [B, H, W]."""
+        distance, teacher = cls._box_distance(head_s, head_t, stride)
         target = gliding_gaussian(
             encoded_level[..., TARGET_DISTANCE_CHANNELS], encoded_level[..., TARGET_GLIDING_CHANNELS], stride
         )
         trust = tf.stop_gradient(1.0 - hellinger_distance_tf(*teacher, *target))
-        teacher = tuple(tf.stop_gradient(t) for t in teacher)
-        return trust * hellinger_distance_tf(*student, *teacher)
+        return trust * distance
 
     def get_config(self):
         config = super().get_config()
@@ -378,6 +410,7 @@ class PredictionDistillationLoss(DistillationLoss):
             objectness=self.objectness,
             box_imitation=self.box_imitation,
             dense_objectness=self.dense_objectness,
+            dense_box=self.dense_box,
         )
         return config
 
