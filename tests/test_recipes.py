@@ -83,6 +83,27 @@ def test_seed_summary_and_report_table():
     assert "mean gain +7.00; the gain exceeds the student's spread on 2 of 2 seeds." in text
     assert "mean gain +3.00; the gain exceeds the student's spread on 1 of 2 seeds." in text
     assert "side by side" not in text  # the quick preset trains seeds one after the other
+    assert "Why found objects miss" not in text  # results without box errors: no table
+    errors = {
+        "ground_truths": 10,
+        "found": 0.9,
+        "passed": 0.2,
+        "iou_median": 0.3,
+        "length_ratio_median": 1.1,
+        "width_ratio_median": 2.0,
+        "angle_error_median": 7.5,
+        "centre_across_median": 0.8,
+        "centre_along_median": 0.05,
+        "passed_if_exact": {"centre_across": 0.3, "centre_along": 0.25, "length": 0.22, "width": 0.4, "angle": 0.21},
+    }
+    with_errors = render_report(
+        {"models": {**models, "student": {**models["student"], "box_errors": errors}}, "dataset": "x"},
+        preset_config("quick"),
+        "HRSC2016",
+        PAPER_HRSC,
+        {"teacher": "T", "student": "S", "student_dked": "S+DKED"},
+    )
+    assert "| S | 0.90 | 0.20 | 1.10 | 2.00 | 7.5 | 0.80 | 0.30 | 0.22 | 0.40 | 0.21 |" in with_errors
     side_by_side = render_report(
         {"models": models, "seeds": seeds, "seed_summary": summary},
         preset_config("default"),

@@ -39,6 +39,7 @@ from dked_tf.config import (
 )
 from dked_tf.data.dota import write_task1
 from dked_tf.errors import EXIT_USER_ERROR, USER_ERRORS, error_line
+from dked_tf.evaluation.box_errors import box_errors
 from dked_tf.evaluation.diagnostics import localisation_diagnostics
 from dked_tf.experiment.data import describe_object_scale, load_records, prepare_records, resolve_input
 from dked_tf.experiment.evaluate import detect_scenes, evaluate_map, measure_latency_ms, score_detections
@@ -289,6 +290,7 @@ class Recipe:
                 "num_gt": metrics["num_gt"],
                 "num_det": metrics["num_det"],
                 "localisation": localisation,
+                "box_errors": box_errors(detections, self.eval_records(), self.class_names),
             }
             if seed is not None:
                 seeds.setdefault(str(seed), {})[key] = {
