@@ -1,6 +1,7 @@
 """dked_tf: lightweight oriented object detection with DKED knowledge distillation.
 
     from dked_tf import Distiller, build_dataset, build_model
+    from dked_tf import Detector                 # inference: Detector.load(run folder or .keras)
 
 The package's environment settings for TensorFlow live here, the one place that sets them:
 every import of a dked_tf module runs this file first.
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 PUBLIC_NAMES = {
+    "Detections": "dked_tf.experiment.inference",
+    "Detector": "dked_tf.experiment.inference",
     "Distiller": "dked_tf.distiller",
     "OrientedDetector": "dked_tf.models.detector",
     "build_model": "dked_tf.models.presets",

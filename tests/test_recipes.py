@@ -207,6 +207,7 @@ def test_full_smoke_run_of_the_main_recipe(tmp_path):
     for key in ("teacher", "student", "student_dked"):
         assert set(CONTRACT_KEYS) <= set(results["models"][key])
     assert (out / "export" / "saved_model" / "saved_model.pb").exists()
+    assert (out / "export" / "student_dked.keras").exists()
 
 
 def test_self_distillation_student_follows_the_teacher():

@@ -67,12 +67,14 @@ class StubDetector:
 
 def test_predict_skips_an_unreadable_image_and_keeps_ids_unique(inputs, tmp_path, capsys):
     pytest.importorskip("tensorflow")
+    from dked_tf.experiment.inference import Detector
     from dked_tf.experiment.predict import predict_images
 
     out = tmp_path / "out"
     skipped = []
     paths = [inputs["a/x.png"], inputs["a/broken.jpg"], inputs["b/x.png"], inputs["c/y.jpg"]]
-    total = predict_images(StubDetector(), paths, str(out), ["ship", "boat"], 64, verbose=0, skipped=skipped)
+    detector = Detector(StubDetector(), ["ship", "boat"], 64)
+    total = predict_images(detector, paths, str(out), verbose=0, skipped=skipped)
     err = capsys.readouterr().err
     assert total == 3 and skipped == [inputs["a/broken.jpg"]]
     assert f"warning: skipped an image that cannot be read: {inputs['a/broken.jpg']}: truncated" in err
@@ -85,18 +87,20 @@ def test_predict_skips_an_unreadable_image_and_keeps_ids_unique(inputs, tmp_path
 
 def test_predict_warns_when_a_large_image_is_squashed(tmp_path, rng, capsys):
     pytest.importorskip("tensorflow")
+    from dked_tf.experiment.inference import Detector
     from dked_tf.experiment.predict import predict_images
 
     big = tmp_path / "big.png"
     cv2.imwrite(str(big), (rng.random((200, 300, 3)) * 255).astype(np.uint8))
-    predict_images(StubDetector(), [str(big)], str(tmp_path / "o1"), ["ship"], 64, draw=False, verbose=0)
+    predict_images(Detector(StubDetector(), ["ship"], 64), [str(big)], str(tmp_path / "o1"), draw=False, verbose=0)
     err = capsys.readouterr().err
     assert "big.png is 300x200 px and is shrunk 4.7x to the model's 64 px input" in err
     assert "--tile-size 64" in err and len(err.strip().splitlines()) == 1
-    predict_images(StubDetector(), [str(big)], str(tmp_path / "o2"), ["ship"], 64, tile_size=64, draw=False, verbose=0)
+    tiled = Detector(StubDetector(), ["ship"], 64, tile_size=64)
+    predict_images(tiled, [str(big)], str(tmp_path / "o2"), draw=False, verbose=0)
     assert "shrunk" not in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"overlap \(64 px\) must be smaller than the tile size \(64 px\)"):
-        predict_images(StubDetector(), [str(big)], str(tmp_path / "o3"), ["ship"], 64, tile_size=64, overlap=64)
+        Detector(StubDetector(), ["ship"], 64, tile_size=64, overlap=64)
 
 
 def test_predict_command_rejects_overlap_before_loading_the_model(tmp_path):

@@ -1,5 +1,7 @@
-"""`dked-tf export`: a trained detector (.keras) -> SavedModel, TFLite, ONNX, TensorRT, TF-TRT.
+"""`dked-tf export`: a trained detector (run folder or .keras) -> one-file .keras, SavedModel,
+TFLite, ONNX, TensorRT, TF-TRT.
 
+    dked-tf export --weights runs/student --format keras --out student.keras
     dked-tf export --weights student.keras --format tflite --quantize int8 \\
         --representative-data data/train/images --out export/student_int8.tflite
     dked-tf export --weights student.keras --format saved_model --out export/student/1
@@ -12,7 +14,7 @@ import sys
 
 from dked_tf.config import ConfigError, check_at_least, check_fraction, check_input_size
 from dked_tf.data.images import folder_batches_rgb
-from dked_tf.experiment.predict import load_trained_detector
+from dked_tf.experiment.saving import is_keras_file, load_detector, save_keras_file
 from dked_tf.export.onnx import export_onnx
 from dked_tf.export.saved_model import export_saved_model
 from dked_tf.export.tensorrt import (
@@ -26,10 +28,10 @@ from dked_tf.export.tflite import export_tflite
 from dked_tf.models.presets import build_model
 
 DESCRIPTION = (
-    "Export a detector: SavedModel (TF Serving signatures), TFLite fp32/fp16/int8 (builtin ops, "
+    "Export a detector: one-file .keras model, SavedModel (TF Serving signatures), TFLite fp32/fp16/int8 (builtin ops, "
     "NMS on the host or fast in-graph), ONNX, a TensorRT engine (or the trtexec command), TF-TRT."
 )
-FORMATS = ("saved_model", "tflite", "onnx", "tensorrt", "tftrt")
+FORMATS = ("keras", "saved_model", "tflite", "onnx", "tensorrt", "tftrt")
 
 
 def add_arguments(parser):
@@ -46,14 +48,16 @@ def add_arguments(parser):
         "--format",
         required=True,
         choices=FORMATS,
-        help="saved_model: TF Serving signatures; tflite: builtin-only .tflite + sidecar json; "
+        help="keras: one .keras file with class names, input and tile size inside (read by "
+        "`dked-tf predict/export`, `dked_tf.Detector.load` and `keras.saving.load_model`); "
+        "saved_model: TF Serving signatures; tflite: builtin-only .tflite + sidecar json; "
         "onnx: for TensorRT/onnxruntime; tensorrt: engine where `tensorrt` imports, else ONNX + the "
         "trtexec command; tftrt: TF-TRT (only where TensorFlow has TensorRT)",
     )
     parser.add_argument(
         "--out",
         required=True,
-        help="output: SavedModel folder, .tflite, .onnx (tensorrt: .onnx or .engine), TF-TRT folder",
+        help="output: .keras file, SavedModel folder, .tflite, .onnx (tensorrt: .onnx or .engine), TF-TRT folder",
     )
     parser.add_argument("--image-size", type=int, default=None, help="network input side S (default: the model's)")
     parser.add_argument("--class-names", default=None, help="comma-separated class names for the sidecar/metadata")
@@ -93,23 +97,23 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def load_detector(args):
-    """The model to export, from --weights or --model/--num-classes; a saved run folder also
-    fills in --class-names and --image-size."""
+def load_model_and_meta(args):
+    """(model, meta) to export, from --weights (a run folder or .keras file; its saved facts also
+    fill in --class-names and --image-size) or --model/--num-classes (meta {})."""
     if bool(args.weights) == bool(args.model):
-        raise ConfigError("give exactly one of --weights FILE.keras or --model PRESET --num-classes N")
+        raise ConfigError("give exactly one of --weights DIR_OR_FILE.keras or --model PRESET --num-classes N")
     if args.model:
         if not args.num_classes:
             raise ConfigError("--model needs --num-classes")
-        return build_model(args.model, args.num_classes)
+        return build_model(args.model, args.num_classes), {}
     if not os.path.exists(args.weights):
         raise FileNotFoundError(f"{args.weights}: no such file or folder (--weights)")
-    model, meta = load_trained_detector(args.weights)
+    model, meta = load_detector(args.weights)
     if not args.class_names and meta.get("class_names"):
         args.class_names = ",".join(meta["class_names"])
     if not args.image_size and meta:
         args.image_size = int(meta["image_size"])
-    return model
+    return model, meta
 
 
 def _settings(args, model):
@@ -131,6 +135,8 @@ def check_arguments(args):
     if args.max_detections is not None:
         check_at_least("--max-detections", args.max_detections, 1)
     check_at_least("--num-representative", args.num_representative, 1)
+    if args.format == "keras" and not is_keras_file(args.out):
+        raise ConfigError(f"--format keras writes one .keras file: --out {args.out} must end with .keras")
     if args.format == "tflite" and args.quantize == "int8" and not args.representative_data:
         raise ConfigError("--quantize int8 needs --representative-data DIR (training images)")
 
@@ -148,7 +154,7 @@ def run(args):
             return 2
         saved_model = args.saved_model
         if saved_model is None:
-            model = load_detector(args)
+            model, _ = load_model_and_meta(args)
             saved_model = args.out.rstrip("/") + "_savedmodel"
             export_saved_model(model, saved_model, class_names=class_names, **_settings(args, model))
         calibration = None
@@ -163,10 +169,17 @@ def run(args):
             return 2
         return 0
 
-    model = load_detector(args)
+    model, meta = load_model_and_meta(args)
     if args.class_names and class_names is None:  # filled in from a saved run folder
         class_names = [n.strip() for n in args.class_names.split(",")]
     settings = _settings(args, model)
+    if args.format == "keras":
+        names = class_names or [f"class{i}" for i in range(model.num_classes)]
+        extra = {k: v for k, v in meta.items() if k not in ("class_names", "image_size", "num_classes")}
+        save_keras_file(model, args.out, class_names=names, image_size=settings["image_size"], **extra)
+        if verbose:
+            print(f"written {args.out} (one-file model: dked-tf predict --model {args.out}, Detector.load)")
+        return 0
     if args.format == "saved_model":
         export_saved_model(model, args.out, class_names=class_names, verbose=verbose, **settings)
         if verbose:

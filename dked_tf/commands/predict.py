@@ -5,7 +5,7 @@ cut into overlapping tiles (`--tile-size`, `--overlap`, in original pixels), eac
 letterboxed to the model input, detections are mapped back to the image and merged across tiles
 with class-aware rotated (polygon) NMS. Writes DOTA Task1 files (`Task1_<class>.txt`:
 `image_id score x1 y1 ... x4 y4`, original pixels) and, unless --no-draw, the images with their
-detections drawn.
+detections drawn. The detection is `dked_tf.Detector`'s (the same detections in Python).
 
 An unreadable image is skipped with a warning naming it (the others are processed, every Task1
 file is written); inputs whose file names repeat get their relative paths as image ids; bad
@@ -17,8 +17,15 @@ import sys
 import time
 
 from dked_tf.data.images import list_images
-from dked_tf.experiment.predict import check_tiling, predict_images
-from dked_tf.experiment.saving import load_detector
+from dked_tf.experiment.inference import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_IOU_THRESHOLD,
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_SCORE_THRESHOLD,
+    Detector,
+    check_tiling,
+)
+from dked_tf.experiment.predict import predict_images
 
 DESCRIPTION = (
     "Detect oriented objects in images or folders of any size with a trained detector. Large "
@@ -39,9 +46,10 @@ def add_arguments(parser):
         "--run",
         dest="model",
         required=True,
-        metavar="DIR",
-        help="folder of a trained detector (model.json + model.weights.h5, as written by "
-        "`dked-tf train`/`distill --out DIR` or a recipe's checkpoints/<model>/)",
+        metavar="DIR_OR_FILE",
+        help="a trained detector: a run folder (model.json + model.weights.h5, as written by "
+        "`dked-tf train`/`distill --out DIR` or a recipe's checkpoints/<model>/) or a one-file "
+        ".keras model (`dked-tf export --format keras`)",
     )
     parser.add_argument(
         "--out",
@@ -70,17 +78,21 @@ def add_arguments(parser):
     parser.add_argument(
         "--score-threshold",
         type=float,
-        default=0.3,
+        default=DEFAULT_SCORE_THRESHOLD,
         help="keep detections with score >= this (use ~0.05 for mAP evaluation)",
     )
     parser.add_argument(
         "--iou-threshold",
         type=float,
-        default=0.3,
+        default=DEFAULT_IOU_THRESHOLD,
         help="rotated-NMS IoU threshold, inside each tile and when merging tiles",
     )
-    parser.add_argument("--max-detections", type=int, default=300, help="most detections kept per tile and per image")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    parser.add_argument(
+        "--max-detections", type=int, default=DEFAULT_MAX_DETECTIONS, help="most detections kept per tile and per image"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images (and tiles) per forward pass"
+    )
     parser.add_argument("--no-draw", action="store_true", help="do not write images with drawn detections")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="1: progress bar and summary")
 
@@ -93,29 +105,18 @@ def run(args):
     if not paths:
         print("dked-tf predict: no images to process", file=sys.stderr)
         return 1
-    model, meta = load_detector(args.model)
-    class_names = list(meta["class_names"])
-    image_size = int(meta["image_size"])
-    tile_size = args.tile_size if args.tile_size is not None else int(meta.get("tile_size", 0) or 0)
-    check_tiling(tile_size, args.overlap)
-    skipped = []
-    start = time.perf_counter()
-    total = predict_images(
-        model,
-        paths,
-        args.out,
-        class_names,
-        image_size,
-        tile_size=tile_size,
+    detector = Detector.load(
+        args.model,
+        tile_size=args.tile_size,
         overlap=args.overlap,
         score_threshold=args.score_threshold,
         iou_threshold=args.iou_threshold,
         max_detections=args.max_detections,
         batch_size=args.batch_size,
-        draw=not args.no_draw,
-        verbose=args.verbose,
-        skipped=skipped,
     )
+    skipped = []
+    start = time.perf_counter()
+    total = predict_images(detector, paths, args.out, draw=not args.no_draw, verbose=args.verbose, skipped=skipped)
     if args.verbose:
         seconds = time.perf_counter() - start
         draw_dir = os.path.join(args.out, "images")

@@ -43,6 +43,7 @@ from dked_tf.evaluation.box_errors import box_errors
 from dked_tf.evaluation.diagnostics import localisation_diagnostics
 from dked_tf.experiment.data import describe_object_scale, load_records, prepare_records, resolve_input
 from dked_tf.experiment.evaluate import detect_scenes, evaluate_map, measure_latency_ms, score_detections
+from dked_tf.experiment.inference import Detector
 from dked_tf.experiment.report import PAPER_DOTA, PAPER_HRSC, PAPER_SELF, render_report, seed_summary
 from dked_tf.experiment.saving import is_saved_detector, load_detector
 from dked_tf.experiment.train_lib import (
@@ -364,12 +365,18 @@ class Recipe:
         if not is_saved_detector(folder):
             self.log(f"export: no distilled student in {folder}, skipped")
             return
-        model, meta = load_detector(folder)
+        detector = Detector.load(folder)
+        model, meta = detector.model, detector.meta
         export_dir = os.path.join(self.out, "export")
         os.makedirs(export_dir, exist_ok=True)
         results = self.load_results()
         exported = results.setdefault("export", {})
         cfg = self.cfg
+        # the one-file model of the public API: `Detector.load(path)`, `dked-tf predict --model path`
+        path = os.path.join(export_dir, "student_dked.keras")
+        self.log(f"export: one-file model -> {path}")
+        detector.save(path)
+        exported["keras"] = {"path": path, "megabytes": os.path.getsize(path) / 2**20}
         decode = dict(
             score_threshold=cfg.model.score_threshold,
             iou_threshold=cfg.model.iou_threshold,
