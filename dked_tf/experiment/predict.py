@@ -17,7 +17,6 @@ import sys
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 import dked_tf.models.detector  # noqa: F401  (registers the serializable classes for .keras files)
 from dked_tf import visualize
@@ -29,6 +28,7 @@ from dked_tf.data.split import tile_windows
 from dked_tf.distiller import Distiller
 from dked_tf.experiment.saving import is_saved_detector, load_detector
 from dked_tf.ops.nms import batched_rotated_nms
+from dked_tf.terminal import progress as terminal_progress
 
 # An image processed whole that is shrunk more than this many times to the model input gets a
 # warning suggesting tiling (its objects shrink as much).
@@ -105,10 +105,8 @@ def detect_image(
 
 
 def _progress(items, verbose, desc):
-    """A tqdm progress bar over items when verbose, else the items."""
-    if not verbose:
-        return items
-    return tqdm(items, desc=desc, unit="img")
+    """A tqdm progress bar over items when verbose and on a terminal, else the items."""
+    return terminal_progress(items, desc=desc, verbose=verbose, unit="img")
 
 
 def predict_images(
