@@ -29,6 +29,10 @@ PRESETS = ("smoke", "quick", "default", "easy", "paper")
 # Network inputs are multiples of the largest stride of the models (OrientedDetector's strides
 # 8/16/32; tested equal to the models' largest stride).
 LARGEST_STRIDE = 32
+# data.val_split, train.strategy and train.mixed_precision values
+VAL_SPLITS = ("auto", "val", "holdout", "test")
+STRATEGIES = ("none", "mirrored", "multi_worker")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclasses.dataclass
@@ -75,6 +79,14 @@ class DataConfig:
     patch_size: int = 256
     patch_gap: int = 64
     classes: str = ""  # DOTA class list: dota1.0 | dota1.5 | dota2.0 | a,b,c (empty: dataset's own)
+    # The images scored while training (only when a schedule's val_every > 0;
+    # `dked_tf.experiment.data.validation_split`): "auto" (the dataset's own val split when it has
+    # one apart from the training and test images, e.g. HRSC2016's ImageSets/val.txt; else
+    # "holdout"), "val", "holdout" (val_fraction of the training images, picked by a fixed hash of
+    # their ids, DOTA: of the scenes, and not trained on) or "test" (the test split: the best
+    # checkpoint is then chosen on the images it is scored on).
+    val_split: str = "auto"
+    val_fraction: float = 0.1
 
     @property
     def inference_size(self):
@@ -127,6 +139,20 @@ class TrainConfig:
     ema_momentum: float = 0.0
     seed: int = 0
     checkpoint_every: int = 1  # epochs between resumable backups (0: none)
+    # Validation while training: mAP(07)/mAP(12) on data.val_split every val_every epochs (0: off),
+    # logged as val_map07 / val_map12; the weights of the best val_map07 are kept in the run folder
+    # (best.weights.h5 + best.json). early_stop_patience > 0 stops the training when val_map07 has
+    # not improved for that many epochs (0: never).
+    val_every: int = 0
+    early_stop_patience: int = 0
+    # Scale switches: "none" (the default device), "mirrored" (tf.distribute.MirroredStrategy over
+    # the visible GPUs; data.batch_size is the global batch) or "multi_worker"
+    # (MultiWorkerMirroredStrategy from TF_CONFIG); the Keras dtype policy while training: "none"
+    # (float32), "mixed_float16" (GPUs; loss scaling) or "mixed_bfloat16" (TPUs, recent CPUs/GPUs).
+    strategy: str = "none"
+    mixed_precision: str = "none"
+    # TensorBoard event files (losses, learning rate, val mAP, drawn val images) in the run folder
+    tensorboard: bool = True
 
 
 @dataclasses.dataclass
@@ -641,6 +667,12 @@ def _validate_schedule(name, tc):
     check_at_least(f"{name}.clipnorm", tc.clipnorm, 0)
     check_fraction(f"{name}.ema_momentum", tc.ema_momentum)
     check_at_least(f"{name}.checkpoint_every", tc.checkpoint_every, 0)
+    check_at_least(f"{name}.val_every", tc.val_every, 0)
+    check_at_least(f"{name}.early_stop_patience", tc.early_stop_patience, 0)
+    if tc.early_stop_patience and not tc.val_every:
+        raise _invalid(f"{name}.early_stop_patience", tc.early_stop_patience, f"needs validation: set {name}.val_every")
+    check_choice(f"{name}.strategy", tc.strategy, STRATEGIES)
+    check_choice(f"{name}.mixed_precision", tc.mixed_precision, MIXED_PRECISION)
 
 
 def validate_config(cfg):
@@ -671,6 +703,9 @@ def validate_config(cfg):
     check_at_least("data.patch_gap", data.patch_gap, 0)
     if data.patch_gap >= data.patch_size:
         raise _invalid("data.patch_gap", data.patch_gap, f"must be below data.patch_size ({data.patch_size})")
+    check_choice("data.val_split", data.val_split, VAL_SPLITS)
+    if not 0.0 < data.val_fraction < 1.0:
+        raise _invalid("data.val_fraction", data.val_fraction, "needs a number between 0 and 1 (exclusive)")
     model = cfg.model
     check_fraction("model.score_threshold", model.score_threshold)
     check_fraction("model.iou_threshold", model.iou_threshold)

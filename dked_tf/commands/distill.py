@@ -88,6 +88,7 @@ def run(args):
         init_from=args.init_student,
         resume=not (args.no_resume or args.force),
         verbose=args.verbose,
+        tensorboard_dir=args.tensorboard,
     )
     finish_run(result, args, cfg)
     return 0

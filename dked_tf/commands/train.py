@@ -19,8 +19,9 @@ DESCRIPTION = (
     "Train one oriented detector (the GGHL teacher or the LO-Det student, or any preset of "
     "dked_tf.models.presets) on HRSC2016, DOTA (scenes split into patches) or the built-in synthetic "
     "set. Writes model.json + model.weights.h5 (usable by `dked-tf predict/export/distill`), "
-    "config.yaml/json, history.json and, with --evaluate, metrics.json. Interrupted runs resume from "
-    "their last backup (every train.checkpoint_every epochs; 1 by default) when rerun with the same "
+    "config.yaml/json, history.json, history.csv, tensorboard/ (TensorBoard event files), with --val-every "
+    "best.weights.h5 + best.json (best validation mAP) and, with --evaluate, metrics.json. Interrupted runs "
+    "resume from their last backup (every train.checkpoint_every epochs; 1 by default) when rerun with the same "
     "config; a folder holding a finished model is refused unless --force."
 )
 
@@ -54,6 +55,21 @@ def add_common_arguments(parser, default_out):
     run.add_argument("--epochs", type=int, default=None, help="shortcut for --set train.epochs=N")
     run.add_argument("--seed", type=int, default=None, help="random seed (shortcut for --set train.seed=N)")
     run.add_argument("--image-size", type=int, default=None, help="input size S (shortcut for --set data.image_size=S)")
+    run.add_argument(
+        "--val-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="score mAP(07)/mAP(12) on the validation images (data.val_split) every N epochs, keep the best "
+        "weights in OUT/best.weights.h5 (shortcut for --set train.val_every=N; 0: off)",
+    )
+    run.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="write the TensorBoard event files (losses, learning rate, val mAP, drawn val images) to DIR "
+        "instead of OUT/tensorboard (--set train.tensorboard=false: none)",
+    )
     run.add_argument(
         "--no-resume",
         action="store_true",
@@ -100,6 +116,7 @@ def config_from_args(args, schedule, extra_flags=None):
         "data.cache_dir": args.data_cache,
         f"{schedule}.epochs": args.epochs,
         f"{schedule}.seed": args.seed,
+        f"{schedule}.val_every": args.val_every,
         "data.image_size": args.image_size,
         "data.format": args.format,
         **(extra_flags or {}),
@@ -129,6 +146,14 @@ def finish_run(result, args, cfg):
     written to metrics.json."""
     if args.verbose:
         print(f"trained {result.architecture} in {result.outcome.train_seconds:.0f} s; saved to {args.out}")
+        best = result.outcome.best
+        if best:
+            stopped = result.outcome.stopped_early_at
+            early = f"; stopped early after epoch {stopped}" if stopped else ""
+            print(
+                f"best val mAP(07) {100 * best['val_map07']:.2f} at epoch {best['epoch']} -> "
+                f"{os.path.join(args.out, best['weights'])}{early}"
+            )
     if args.evaluate:
         test_records, _ = prepare_records(cfg, "test", verbose=args.verbose)
         metrics = evaluate_map(result.model, test_records, result.class_names, cfg, verbose=args.verbose)
@@ -166,6 +191,7 @@ def run(args):
         architecture=args.arch,
         resume=not (args.no_resume or args.force),
         verbose=args.verbose,
+        tensorboard_dir=args.tensorboard,
     )
     finish_run(result, args, cfg)
     return 0

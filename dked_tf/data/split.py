@@ -31,11 +31,11 @@ import re
 import cv2
 import numpy as np
 import shapely.geometry
-from tqdm import tqdm
 
 from dked_tf.data.dota import read_dota, read_task1, resolve_classes, write_dota_label, write_task1
 from dked_tf.data.records import ImageRecord
 from dked_tf.ops.nms import rotated_nms
+from dked_tf.terminal import progress as terminal_progress
 
 PATCH_NAME = re.compile(r"^(?P<image_id>.+)__(?P<rate>[0-9.]+)__(?P<left>\d+)___(?P<up>\d+)$")
 
@@ -250,7 +250,7 @@ def split_dota(
     patches = []
     iterator = records
     if verbose and out_dir is not None:
-        iterator = tqdm(records, desc="split_dota", leave=False)
+        iterator = terminal_progress(records, desc="split_dota", verbose=verbose, leave=False)
     for record in iterator:
         image = None
         for rate in rates:

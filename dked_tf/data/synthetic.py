@@ -33,12 +33,12 @@ import sys
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from dked_tf.data.dota import write_dota_label
 from dked_tf.data.hrsc import SHIP_CLASS_ID, poly_hbb, write_hrsc_xml, write_imageset
 from dked_tf.data.records import ImageRecord
 from dked_tf.ops.obb import mbox_to_poly
+from dked_tf.terminal import progress as terminal_progress
 from dked_tf.visualize import draw_polygons
 
 GENERATOR_VERSION = 2
@@ -636,9 +636,7 @@ def _write_manifest(out_dir, params, files, stats=None):
 
 
 def _progress(iterable, total, verbose, desc):
-    if not verbose:
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    return terminal_progress(iterable, total=total, desc=desc, verbose=verbose, leave=False)
 
 
 def _save_image(path, image_rgb, image_format):

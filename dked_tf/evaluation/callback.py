@@ -67,6 +67,7 @@ class MeanAPCallback(keras.callbacks.Callback):
         self.graph = graph
         self.eval_kwargs = eval_kwargs
         self.last_results = None  # dict metric -> EvalResult of the last evaluation
+        self.last_detections = None  # class name -> [(image_id, score, poly [8])] of the last evaluation
         self._detect = None  # (model, detect fn): traced once, reused every evaluation
         self._dataset = None  # the evaluation pipeline over the records, built once
         is_records = isinstance(val_data, (list, tuple))
@@ -112,6 +113,7 @@ class MeanAPCallback(keras.callbacks.Callback):
             ground_truths = self.val_data
         else:
             detections, ground_truths = self._run_dataset(detect, class_names)
+        self.last_detections = detections
         return evaluate_all_metrics(detections, ground_truths, class_names, self.metrics, **self.eval_kwargs)
 
     def _run_dataset(self, detect, class_names):

@@ -10,10 +10,10 @@ import math
 
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
 
 from dked_tf.data.pipeline import build_dataset
 from dked_tf.evaluation.metrics import evaluate_all_metrics, evaluate_detections
+from dked_tf.terminal import progress as terminal_progress
 
 
 def inference_model(model):
@@ -23,10 +23,9 @@ def inference_model(model):
 
 
 def progress(iterable, total=None, verbose=1, desc=None):
-    """A tqdm progress bar over iterable (total items, desc label) when verbose, else the iterable."""
-    if not verbose:
-        return iterable
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    """A tqdm progress bar over iterable (total items, desc label) when verbose and on a terminal,
+    else the iterable (`dked_tf.terminal.progress`)."""
+    return terminal_progress(iterable, total=total, desc=desc, verbose=verbose, leave=False)
 
 
 def _to_numpy(value):

@@ -1,18 +1,37 @@
-"""Callbacks of a training run: one progress line per epoch with the ETA, periodic backups."""
+"""Callbacks of a training run: one progress line per epoch with the ETA, periodic backups, the
+learning rate in the logs, the best weights by validation mAP (and early stopping), a CSV log and
+TensorBoard event files.
+
+Order in `fit` (`experiment.train_lib.train`): LearningRateLog and the validation callback
+(`MeanAPCallback`) first, so every later callback sees `learning_rate` and `val_map07` in the
+epoch's logs; then BestWeights, CsvLog, TensorBoardLog; EpochBackup and RunProgress last.
+"""
 
 import contextlib
+import csv
+import io
+import math
 import os
 import re
 import shutil
 import time
 
+import cv2
 import keras
 import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
-from dked_tf.files import CorruptFileError, is_temporary, read_json, replacing, write_json
+from dked_tf import visualize
+from dked_tf.evaluation.runner import inference_model
+from dked_tf.files import CorruptFileError, is_temporary, read_json, replacing, write_json, write_text_atomic
 
 # Loss keys shown on the per-epoch line (the Distiller logs `total` and `jol_total`).
-SHOWN_LOGS = ("loss", "total", "jol_total", "val_map07")
+SHOWN_LOGS = ("loss", "total", "jol_total", "val_map07", "val_map12")
+# The key of the learning rate in the epoch's logs (`LearningRateLog`), as Keras' TensorBoard names it.
+LEARNING_RATE_KEY = "learning_rate"
+# Drawn detections (TensorBoard images, the recipe's detections/ pictures) need at least this score.
+DRAWN_SCORE = 0.3
 # Backups: epoch-NNNN.weights.h5 + epoch-NNNN.json; this many complete ones are kept.
 BACKUP_NAME = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 BACKUP_JSON = re.compile(r"^epoch-(\d+)\.json$")
@@ -34,13 +53,16 @@ class RunProgress(keras.callbacks.Callback):
 
     clock_path: a JSON file updated after every epoch with the training seconds so far
     (`previous_seconds` + this run's), so a resumed run reports the time of all its parts.
+    after_progress_bar: Keras draws its progress bar in this fit, whose last line is not ended:
+    the epoch line then starts on a new line.
     """
 
-    def __init__(self, stage, epochs, verbose=1, clock_path=None, previous_seconds=0.0):
+    def __init__(self, stage, epochs, verbose=1, clock_path=None, previous_seconds=0.0, after_progress_bar=False):
         super().__init__()
         self.stage = stage
         self.epochs = int(epochs)
         self.verbose = verbose
+        self.after_progress_bar = bool(after_progress_bar)
         self.clock_path = clock_path
         self.previous_seconds = float(previous_seconds)
         self._start = None
@@ -66,10 +88,11 @@ class RunProgress(keras.callbacks.Callback):
         recent = self._durations[1:] if len(self._durations) > 1 else self._durations
         left = float(np.mean(recent)) * (self.epochs - epoch - 1)
         losses = " ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k in SHOWN_LOGS)
-        # leading newline: Keras' progress bar of this epoch has not ended its line yet
+        if LEARNING_RATE_KEY in (logs or {}):
+            losses += f" lr {float(logs[LEARNING_RATE_KEY]):.3g}"
         print(
-            f"\n[{self.stage}] epoch {epoch + 1}/{self.epochs} {losses} | elapsed {format_clock(self.seconds)}, "
-            f"ETA {format_clock(left)}",
+            f"{chr(10) if self.after_progress_bar else ''}[{self.stage}] epoch {epoch + 1}/{self.epochs} {losses} | "
+            f"elapsed {format_clock(self.seconds)}, ETA {format_clock(left)}",
             flush=True,
         )
 
@@ -265,3 +288,267 @@ class EpochBackup(keras.callbacks.Callback):
         self.model._initial_epoch = None
         if self.delete_at_end:
             shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- logs
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    """Puts the optimizer's current learning rate (the schedule's value at its iteration count,
+    i.e. of the next step) into the epoch's logs as `learning_rate`: History, the CSV log, the
+    backups and TensorBoard then have it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = getattr(self.model, "optimizer", None)
+        if logs is None or optimizer is None:
+            return
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+        logs[LEARNING_RATE_KEY] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+
+
+def _numeric(logs):
+    """The finite-or-not float values of an epoch's logs (other entries dropped)."""
+    values = {}
+    for key, value in (logs or {}).items():
+        try:
+            values[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return values
+
+
+class CsvLog(keras.callbacks.Callback):
+    """One CSV row per epoch: `epoch` (1-based: finished epochs), then every logged value (loss
+    terms, `learning_rate`, `val_map07` / `val_map12` on validation epochs, empty elsewhere).
+
+    The whole file is rewritten atomically after every epoch (`dked_tf.files.write_text_atomic`;
+    a few hundred rows at most), so a kill leaves the previous complete file, never half a row.
+    A resumed run keeps the rows of the epochs before it (those up to where it goes on from, read
+    back from the file) and rewrites the rest; a run started over drops them all.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = os.fspath(path)
+        self.rows = []
+        self._started = False
+
+    def on_train_begin(self, logs=None):
+        self.rows, self._started = [], False
+
+    def _earlier_rows(self, done):
+        """Rows of epochs 1..done from the existing file (none when it is unreadable)."""
+        try:
+            with open(self.path, encoding="utf-8", newline="") as handle:
+                rows = list(csv.DictReader(handle))
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return []
+        kept = []
+        for row in rows:
+            try:
+                number = int(row.get("epoch", ""))
+            except ValueError:
+                continue
+            if number <= done:
+                kept.append({key: value for key, value in row.items() if key and value not in (None, "")})
+        return kept
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._started:  # epoch: the 0-based index of this epoch = epochs done before this part
+            self.rows = self._earlier_rows(epoch)
+            self._started = True
+        self.rows.append({"epoch": epoch + 1, **_numeric(logs)})
+        columns = []
+        for row in self.rows:
+            columns += [key for key in row if key not in columns]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, restval="", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        write_text_atomic(self.path, text.getvalue())
+
+
+def _plugin_metadata(plugin_name):
+    """SummaryMetadata of a TensorBoard plugin ("scalars", "images"; version-0 plugin data is empty)."""
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = plugin_name
+    return metadata
+
+
+class TensorBoardLog(keras.callbacks.Callback):
+    """TensorBoard event files in `log_dir`: every logged value of an epoch as a scalar under its
+    log name (`loss`, `total`, the loss terms, `learning_rate`, `val_map07`, `val_map12`), at step
+    = epoch (1-based); on validation epochs also up to `max_images` validation images with the
+    ground truth (green) and the detections of score >= DRAWN_SCORE (orange) drawn, under
+    `val_detections/<image id>`.
+
+    Written with TensorFlow's own `tf.summary.write` and the scalar / image plugin metadata, so
+    the `tensorboard` package is needed only to view them (`tensorboard --logdir DIR`). Event
+    files are append-only record streams, each record with its own checksum: TensorBoard reads a
+    file cut short by a kill up to its last whole record, so they are not written atomically (a
+    resumed run opens a new file next to the old one).
+
+    validation: the `MeanAPCallback` of this fit (its `last_detections`, `val_data` records and
+    `class_names`), or None.
+    """
+
+    def __init__(self, log_dir, validation=None, max_images=4):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self.validation = validation
+        self.max_images = int(max_images)
+        self._writer = None
+        self._drawn_for = None
+
+    def _get_writer(self):
+        if self._writer is None:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        return self._writer
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = epoch + 1
+        scalars = _numeric(logs)
+        writer = self._get_writer()
+        with writer.as_default(), tf.device("/CPU:0"):
+            for name, value in scalars.items():
+                tf.summary.write(name, tf.constant(value, tf.float32), step=step, metadata=_plugin_metadata("scalars"))
+            if self.validation is not None and any(key.startswith("val_map") for key in scalars):
+                for tag, image in self._drawn_images():
+                    ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                    if not ok:
+                        continue
+                    height, width = image.shape[:2]
+                    tensor = tf.constant([str(width).encode(), str(height).encode(), png.tobytes()])
+                    tf.summary.write(tag, tensor, step=step, metadata=_plugin_metadata("images"))
+        writer.flush()
+
+    def _drawn_images(self):
+        """(tag, RGB uint8 image) of the first validation records with their detections drawn."""
+        detections = getattr(self.validation, "last_detections", None)
+        records = self.validation.val_data
+        if not detections or not isinstance(records, (list, tuple)) or self.max_images <= 0:
+            return []
+        drawn = []
+        for record in list(records)[: self.max_images]:
+            image = cv2.imread(record.image_path, cv2.IMREAD_COLOR)
+            if image is None:
+                continue
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            polys, scores, labels = [], [], []
+            for name, entries in detections.items():
+                for image_id, score, poly in entries:
+                    if image_id == record.image_id and score >= DRAWN_SCORE:
+                        polys.append(np.asarray(poly, np.float32).reshape(8))
+                        scores.append(score)
+                        labels.append(name)
+            polys = np.stack(polys) if polys else np.zeros((0, 8), np.float32)
+            picture = visualize.draw_detections_vs_gt(
+                image, record.polygons, polys, np.asarray(scores, np.float32), labels=labels
+            )
+            drawn.append((f"val_detections/{record.image_id}", picture))
+        return drawn
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+# ----------------------------------------------------------------------------- best weights
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the best `monitor` value so far (higher is better, e.g. `val_map07`
+    of `MeanAPCallback`, which must come before this callback) in `weights_path`, and stops the
+    training when it has not improved for `patience` epochs (0: never).
+
+    The weights are those of the detector (a Distiller's student: `inference_model`), saved with
+    `save_weights` (a `.weights.h5` that loads into the detector of the run's model.json), atomically;
+    then `<weights_path without .weights.h5>.json` is written (atomically, last) with the epoch
+    (1-based), the value, every logged value of that epoch, the size of the weights file and the
+    run `record` (weights_path None: nothing is saved, the best is only tracked, e.g. for early
+    stopping). A resumed run goes on from the best of the epochs before it when that json
+    carries the same record and an epoch it has done; otherwise (a run started over, another
+    config) the first validation replaces the files.
+    """
+
+    def __init__(self, weights_path, monitor="val_map07", patience=0, record=None, stage=None, verbose=0):
+        super().__init__()
+        if weights_path is not None and not os.fspath(weights_path).endswith(".weights.h5"):
+            raise ValueError(f"BestWeights: weights_path must end in .weights.h5, got {weights_path}")
+        self.weights_path = None if weights_path is None else os.fspath(weights_path)
+        self.json_path = None if weights_path is None else self.weights_path[: -len(".weights.h5")] + ".json"
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.record = record
+        self.stage = stage
+        self.verbose = verbose
+        self.best = None
+        self.best_epoch = None
+        self.stopped_epoch = None
+        self._started = False
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.stopped_epoch, self._started = None, None, None, False
+
+    def _say(self, text):
+        if self.verbose:
+            print(f"[{self.stage}] {text}" if self.stage else text, flush=True)
+
+    def _adopt_earlier_best(self, done):
+        """The best of the epochs before this part of the run (1..done), from the json."""
+        if self.json_path is None:
+            return
+        try:
+            meta = read_json(self.json_path)
+        except CorruptFileError:
+            return
+        if not isinstance(meta, dict) or meta.get("record") != self.record or meta.get("monitor") != self.monitor:
+            return
+        epoch, value = meta.get("epoch"), meta.get("value")
+        if not isinstance(epoch, int) or not 1 <= epoch <= done or not isinstance(value, (int, float)):
+            return
+        if not os.path.isfile(self.weights_path) or os.path.getsize(self.weights_path) != meta.get("weights_bytes"):
+            return
+        self.best, self.best_epoch = float(value), epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._started:  # epoch: the 0-based index of this epoch = epochs done before this part
+            self._adopt_earlier_best(epoch)
+            self._started = True
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        if math.isfinite(value) and (self.best is None or value > self.best):
+            self.best, self.best_epoch = value, epoch + 1
+            if self.weights_path is not None:
+                self.save(epoch + 1, value, logs)
+                self._say(f"best {self.monitor} {value:.4f} at epoch {epoch + 1}: {self.weights_path}")
+        elif self.patience and self.best_epoch is not None and epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch + 1
+            self._say(
+                f"early stop after epoch {epoch + 1}: {self.monitor} has not improved on {self.best:.4f} "
+                f"(epoch {self.best_epoch}) for {epoch + 1 - self.best_epoch} epochs"
+            )
+
+    def save(self, epoch, value, logs=None):
+        """Writes the weights, then the json (epoch 1-based)."""
+        os.makedirs(os.path.dirname(os.path.abspath(self.weights_path)), exist_ok=True)
+        if os.path.exists(self.json_path):  # the old json must not pair with the new weights
+            os.remove(self.json_path)
+        with replacing(self.weights_path) as temporary:
+            inference_model(self.model).save_weights(temporary)
+        meta = {
+            "monitor": self.monitor,
+            "value": value,
+            "epoch": int(epoch),
+            "logs": _numeric(logs),
+            "weights": os.path.basename(self.weights_path),
+            "weights_bytes": os.path.getsize(self.weights_path),
+            "record": self.record,
+        }
+        write_json(self.json_path, meta)

@@ -5,6 +5,8 @@
 - `prepare_records(cfg, split)`: what the models train on or are scored on (DOTA scenes cut into
   cached patches).
 - `make_train_dataset(records, data_cfg, seed)`: the augmented, shuffled tf.data pipeline.
+- `validation_split(cfg, train_records)`: the images scored while training (data.val_split) and
+  the training images left.
 """
 
 import dataclasses
@@ -14,7 +16,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from dked_tf.config import LARGEST_STRIDE
+from dked_tf.config import LARGEST_STRIDE, ConfigError
 from dked_tf.data import realistic, synthetic
 from dked_tf.data.augment import AugmentConfig, object_sizes
 from dked_tf.data.dota import read_dota
@@ -28,6 +30,10 @@ SMALL_OBJECT_PX = 16.0
 # data.input_scale = "auto" scales the images so that the median object is about this long at
 # the input (never above native resolution, never below the whole image fitting the input).
 AUTO_OBJECT_PX = 40.0
+
+# data.val_split = "holdout" picks the images whose hash of this salt and their id (DOTA: their
+# scene's id) is smallest: the same images for every seed, role and run of a dataset.
+HOLDOUT_SALT = "dked_tf-val"
 
 # DOTA split folders, in the order they are looked for
 DOTA_TRAIN_SPLITS = ("train", "trainval")
@@ -255,3 +261,86 @@ def describe_object_scale(records, image_size):
             f"(--set data.image_size={needed}) or train on native-resolution windows (--set data.input_scale=auto)"
         )
     return line
+
+
+# ----------------------------------------------------------------------------- validation split
+
+
+def scene_id(record):
+    """The image a record comes from: a DOTA patch's scene id (`split_dota`), else its own id."""
+    patch = (record.extra or {}).get("patch")
+    return str(patch[0]) if patch else str(record.image_id)
+
+
+def holdout(records, fraction):
+    """(kept, held_out): `fraction` of the records' scenes (`scene_id`; at least one, never all),
+    picked by the smallest SHA-1 of HOLDOUT_SALT + scene id, so the choice depends on the ids
+    only (not on their order, the seed or the role); patches of one scene stay together."""
+    scenes = sorted({scene_id(r) for r in records})
+    if len(scenes) < 2:
+        raise ConfigError(f"data.val_split=holdout needs at least 2 training images, got {len(scenes)}")
+    count = min(len(scenes) - 1, max(1, int(round(fraction * len(scenes)))))
+    ranked = sorted(scenes, key=lambda s: hashlib.sha1(f"{HOLDOUT_SALT}:{s}".encode()).hexdigest())
+    chosen = set(ranked[:count])
+    kept = [r for r in records if scene_id(r) not in chosen]
+    held_out = [r for r in records if scene_id(r) in chosen]
+    return kept, held_out
+
+
+def dataset_val_records(data_cfg, verbose=0):
+    """The dataset's own val split when it has one apart from the training and test images, else
+    None: HRSC2016 with ImageSets/val.txt (its images are part of trainval and are then not
+    trained on). The synthetic sets have none, and DOTA's val/ is this package's test split
+    (DOTA's test labels are not public)."""
+    if data_cfg.format != "hrsc" or not data_cfg.root:
+        return None
+    try:
+        records, _ = read_hrsc(os.path.expanduser(data_cfg.root), imageset="val", verbose=verbose)
+    except FileNotFoundError:
+        return None
+    return records
+
+
+def validation_split(cfg, train_records, verbose=1):
+    """(train_records, val_records, line) for validation while training (data.val_split):
+
+    - "val": the dataset's own val split (`dataset_val_records`); its images are removed from the
+      training records. ConfigError when the dataset has none.
+    - "holdout": data.val_fraction of the training scenes (`holdout`), not trained on.
+    - "auto": "val" when the dataset has one, else "holdout".
+    - "test": the test split, all training images kept; the line warns that a checkpoint chosen
+      there is scored on the images it was chosen on.
+    line: one sentence saying which images are used, for the log.
+    """
+    mode = cfg.data.val_split
+    if mode in ("auto", "val"):
+        val = dataset_val_records(cfg.data, verbose=verbose)
+        if val is None and mode == "val":
+            raise ConfigError(
+                "data.val_split=val: the dataset has no val split of its own (HRSC2016: ImageSets/val.txt; "
+                "the synthetic sets and DOTA have none here); use holdout or test"
+            )
+        if val is not None:
+            ids = {r.image_id for r in val}
+            kept = [r for r in train_records if r.image_id not in ids]
+            line = (
+                f"validation: the dataset's val split ({len(val)} images); training on the other "
+                f"{len(kept)} of {len(train_records)} training images"
+            )
+            return kept, val, line
+        mode = "holdout"
+    if mode == "test":
+        val, _ = prepare_records(cfg, "test", verbose=verbose)
+        line = (
+            f"validation: WARNING: on the TEST split ({len(val)} images; data.val_split=test): the best "
+            "checkpoint is chosen on the images it is scored on, so its test mAP is optimistic"
+        )
+        return list(train_records), val, line
+    kept, val = holdout(train_records, cfg.data.val_fraction)
+    unit = "patches" if cfg.data.format == "dota" else "images"
+    line = (
+        f"validation: {len(val)} of the {len(train_records)} training {unit} held out (data.val_fraction="
+        f"{cfg.data.val_fraction:g}, picked by a fixed hash of the {'scene' if unit == 'patches' else 'image'} ids) "
+        f"and not trained on; training on {len(kept)}"
+    )
+    return kept, val, line

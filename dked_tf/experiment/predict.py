@@ -11,11 +11,10 @@ paths as ids (`dked_tf.data.images.unique_image_ids`); an image shrunk more than
 import os
 import sys
 
-from tqdm import tqdm
-
 from dked_tf import visualize
 from dked_tf.data.dota import write_task1
 from dked_tf.data.images import announced_image_ids, readable_images
+from dked_tf.terminal import progress as terminal_progress
 
 # An image processed whole that is shrunk more than this many times to the model input gets a
 # warning suggesting tiling (its objects shrink as much).
@@ -23,10 +22,8 @@ SQUASH_WARNING = 2.0
 
 
 def _progress(items, verbose, desc):
-    """A tqdm progress bar over items when verbose, else the items."""
-    if not verbose:
-        return items
-    return tqdm(items, desc=desc, unit="img")
+    """A tqdm progress bar over items when verbose and on a terminal, else the items."""
+    return terminal_progress(items, desc=desc, verbose=verbose, unit="img")
 
 
 def predict_images(detector, paths, out_dir, *, draw=True, verbose=1, skipped=None):

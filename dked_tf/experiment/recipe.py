@@ -12,7 +12,8 @@ retrained; an interrupted training continues from its last backup):
 5. export    SavedModel and TFLite of the distilled student (first seed), TFLite mAP
 6. report    report.md: the paper-style table next to the paper's figures, seeds and spread
 
-Output: config.yaml/json, checkpoints/, logs/ (seeds trained side by side), results.json,
+Output: config.yaml/json, checkpoints/ (each model's folder with history.csv and tensorboard/;
+best.weights.h5 with train.val_every), logs/ (seeds trained side by side), results.json,
 report.md, pr_curves/, detections/, export/.
 """
 
@@ -41,6 +42,7 @@ from dked_tf.data.dota import write_task1
 from dked_tf.errors import EXIT_USER_ERROR, USER_ERRORS, error_line
 from dked_tf.evaluation.box_errors import box_errors
 from dked_tf.evaluation.diagnostics import localisation_diagnostics
+from dked_tf.experiment.callbacks import DRAWN_SCORE
 from dked_tf.experiment.data import describe_object_scale, load_records, prepare_records, resolve_input
 from dked_tf.experiment.evaluate import detect_scenes, evaluate_map, measure_latency_ms, score_detections
 from dked_tf.experiment.inference import Detector
@@ -63,8 +65,6 @@ from dked_tf.models.presets import count_params, gflops
 STAGES = ("teacher", "student", "dked", "evaluate", "export", "report")
 # training stage -> the model key its checkpoint and results are filed under
 SEED_STAGES = (("student", "student"), ("dked", "student_dked"))
-# detections drawn on the test images need at least this score
-DRAWN_SCORE = 0.3
 
 
 class Recipe:
@@ -78,8 +78,9 @@ class Recipe:
         "student_dked": "LO-Det-MobileNetV2 + DKED",
     }
 
-    def __init__(self, cfg, out, seeds, verbose=1, force=False, start=None):
+    def __init__(self, cfg, out, seeds, verbose=1, force=False, start=None, tensorboard=None):
         self.cfg = cfg
+        self.tensorboard = tensorboard  # TensorBoard root (a folder per model) instead of each model's folder
         self.out = out
         self.seeds = list(seeds)
         self.verbose = verbose
@@ -201,7 +202,11 @@ class Recipe:
             backup_dir=backup_dir,
             resume=resume,
             verbose=self.verbose,
+            tensorboard_dir=os.path.join(self.tensorboard, os.path.basename(folder)) if self.tensorboard else None,
         )
+        best = result.outcome.best
+        if best:
+            self.log(f"{key}: best val mAP(07) {100 * best['val_map07']:.2f} at epoch {best['epoch']}")
         self.log(f"{key}: done in {result.outcome.train_seconds:.0f} s -> {folder}")
         return folder
 
@@ -234,7 +239,7 @@ class Recipe:
                 Job(
                     f"seed {seed}",
                     train_seed_stages,
-                    (type(self), self.cfg, self.out, self.seeds, seed, (key,), self.force, origin),
+                    (type(self), self.cfg, self.out, self.seeds, seed, (key,), self.force, origin, self.tensorboard),
                     os.path.join(log_dir, f"seed{seed}_{key}.log"),
                 )
                 for seed, key in todo
@@ -541,10 +546,11 @@ def _listed(differences, limit=3):
     return "; ".join(differences[:limit]) + ("; ..." if len(differences) > limit else "")
 
 
-def train_seed_stages(recipe_class, cfg, out, seeds, seed, keys, force, origin):
+def train_seed_stages(recipe_class, cfg, out, seeds, seed, keys, force, origin, tensorboard=None):
     """One seed's training stages in a `dked_tf.jobs` child process. origin: the parent's start
     time (time.time()), so the [mm:ss] stamps of both processes agree."""
-    recipe = recipe_class(cfg, out, seeds, verbose=2, force=force, start=time.perf_counter() - (time.time() - origin))
+    start = time.perf_counter() - (time.time() - origin)
+    recipe = recipe_class(cfg, out, seeds, verbose=2, force=force, start=start, tensorboard=tensorboard)
     for key in keys:
         recipe.train_stage(key, seed)
 
@@ -629,7 +635,16 @@ def build_parser(description, default_out):
         help="YAML/JSON config file applied on top of the preset (keys as in config.yaml of a run)",
     )
     add_set_argument(parser)
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1), help="1: progress bars and ETA")
+    parser.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="TensorBoard event files of every trained model in DIR/<model> (default: each model's "
+        "checkpoints/<model>/tensorboard; --set train.tensorboard=false --set teacher_train.tensorboard=false: none)",
+    )
+    parser.add_argument(
+        "--verbose", type=int, default=1, choices=(0, 1), help="1: progress bars (on a terminal) and an ETA per epoch"
+    )
     return parser
 
 
@@ -684,7 +699,10 @@ def run_recipe(
     try:
         cfg = resolve_recipe_config(args, task=task, name=name, student_is_teacher=student_is_teacher)
         seeds = args.seeds or ([args.seed] if args.seed is not None else None) or list(cfg.seeds) or [cfg.train.seed]
-        return recipe_class(cfg, args.out, seeds, verbose=args.verbose, force=args.force).run(stages)
+        recipe = recipe_class(
+            cfg, args.out, seeds, verbose=args.verbose, force=args.force, tensorboard=args.tensorboard
+        )
+        return recipe.run(stages)
     except USER_ERRORS as error:
         print(f"{parser.prog}: error: {error_line(error)}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR

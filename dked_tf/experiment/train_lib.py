@@ -14,6 +14,17 @@ leaves the other) and `clock.json` (training seconds so far, summed over interru
 runs). The backup is removed once the model is saved. Every file is written atomically
 (`dked_tf.files`). An interrupted run resumes only with the config it was started with
 (`check_resumable`).
+
+Logs of every run with a folder: `history.csv` (one row per epoch: loss terms, learning rate,
+val mAP; `callbacks.CsvLog`) and `tensorboard/` (`callbacks.TensorBoardLog`; train.tensorboard).
+With train.val_every > 0 the detector is scored (mAP(07)/mAP(12)) on the images of
+`data.validation_split` every val_every epochs and the weights of the best val_map07 are kept in
+`best.weights.h5` + `best.json` (`callbacks.BestWeights`; train.early_stop_patience stops early);
+model.weights.h5 stays the weights of the last epoch.
+
+Scale: train.strategy builds the model, optimizer and distiller under a `tf.distribute` strategy
+(`make_strategy`), train.mixed_precision sets the Keras dtype policy while the run builds and
+trains (`training_scope`).
 """
 
 import contextlib
@@ -21,14 +32,33 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from dked_tf.config import ConfigError, to_dict
 from dked_tf.distiller import Distiller
-from dked_tf.experiment.callbacks import EpochBackup, RunProgress, backup_record
-from dked_tf.experiment.data import make_train_dataset, prepare_records, resolve_input, steps_in, tile_size_for
+from dked_tf.evaluation.callback import MeanAPCallback
+from dked_tf.experiment.callbacks import (
+    BestWeights,
+    CsvLog,
+    EpochBackup,
+    LearningRateLog,
+    RunProgress,
+    TensorBoardLog,
+    backup_files,
+    backup_record,
+)
+from dked_tf.experiment.data import (
+    make_train_dataset,
+    prepare_records,
+    resolve_input,
+    steps_in,
+    tile_size_for,
+    validation_split,
+)
 from dked_tf.experiment.optimizer import make_optimizer, prebuild_optimizer
 from dked_tf.experiment.saving import (
     HISTORY_FILE,
@@ -41,6 +71,7 @@ from dked_tf.experiment.saving import (
 from dked_tf.files import CorruptFileError, read_json, write_json
 from dked_tf.losses import distill as distill_losses
 from dked_tf.models.presets import build_detector
+from dked_tf.terminal import keras_verbosity
 
 ROLES = ("teacher", "student")
 # A checkpoint folder (fit's checkpoint_dir) holds the backups in this subfolder and the clock.
@@ -48,6 +79,16 @@ BACKUP_SUBDIR = "backup"
 CLOCK_FILE = "clock.json"
 # Record sections compared key by key (`record_differences`).
 RECORD_SECTIONS = ("data", "schedule", "distill", "teacher")
+# Files of a run folder written while training (besides saving.MODEL_FILE, WEIGHTS_FILE, HISTORY_FILE).
+BEST_WEIGHTS_FILE = "best.weights.h5"
+BEST_JSON_FILE = "best.json"
+CSV_FILE = "history.csv"
+TENSORBOARD_DIR = "tensorboard"
+# Schedule keys that say how a run executes, not what it trains: left out of the run record, so a
+# run may resume with other values (another backup interval, logs on or off, more devices).
+EXECUTION_KEYS = ("checkpoint_every", "tensorboard", "strategy")
+# Strategies made so far in this process (one per name: a multi-worker strategy can be made once).
+_STRATEGIES = {}
 
 
 def set_seed(seed):
@@ -58,11 +99,15 @@ def set_seed(seed):
 @dataclasses.dataclass
 class TrainOutcome:
     """history: Keras' per-epoch logs; train_seconds: wall time of the training (all parts of a
-    resumed run); epochs: the schedule's length."""
+    resumed run); epochs: the schedule's length; best: the best validation epoch ({"epoch",
+    "val_map07", "weights"}; None without validation); stopped_early_at: the epoch early stopping
+    ended the run after (None: it ran its schedule)."""
 
     history: dict
     train_seconds: float
     epochs: int
+    best: dict = None
+    stopped_early_at: int = None
 
 
 @dataclasses.dataclass
@@ -101,7 +146,8 @@ def fit(
     `checkpoint_dir/backup` every `checkpoint_every` epochs (0: none; `EpochBackup`: two kept,
     a corrupt one falls back to the one before) and the wall time spent training in
     `checkpoint_dir/clock.json`. verbose: 0 silent, 1 Keras progress bar, 2 one Keras line per
-    epoch (for log files). record: what the run is configured with, saved in every backup
+    epoch (for log files; the Keras bar is drawn only when stdout is a terminal, `keras_verbosity`,
+    else RunProgress's line is the only one per epoch). record: what the run is configured with, saved in every backup
     (`run_record`). keep_backup: leave the backups when fit ends (the caller removes them with
     `remove_backup` once the model is saved). The outcome's history holds every epoch of the
     run, those before a resume too. Raises FloatingPointError when a loss ends non-finite.
@@ -132,10 +178,17 @@ def fit(
                 verbose=verbose,
             )
             callbacks.append(backup)
-    progress = RunProgress(stage, epochs, verbose=verbose, clock_path=clock_path, previous_seconds=previous_seconds)
+    fit_verbose = keras_verbosity(verbose)
+    progress = RunProgress(
+        stage,
+        epochs,
+        verbose=verbose,
+        clock_path=clock_path,
+        previous_seconds=previous_seconds,
+        after_progress_bar=fit_verbose == 1,
+    )
     callbacks.append(progress)
     prebuild_optimizer(model)
-    fit_verbose = 2 if verbose == 2 else 1 if verbose else 0
     history = model.fit(
         train_ds,
         epochs=epochs,
@@ -191,11 +244,15 @@ def run_record(cfg, role, seed=None, teacher=None, architecture=None, init_from=
     data = to_dict(cfg.data)
     for key in ("cache_dir", "test_image_size"):
         data.pop(key, None)
+    if not schedule.val_every:  # which images validate matters only when some do
+        for key in ("val_split", "val_fraction"):
+            data.pop(key, None)
     if data.get("root"):
         data["root"] = os.path.abspath(os.path.expanduser(data["root"]))
         data = {key: value for key, value in data.items() if not key.startswith("synthetic_")}
     schedule = to_dict(schedule)
-    schedule.pop("checkpoint_every", None)
+    for key in EXECUTION_KEYS:
+        schedule.pop(key, None)
     record = {
         "architecture": architecture or default_arch,
         "overrides": json.loads(json.dumps(overrides or {})),
@@ -320,6 +377,101 @@ def require_saved_teacher(folder):
         )
 
 
+def make_strategy(name):
+    """The `tf.distribute` strategy of train.strategy: "none" (the default strategy: one device),
+    "mirrored" (`MirroredStrategy` over every visible GPU, or the CPU when there is none) or
+    "multi_worker" (`MultiWorkerMirroredStrategy`, cluster from the TF_CONFIG environment
+    variable; without one, a single worker). One strategy per name and process (a multi-worker
+    strategy must exist before TensorFlow runs its first op, so make it early)."""
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name not in _STRATEGIES:
+        if name == "mirrored":
+            _STRATEGIES[name] = tf.distribute.MirroredStrategy()
+        elif name == "multi_worker":
+            _STRATEGIES[name] = tf.distribute.MultiWorkerMirroredStrategy()
+        else:
+            raise ConfigError(f"train.strategy={name!r}: choose from none, mirrored, multi_worker")
+    return _STRATEGIES[name]
+
+
+def is_chief(strategy):
+    """True unless `strategy` is a multi-worker strategy and this process is not its chief (the
+    "chief" task, or worker 0 of a cluster without one): only the chief writes the run folder."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return True
+    jobs = resolver.cluster_spec().as_dict()
+    if not jobs or resolver.task_type in (None, "chief"):
+        return True
+    return resolver.task_type == "worker" and not resolver.task_id and "chief" not in jobs
+
+
+@contextlib.contextmanager
+def training_scope(schedule):
+    """The scale switches of a schedule while a run builds and trains: the Keras dtype policy
+    (train.mixed_precision; the previous one is restored after) and the scope of the
+    distribution strategy (train.strategy). Yields the strategy."""
+    previous = keras.config.dtype_policy()
+    strategy = make_strategy(schedule.strategy)
+    if schedule.mixed_precision != "none":
+        keras.config.set_dtype_policy(schedule.mixed_precision)
+    try:
+        with strategy.scope():
+            yield strategy
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def remove_run_logs(out, tensorboard=True):
+    """Removes the best-weights files (and with tensorboard=True the default TensorBoard folder) of
+    an earlier run from the run folder `out`, before a run that starts over."""
+    for name in (BEST_JSON_FILE, BEST_WEIGHTS_FILE):
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            os.remove(path)
+    if tensorboard:
+        shutil.rmtree(os.path.join(out, TENSORBOARD_DIR), ignore_errors=True)
+
+
+def run_callbacks(cfg, schedule, stage, out, record, val_records, class_names, tensorboard_dir=None, verbose=1):
+    """The callbacks `train` puts before the caller's: the learning rate into the logs, with
+    val_records the validation (`MeanAPCallback`, every schedule.val_every epochs) and the best
+    weights (`BestWeights`, out/best.weights.h5; early stopping), the CSV log (out/history.csv) and
+    TensorBoard (tensorboard_dir, default out/tensorboard when schedule.tensorboard). Returns
+    (callbacks, best callback or None)."""
+    own = [LearningRateLog()]
+    validation = best = None
+    if val_records is not None:
+        validation = MeanAPCallback(
+            list(val_records),
+            list(class_names),
+            cfg.data.inference_size,
+            every_n_epochs=schedule.val_every,
+            verbose=0,
+            batch_size=cfg.eval_batch_size,
+            score_threshold=cfg.model.score_threshold,
+            nms_iou_threshold=cfg.model.iou_threshold,
+            max_detections=cfg.model.max_detections,
+        )
+        best = BestWeights(
+            os.path.join(out, BEST_WEIGHTS_FILE) if out else None,
+            monitor="val_map07",
+            patience=schedule.early_stop_patience,
+            record=record,
+            stage=stage,
+            verbose=verbose,
+        )
+        own += [validation, best]
+    if out:
+        own.append(CsvLog(os.path.join(out, CSV_FILE)))
+    if tensorboard_dir is None and out and schedule.tensorboard:
+        tensorboard_dir = os.path.join(out, TENSORBOARD_DIR)
+    if tensorboard_dir:
+        own.append(TensorBoardLog(tensorboard_dir, validation=validation, max_images=cfg.num_drawn_images))
+    return own, best
+
+
 def train(
     cfg,
     role,
@@ -328,6 +480,7 @@ def train(
     teacher=None,
     *,
     records=None,
+    val_records=None,
     stage=None,
     architecture=None,
     init_from=None,
@@ -335,6 +488,7 @@ def train(
     resume=True,
     verbose=1,
     callbacks=(),
+    tensorboard_dir=None,
 ):
     """Train one detector of `cfg` (an ExperimentConfig) and save it to `out`.
 
@@ -343,10 +497,15 @@ def train(
     initial weights, batch order and augmentation, so a student and a DKED student of one seed
     differ only by distillation. teacher: a trained teacher (model or saved-detector folder):
     the student then trains with DKED (`Distiller`, distill section of cfg).
-    records: (train_records, class_names), loaded from cfg.data when None. architecture: a
-    preset name instead of the role's. init_from: a saved-detector folder to start from.
-    out: the run folder (model.json, weights, history.json; None: nothing saved).
+    records: (train_records, class_names), loaded from cfg.data when None. val_records: the
+    images scored when the schedule's val_every > 0 (default: `validation_split` of cfg, which
+    may hold some training images out). architecture: a preset name instead of the role's.
+    init_from: a saved-detector folder to start from.
+    out: the run folder (model.json, weights, history.json, history.csv, tensorboard/, with
+    validation best.weights.h5 + best.json; None: nothing saved). tensorboard_dir: TensorBoard
+    event files there instead of out/tensorboard.
     backup_dir: where the resumable backup lives (default out/backup); resume=False starts over.
+    The schedule's strategy and mixed_precision apply (`training_scope`).
     Returns a TrainResult.
     """
     if isinstance(teacher, (str, os.PathLike)):
@@ -361,59 +520,85 @@ def train(
         cfg, line = resolve_input(cfg, train_records)
         if verbose:
             print(line, flush=True)
+    if schedule.val_every and val_records is None:
+        train_records, val_records, line = validation_split(cfg, train_records, verbose=verbose)
+        if verbose:
+            print(f"[{stage}] {line}", flush=True)
+    if not schedule.val_every:
+        val_records = None
     if backup_dir is None and out:
         backup_dir = default_backup_dir(out)
     record = run_record(cfg, role, seed=seed, teacher=teacher, architecture=architecture, init_from=init_from)
     if backup_dir and resume:
         check_resumable(backup_dir, record)
-    set_seed(schedule.seed)
-    dataset = make_train_dataset(train_records, cfg.data, seed=schedule.seed)
-    steps = steps_in(dataset) or max(1, len(train_records) // cfg.data.batch_size)
-    if init_from:
-        model, _ = load_detector(init_from)
-    else:
-        model = build_detector(architecture, len(class_names), cfg.data.image_size, **overrides)
-        key = f"model.{role}_backbone_weights"
-        model.load_backbone_weights(getattr(cfg.model, f"{role}_backbone_weights"), key=key, verbose=verbose)
-    optimizer = make_optimizer(schedule, steps)
-    meta = {"role": role, "seed": schedule.seed, "epochs": schedule.epochs, RECORD_KEY: record}
-    if teacher is not None:
-        if isinstance(teacher, (str, os.PathLike)):
-            meta["teacher"] = os.path.abspath(teacher)
-            teacher, teacher_meta = load_detector(teacher)
-            if list(teacher_meta["class_names"]) != list(class_names):
-                raise ValueError(
-                    f"the teacher in {meta['teacher']} was trained on classes "
-                    f"{teacher_meta['class_names']}, the data has {list(class_names)}"
-                )
-            taught_at = teacher_meta.get("train_image_size", teacher_meta["image_size"])
-            if taught_at != cfg.data.image_size and verbose:
-                print(f"note: teacher trained at {taught_at} px, distilling at {cfg.data.image_size} px")
-        trained = make_distiller(teacher, model, cfg.distill, cfg.data.image_size)
-        trained.compile(optimizer=optimizer)
-    else:
-        trained = model
-        trained.compile(optimizer=optimizer, jit_compile=False)
-    outcome = fit(
-        trained,
-        dataset,
-        epochs=schedule.epochs,
-        stage=stage,
-        callbacks=callbacks,
-        checkpoint_dir=backup_dir,
-        resume=resume,
-        verbose=verbose,
-        checkpoint_every=schedule.checkpoint_every,
-        record=record,
-        keep_backup=bool(out),
-    )
+    with training_scope(schedule) as strategy:
+        # a multi-worker run: every worker trains, only the chief writes the run folder
+        scratch = None if is_chief(strategy) else tempfile.mkdtemp(prefix="dked_tf-worker-")
+        if scratch:
+            out, backup_dir, tensorboard_dir = os.path.join(scratch, "run"), os.path.join(scratch, "backup"), None
+        # a run that starts over (no backup to go on from) keeps no logs of an earlier one
+        fresh = not resume or not (backup_dir and backup_files(os.path.join(backup_dir, BACKUP_SUBDIR)))
+        if out and (fresh or not schedule.val_every):
+            remove_run_logs(out, tensorboard=fresh)
+        set_seed(schedule.seed)
+        dataset = make_train_dataset(train_records, cfg.data, seed=schedule.seed)
+        steps = steps_in(dataset) or max(1, len(train_records) // cfg.data.batch_size)
+        if init_from:
+            model, _ = load_detector(init_from)
+        else:
+            model = build_detector(architecture, len(class_names), cfg.data.image_size, **overrides)
+            key = f"model.{role}_backbone_weights"
+            model.load_backbone_weights(getattr(cfg.model, f"{role}_backbone_weights"), key=key, verbose=verbose)
+        optimizer = make_optimizer(schedule, steps)
+        meta = {"role": role, "seed": schedule.seed, "epochs": schedule.epochs, RECORD_KEY: record}
+        if teacher is not None:
+            if isinstance(teacher, (str, os.PathLike)):
+                meta["teacher"] = os.path.abspath(teacher)
+                teacher, teacher_meta = load_detector(teacher)
+                if list(teacher_meta["class_names"]) != list(class_names):
+                    raise ValueError(
+                        f"the teacher in {meta['teacher']} was trained on classes "
+                        f"{teacher_meta['class_names']}, the data has {list(class_names)}"
+                    )
+                taught_at = teacher_meta.get("train_image_size", teacher_meta["image_size"])
+                if taught_at != cfg.data.image_size and verbose:
+                    print(f"note: teacher trained at {taught_at} px, distilling at {cfg.data.image_size} px")
+            trained = make_distiller(teacher, model, cfg.distill, cfg.data.image_size)
+            trained.compile(optimizer=optimizer)
+        else:
+            trained = model
+            trained.compile(optimizer=optimizer, jit_compile=False)
+        own, best = run_callbacks(
+            cfg, schedule, stage, out, record, val_records, class_names, tensorboard_dir, verbose=verbose
+        )
+        outcome = fit(
+            trained,
+            dataset,
+            epochs=schedule.epochs,
+            stage=stage,
+            callbacks=own + list(callbacks),
+            checkpoint_dir=backup_dir,
+            resume=resume,
+            verbose=verbose,
+            checkpoint_every=schedule.checkpoint_every,
+            record=record,
+            keep_backup=bool(out),
+        )
+    if best is not None and best.best_epoch is not None:
+        outcome.best = {
+            "epoch": best.best_epoch,
+            "val_map07": best.best,
+            "weights": BEST_WEIGHTS_FILE if best.weights_path else None,
+        }
+        outcome.stopped_early_at = best.stopped_epoch
     if out:
         # history first, model.json (what marks a finished run) last, the backup removed after
         os.makedirs(out, exist_ok=True)
-        write_json(
-            os.path.join(out, HISTORY_FILE),
-            {"history": outcome.history, "train_seconds": outcome.train_seconds, "epochs": outcome.epochs},
-        )
+        history = {"history": outcome.history, "train_seconds": outcome.train_seconds, "epochs": outcome.epochs}
+        if outcome.best is not None:
+            history.update(best=outcome.best, stopped_early_at=outcome.stopped_early_at)
+            meta.update(best=outcome.best, stopped_early_at=outcome.stopped_early_at)
+        write_json(os.path.join(out, HISTORY_FILE), history)
         save_detector(
             model,
             out,
@@ -429,6 +614,9 @@ def train(
         )
         if backup_dir:
             remove_backup(backup_dir)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+        out = None
     return TrainResult(
         model=model,
         outcome=outcome,
