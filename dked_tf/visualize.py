@@ -135,6 +135,28 @@ def draw_detections_vs_gt(
     )
 
 
+def draw_record(record, detections, min_score):
+    """A record's image (RGB uint8 [H, W, 3]) with its ground truth and its detections of score
+    >= min_score drawn, or None when the image cannot be read.
+
+    record: anything with image_path, image_id and polygons [G, 8] (`data.records.ImageRecord`);
+    detections: class name -> [(image_id, score, polygon [8])] in image pixels.
+    """
+    image = cv2.imread(record.image_path, cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    polys, scores, labels = [], [], []
+    for name, entries in detections.items():
+        for image_id, score, poly in entries:
+            if image_id == record.image_id and score >= min_score:
+                polys.append(np.asarray(poly, np.float32).reshape(8))
+                scores.append(score)
+                labels.append(name)
+    polys = np.stack(polys) if polys else np.zeros((0, 8), np.float32)
+    return draw_detections_vs_gt(image, record.polygons, polys, np.asarray(scores, np.float32), labels=labels)
+
+
 def _pyplot():
     import matplotlib
 

@@ -66,3 +66,27 @@ def test_plots_write_png_files(tmp_path):
         image = cv2.imread(path)
         assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
         assert image.std() > 5  # not a blank canvas
+
+
+def test_draw_record_draws_ground_truth_and_detections_above_the_score(tmp_path):
+    from dked_tf.data.records import ImageRecord
+
+    path = tmp_path / "scene.png"
+    cv2.imwrite(str(path), np.zeros((60, 120, 3), np.uint8))
+    record = ImageRecord(
+        str(path), "scene", 120, 60, polygons=[[5, 5, 25, 5, 25, 25, 5, 25]], classes=[0], difficult=[False]
+    )
+    detections = {
+        "ship": [
+            ("scene", 0.9, [45, 5, 65, 5, 65, 25, 45, 25]),  # drawn
+            ("scene", 0.1, [85, 35, 105, 35, 105, 55, 85, 55]),  # under the score: not drawn
+            ("other", 0.9, [5, 35, 25, 35, 25, 55, 5, 55]),  # another image: not drawn
+        ]
+    }
+    picture = visualize.draw_record(record, detections, min_score=0.3)
+    assert picture.shape == (60, 120, 3) and picture.dtype == np.uint8
+    assert (picture[:, :30] == visualize.GT_COLOR).all(-1).any()
+    assert (picture[:, 40:70] == visualize.DET_COLOR).all(-1).any()
+    assert not picture[32:, 80:].any() and not picture[32:, :30].any()  # (the label sits above its box)
+    missing = ImageRecord(str(tmp_path / "gone.png"), "gone", 10, 10)
+    assert visualize.draw_record(missing, detections, min_score=0.3) is None

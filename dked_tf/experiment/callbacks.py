@@ -432,22 +432,9 @@ class TensorBoardLog(keras.callbacks.Callback):
             return []
         drawn = []
         for record in list(records)[: self.max_images]:
-            image = cv2.imread(record.image_path, cv2.IMREAD_COLOR)
-            if image is None:
-                continue
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            polys, scores, labels = [], [], []
-            for name, entries in detections.items():
-                for image_id, score, poly in entries:
-                    if image_id == record.image_id and score >= DRAWN_SCORE:
-                        polys.append(np.asarray(poly, np.float32).reshape(8))
-                        scores.append(score)
-                        labels.append(name)
-            polys = np.stack(polys) if polys else np.zeros((0, 8), np.float32)
-            picture = visualize.draw_detections_vs_gt(
-                image, record.polygons, polys, np.asarray(scores, np.float32), labels=labels
-            )
-            drawn.append((f"val_detections/{record.image_id}", picture))
+            picture = visualize.draw_record(record, detections, DRAWN_SCORE)
+            if picture is not None:
+                drawn.append((f"val_detections/{record.image_id}", picture))
         return drawn
 
     def on_train_end(self, logs=None):

@@ -24,9 +24,6 @@ import sys
 import time
 import zipfile
 
-import cv2
-import numpy as np
-
 from dked_tf import visualize
 from dked_tf.config import (
     ConfigError,
@@ -346,22 +343,9 @@ class Recipe:
         folder = os.path.join(self.out, "detections", key)
         os.makedirs(folder, exist_ok=True)
         for record in self.eval_records()[: self.cfg.num_drawn_images]:
-            image = cv2.imread(record.image_path, cv2.IMREAD_COLOR)
-            if image is None:
-                continue
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            polys, scores, labels = [], [], []
-            for name, entries in detections.items():
-                for image_id, score, poly in entries:
-                    if image_id == record.image_id and score >= DRAWN_SCORE:
-                        polys.append(np.asarray(poly, np.float32).reshape(8))
-                        scores.append(score)
-                        labels.append(name)
-            polys = np.stack(polys) if polys else np.zeros((0, 8), np.float32)
-            drawn = visualize.draw_detections_vs_gt(
-                image, record.polygons, polys, np.asarray(scores, np.float32), labels=labels
-            )
-            visualize.save_image(os.path.join(folder, f"{record.image_id}.png"), drawn)
+            drawn = visualize.draw_record(record, detections, DRAWN_SCORE)
+            if drawn is not None:
+                visualize.save_image(os.path.join(folder, f"{record.image_id}.png"), drawn)
 
     # ------------------------------------------------------------------ export
 
