@@ -333,7 +333,10 @@ def preset_config(name="default", task="hrsc"):
             # seeds and their mAP(12) by 0.5 / 1.3.
             cfg.data.batch_size = 4
             cfg.train.epochs = 16
-            cfg.distill.extra = {"prediction": {"dense_objectness": 1.0}}
+            # Fifth pass: the teacher's decoded box on the negative cells, weighted by its
+            # objectness (dense_box), raised the DKED students on all three seeds of the default
+            # run's teacher (mAP(12) 2.19 / 3.59 / 3.62 -> 4.65 / 4.55 / 4.24).
+            cfg.distill.extra = {"prediction": {"dense_objectness": 1.0, "dense_box": 1.0}}
             cfg.seeds = [0, 1, 2]
     elif name == "paper":
         cfg.data = dataclasses.replace(
