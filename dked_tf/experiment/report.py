@@ -98,7 +98,7 @@ def _box_error_lines(models, labels):
             f"{e['width_ratio_median']:.2f} | {e['angle_error_median']:.1f} | {e['centre_across_median']:.2f} | "
             f"{centre:.2f} | {fixed['length']:.2f} | {fixed['width']:.2f} | {fixed['angle']:.2f} |"
         )
-    return lines
+    return lines + [""]
 
 
 def render_report(results, cfg, title, paper, labels):
