@@ -326,11 +326,8 @@ def smoke_recipe(tmp_path, monkeypatch):
         calls.append({"role": role, "out": out, "resume": resume, "teacher": teacher})
         _fake_saved_detector(out, train_lib.run_record(cfg, role, seed=seed, teacher=teacher))
 
-        class Outcome:
-            train_seconds = 1.0
-
         class Result:
-            outcome = Outcome()
+            outcome = train_lib.TrainOutcome(history={}, train_seconds=1.0, epochs=1)
 
         return Result()
 
