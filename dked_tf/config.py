@@ -332,7 +332,10 @@ def preset_config(name="default", task="hrsc"):
             # raised the DKED students' AP(07) at IoU 0.1 by 7-8 over the student alone on both
             # seeds and their mAP(12) by 0.5 / 1.3.
             cfg.data.batch_size = 4
-            cfg.train.epochs = 16
+            # Fifth pass: 20 student epochs instead of 16 (the run stays under 30 minutes) raised
+            # the DKED students from 7.14 / 4.48 to 9.18 / 5.27 (mean of seeds 0-2) and DKED's
+            # mean gain over the student from +2.41 to +3.63 mAP(07).
+            cfg.train.epochs = 20
             # Fifth pass: the teacher's decoded box on the negative cells, weighted by its
             # objectness (dense_box), raised the DKED students on all three seeds of the default
             # run's teacher (mAP(12) 2.19 / 3.59 / 3.62 -> 4.65 / 4.55 / 4.24).
