@@ -21,7 +21,7 @@ Pure numpy; `detections` and `records` as the VOC evaluation takes them.
 
 import numpy as np
 
-from dked_tf.ops.iou import poly_iou
+from dked_tf.ops.iou import poly_iou, poly_iou_pairwise
 from dked_tf.ops.obb import poly_to_rbox, rbox_to_poly
 
 PARAMETERS = ("centre_across", "centre_along", "length", "width", "angle")
@@ -43,23 +43,22 @@ def _own_detections(detections, records, class_names, found_iou):
             per_image.setdefault((class_name, image_id), []).append((float(score), polygon))
     pairs = []
     for record in records:
-        difficult = np.asarray(record.difficult, bool)
-        for index in np.nonzero(~difficult)[0]:
-            truth = np.asarray(record.polygons[index], np.float64)
+        kept = np.nonzero(~np.asarray(record.difficult, bool))[0]
+        truths = np.asarray(record.polygons, np.float64)[kept]
+        arrays = {}  # class name -> scores [D], polygons [D, 8], IoU with every kept truth [G, D]
+        for row, index in enumerate(kept):
             class_name = class_names[int(record.classes[index])]
             entries = per_image.get((class_name, record.image_id), [])
-            if not entries:
-                pairs.append((truth, None, 0.0))
-                continue
-            scores = np.array([score for score, _ in entries])
-            polygons = np.asarray([polygon for _, polygon in entries], np.float64).reshape(-1, 8)
-            ious = poly_iou(truth[None], polygons)[0]
-            candidates = np.nonzero(ious > found_iou)[0]
+            if entries and class_name not in arrays:
+                polygons = np.asarray([polygon for _, polygon in entries], np.float64).reshape(-1, 8)
+                arrays[class_name] = (np.array([s for s, _ in entries]), polygons, poly_iou(truths, polygons))
+            candidates = np.nonzero(arrays[class_name][2][row] > found_iou)[0] if entries else []
             if not len(candidates):
-                pairs.append((truth, None, 0.0))
+                pairs.append((truths[row], None, 0.0))
                 continue
+            scores, polygons, ious = arrays[class_name]
             best = candidates[np.argmax(scores[candidates])]
-            pairs.append((truth, polygons[best], float(ious[best])))
+            pairs.append((truths[row], polygons[best], float(ious[row, best])))
     return pairs
 
 
@@ -95,8 +94,7 @@ def box_errors(detections, records, class_names, found_iou=0.1, pass_iou=0.5):
     }
     passed_if_exact = {}
     for name in PARAMETERS:
-        polygons = rbox_to_poly(np.stack(exact[name], -1))
-        fixed = np.array([poly_iou(t[None], p[None])[0, 0] for t, p in zip(truths, polygons)])
+        fixed = poly_iou_pairwise(truths, rbox_to_poly(np.stack(exact[name], -1)))
         passed_if_exact[name] = float(np.mean(fixed >= pass_iou))
     return {
         **result,
