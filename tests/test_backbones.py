@@ -127,3 +127,36 @@ def test_mobilenetv2_batchnorm_momentum_is_pytorch_like():
         l.momentum for l in model.get_layer("mobilenetv2_base").layers if isinstance(l, layers.BatchNormalization)
     }
     assert momenta == {0.9}
+
+
+def test_darknet53_min_stride_4_taps_strides_4_8_16_and_builds_no_stride_32_stage():
+    model = build_darknet53(**TINY, min_stride=4)
+    c2, c3, c4 = model(np.zeros((1, 64, 96, 3), np.float32))
+    assert c2.shape == (1, 16, 24, 16) and c3.shape == (1, 8, 12, 32) and c4.shape == (1, 4, 6, 64)
+    # the hand count of the first four stages: stem + 4 stage convs + 2 convs per residual block
+    assert model.count_params() == _darknet_param_count((8, 16, 32, 64), TINY["depths"][:4], 8)
+    assert len(darknet_conv_layers(model)) == 1 + 4 + 2 * 4
+
+
+def test_mobilenetv2_min_stride_4_taps():
+    model = build_mobilenetv2(alpha=0.35, min_stride=4)
+    taps = model(np.zeros((1, 64, 64, 3), np.float32))
+    # keras.applications MobileNetV2 alpha 0.35: blocks 1-2 have 8 channels, 3-5 16, 6-12 24
+    assert [tuple(t.shape) for t in taps] == [(1, 16, 16, 8), (1, 8, 8, 16), (1, 4, 4, 32)]
+
+
+@pytest.mark.parametrize("builder", [build_darknet53, build_mobilenetv2])
+def test_backbones_reject_other_min_strides(builder):
+    with pytest.raises(ValueError, match="min_stride must be one of"):
+        builder(min_stride=16)
+
+
+def test_mobilenetv2_min_stride_4_takes_the_weights_of_its_blocks(tiny_images, tmp_path):
+    source = keras.applications.MobileNetV2(input_shape=(None, None, 3), alpha=0.35, include_top=False, weights=None)
+    path = str(tmp_path / "mbv2.weights.h5")
+    source.save_weights(path)
+    model = build_mobilenetv2(alpha=0.35, weights=path, min_stride=4)
+    x = tiny_images(1, seed=8)
+    block_12 = keras.Model(source.inputs, source.get_layer("block_12_add").output)
+    expected = block_12(x * 2.0 - 1.0, training=False).numpy()
+    np.testing.assert_allclose(model(x, training=False)[2].numpy(), expected, rtol=1e-4, atol=1e-4)

@@ -207,3 +207,30 @@ def test_mixed_precision_heads_are_float32_and_loss_is_finite(tiny_detector, tin
         assert np.isfinite(loss.numpy())
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+@pytest.mark.parametrize("preset", ["lodet_mobilenetv2_t", "gghl_darknet53_t"])
+def test_min_stride_4_gives_levels_4_8_16_and_a_trainable_loss(tiny_detector, tiny_images, preset):
+    model = tiny_detector(preset, NC, min_stride=4)
+    assert model.strides == (4, 8, 16) and [h.name for h in model.heads] == ["head_p2", "head_p3", "head_p4"]
+    x = tiny_images(2, seed=5)
+    with tf.GradientTape() as tape:
+        out = model(x, training=True)
+        loss = model.compute_loss(x, _targets(), out)
+    for key in ("backbone", "neck", "head"):
+        assert [tuple(t.shape[1:3]) for t in out[key]] == [(16, 16), (8, 8), (4, 4)]
+    encoded = model.encode_targets(_targets(), 64)
+    assert [tuple(t.shape[1:3]) for t in encoded] == [(16, 16), (8, 8), (4, 4)]
+    # both hand-made boxes (32 x 18 px and a 26 x 11 px rotated one) get positive cells
+    assert sum(float(tf.reduce_sum(t[..., 13])) for t in encoded) >= 2 * 2
+    grads = tape.gradient(loss, model.trainable_variables)
+    assert np.isfinite(loss.numpy()) and all(g is not None for g in grads[-4:])
+    cells = model.decode_cells(out["head"])
+    assert cells["polygons"].shape == (2, 16 * 16 + 8 * 8 + 4 * 4, 8)
+    clone = OrientedDetector.from_config(model.get_config())
+    assert clone.strides == (4, 8, 16) and clone.get_config() == model.get_config()
+
+
+def test_min_stride_must_be_4_or_8(tiny_detector):
+    with pytest.raises(ValueError, match="min_stride"):
+        tiny_detector("lodet_mobilenetv2_t", NC, min_stride=2)

@@ -54,15 +54,19 @@ def build_darknet53(
     input_shape=(None, None, 3),
     name="darknet53",
     weights=None,
+    min_stride=8,
 ):
     """Darknet53 (YOLOv3): stem conv3x3(32), then five stride-2 stages of
     64/128/256/512/1024 channels (x `width`) with `depths` residual blocks each
     (1x1 to C/2, 3x3 back to C, identity add). Outputs `[C3, C4, C5]` (256/512/1024 x width
     channels at strides 8/16/32). Convs are named `conv_000`, `conv_001`, ... in Darknet
     order, which `load_darknet_weights` relies on.
-    `weights`: None (random) or what `load_backbone_weights` accepts for darknet53."""
+    `weights`: None (random) or what `load_backbone_weights` accepts for darknet53.
+    `min_stride`: 8 (the above) or 4: outputs the stages at strides 4/8/16 (128/256/512 x width
+    channels) and builds no stride-32 stage."""
     if len(depths) != 5:
         raise ValueError(f"backbones.py: Darknet53 needs 5 stage depths, got {depths}")
+    first_tap = check_min_stride(min_stride).bit_length() - 2  # the stage whose output has stride min_stride
     counter = [0]
 
     def conv(x, filters, kernel, strides=1):
@@ -81,8 +85,10 @@ def build_darknet53(
             y = conv(x, channels // 2, 1)
             y = conv(y, channels, 3)
             x = layers.Add(name=f"stage{stage + 1}_res{block}")([shortcut, y])
-        if stage >= 2:
+        if stage >= first_tap:
             taps.append(x)
+        if len(taps) == 3:
+            break
     model = keras.Model(images, taps, name=name)
     if weights:
         load_darknet53_weights(model, weights, verbose=0)
@@ -167,6 +173,18 @@ def save_darknet_weights(model, path, major=0, minor=2, revision=0, seen=0):
 
 
 MOBILENETV2_TAPS = ("block_5_add", "block_12_add", "out_relu")
+# Taps at strides 4 / 8 / 16 (min_stride 4): after blocks 3, 6 and 13 (24, 32, 96 x alpha ch).
+MOBILENETV2_TAPS_STRIDE4 = ("block_2_add", "block_5_add", "block_12_add")
+MIN_STRIDES = (4, 8)
+
+
+def check_min_stride(min_stride):
+    """The stride of the finest of the three output levels: 8 (strides 8/16/32) or 4 (4/8/16)."""
+    if int(min_stride) not in MIN_STRIDES:
+        raise ValueError(f"backbones.py: min_stride must be one of {MIN_STRIDES}, got {min_stride}")
+    return int(min_stride)
+
+
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 # What keras.applications.MobileNetV2(include_top=False, weights="imagenet") fetches (Keras 3.15:
 # keras/src/applications/mobilenet_v2.py; rows = 224 for a dynamic input size).
@@ -264,10 +282,11 @@ def load_mobilenetv2_weights(backbone, alpha, weights, key="weights", verbose=1)
             ) from None
         source = path
     target = _inner_model(backbone)
+    present = {layer.name for layer in target.layers}
     count = 0
     for layer in reference.layers:
         values = layer.get_weights()
-        if not values:
+        if not values or layer.name not in present:  # absent: past the last tap (min_stride 4)
             continue
         try:
             target.get_layer(layer.name).set_weights(values)
@@ -291,8 +310,9 @@ def load_darknet53_weights(backbone, weights, key="weights", verbose=1):
     """
     convs = darknet_conv_layers(backbone)
     if weights == "imagenet":
-        last = convs[-1].conv.kernel.shape if convs else None
-        if len(convs) != DARKNET53_CONVS or tuple(last) != (3, 3, 512, 1024):
+        last = tuple(convs[-1].conv.kernel.shape) if convs else None
+        # The full Darknet53, or its first four stages (min_stride 4): a prefix of the file's convs.
+        if (len(convs), last) not in ((DARKNET53_CONVS, (3, 3, 512, 1024)), (DARKNET53_CONVS - 9, (3, 3, 256, 512))):
             raise ConfigError(
                 f"{key}=imagenet: {DARKNET53_IMAGENET_FILE} fits only the full Darknet53 (width 1.0, depths "
                 f"1/2/8/8/4, e.g. preset gghl_darknet53); this one has {len(convs)} convs"
@@ -303,7 +323,7 @@ def load_darknet53_weights(backbone, weights, key="weights", verbose=1):
             raise _not_available(
                 "the ImageNet Darknet53 weights", DARKNET53_IMAGENET_FILE, DARKNET53_IMAGENET_URL, key, error
             ) from None
-        return load_darknet_weights(backbone, path, max_convs=DARKNET53_CONVS, verbose=verbose)
+        return load_darknet_weights(backbone, path, max_convs=len(convs), verbose=verbose)
     path = os.path.expanduser(str(weights))
     _require_file(path, f"{key}: Darknet53 weights file")
     if path.endswith(".h5"):
@@ -337,7 +357,7 @@ def load_backbone_weights(backbone, kind, weights, *, alpha=1.0, key="weights", 
 
 
 def build_mobilenetv2(
-    alpha=1.0, weights=None, input_shape=(None, None, 3), name="mobilenetv2", bn_momentum=BN_MOMENTUM
+    alpha=1.0, weights=None, input_shape=(None, None, 3), name="mobilenetv2", bn_momentum=BN_MOMENTUM, min_stride=8
 ):
     """MobileNetV2 (keras.applications) with taps after block 6 (32*alpha ch, stride 8),
     block 13 (96*alpha ch, stride 16) and the final 1x1 conv (1280 ch, stride 32), i.e. the
@@ -348,7 +368,10 @@ def build_mobilenetv2(
     `weights`: None (random), "imagenet" or a path (`load_mobilenetv2_weights`).
     Input: images in [0, 1]; rescaled to [-1, 1] inside (what the ImageNet weights expect).
     `bn_momentum`: momentum of every BatchNormalization (Keras' default there is 0.999).
+    `min_stride`: 8 (the above) or 4: taps after blocks 3, 6 and 13 (strides 4/8/16,
+    `MOBILENETV2_TAPS_STRIDE4`); the blocks after block 13 are then not in the graph.
     """
+    taps = MOBILENETV2_TAPS if check_min_stride(min_stride) == 8 else MOBILENETV2_TAPS_STRIDE4
     images = keras.Input(input_shape, name="images")
     scaled = layers.Rescaling(2.0, offset=-1.0, name="to_minus1_1")(images)
     base = keras.applications.MobileNetV2(input_shape=tuple(input_shape), alpha=alpha, include_top=False, weights=None)
@@ -357,7 +380,7 @@ def build_mobilenetv2(
         # behind a short training run and inference outputs collapse. PyTorch's 0.1 = 0.9 here.
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = bn_momentum
-    tapped = keras.Model(base.inputs, [base.get_layer(n).output for n in MOBILENETV2_TAPS], name=f"{name}_base")
+    tapped = keras.Model(base.inputs, [base.get_layer(n).output for n in taps], name=f"{name}_base")
     model = keras.Model(images, tapped(scaled), name=name)
     if weights:
         load_mobilenetv2_weights(model, alpha, weights, verbose=0)

@@ -32,7 +32,7 @@ BACKBONES = {"darknet53": backbones_lib.build_darknet53, "mobilenetv2": backbone
 
 @keras.saving.register_keras_serializable(package="dked_tf")
 class OrientedDetector(keras.Model):
-    """Anchor-free oriented detector with GGHL per-cell outputs at strides 8/16/32.
+    """Anchor-free oriented detector with GGHL per-cell outputs at strides 8/16/32 (or 4/8/16).
 
     Args:
       num_classes: nC.
@@ -53,6 +53,9 @@ class OrientedDetector(keras.Model):
       quality: the JOL localisation quality, "gghl" or "probiou" (`jol` module docstring).
       min_gaussian_sigma: floor (in cells) of the OLA Gaussian's sigma along both axes
         (`assign.encode_targets`; 0 = GGHL).
+      min_stride: stride of the finest level: 8 (GGHL's levels 8/16/32) or 4 (levels 4/8/16:
+        the backbone's stride-4 stage feeds the neck, no stride-32 stage; 4x the cells of the
+        finest level, for objects a few pixels wide at the input).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class OrientedDetector(keras.Model):
         loss_weights=None,
         quality="gghl",
         min_gaussian_sigma=0.0,
+        min_stride=8,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -86,7 +90,8 @@ class OrientedDetector(keras.Model):
         if head not in HEADS:
             raise ValueError(f"detector.py: unknown head {head!r}; one of {list(HEADS)}")
         self.num_classes = int(num_classes)
-        self.strides = (8, 16, 32)
+        self.min_stride = backbones_lib.check_min_stride(min_stride)
+        self.strides = (self.min_stride, 2 * self.min_stride, 4 * self.min_stride)
         self.backbone_name, self.neck_name, self.head_name = backbone, neck, head
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.neck_kwargs = dict(neck_kwargs or {})
@@ -107,16 +112,23 @@ class OrientedDetector(keras.Model):
         if self.min_gaussian_sigma < 0:
             raise ValueError(f"detector.py: min_gaussian_sigma must be >= 0 cells, got {min_gaussian_sigma}")
 
-        self.backbone = BACKBONES[backbone](**self.backbone_kwargs)
+        self.backbone = BACKBONES[backbone](**self.backbone_kwargs, min_stride=self.min_stride)
         backbone_channels = [int(t.shape[-1]) for t in self.backbone.outputs]
         self.neck = necks_lib.NECKS[neck](backbone_channels, **self.neck_kwargs)
         neck_channels = [int(t.shape[-1]) for t in self.neck.outputs]
-        self.heads = [HEADS[head](self.num_classes, name=f"head_p{level}", **self.head_kwargs) for level in (3, 4, 5)]
+        self.heads = [
+            HEADS[head](self.num_classes, name=f"head_p{level}", **self.head_kwargs) for level in self.level_numbers
+        ]
         for layer, channels in zip(self.heads, neck_channels):
             layer.build((None, None, None, channels))
         self.channels = {"backbone": backbone_channels, "neck": neck_channels}
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in JOL_TERM_NAMES}
         self.built = True
+
+    @property
+    def level_numbers(self):
+        """Pyramid level of each output (stride 2**level): (3, 4, 5) or (2, 3, 4)."""
+        return tuple(int(s).bit_length() - 1 for s in self.strides)
 
     # ---------------------------------------------------------------- forward
     def call(self, images, training=None):
@@ -342,6 +354,7 @@ class OrientedDetector(keras.Model):
             "loss_weights": dict(self.loss_weights),
             "quality": self.quality,
             "min_gaussian_sigma": self.min_gaussian_sigma,
+            "min_stride": self.min_stride,
         }
 
     @property
