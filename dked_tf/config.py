@@ -117,6 +117,12 @@ class ModelConfig:
     iou_threshold: float = 0.3
     max_detections: int = 100
 
+    def min_stride(self, role):
+        """Stride (pixels) of the finest output level of the role's models ("teacher" or
+        "student"): the `min_stride` of its overrides, else the detectors' default 8."""
+        overrides = self.teacher_overrides if role == "teacher" else self.student_overrides
+        return int(overrides.get("min_stride", 8))
+
 
 @dataclasses.dataclass
 class TrainConfig:

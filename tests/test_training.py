@@ -179,3 +179,15 @@ def test_object_scale_at_the_input_and_the_small_object_warning(tmp_path):
     # 16 / 7.5 x 100 = 213 px, rounded up to a multiple of 32
     assert "WARNING" in line and "data.image_size=224" in line
     assert "WARNING" not in data.describe_object_scale([record], 800)  # 60 px long there
+
+
+def test_object_scale_notes_levels_at_stride_4_for_objects_under_one_stride_8_cell(tmp_path):
+    from dked_tf.data.records import ImageRecord
+
+    # a 120 x 20 px box in a 400 x 400 image: 30 x 5 px at a 100 px input, 60 x 10 px at 200 px
+    boxes = np.array([[100, 100, 220, 100, 220, 120, 100, 120]], np.float32)
+    record = ImageRecord(str(tmp_path / "x.png"), "x", 400, 400, boxes, [0], [False])
+    assert "min_stride=4" in data.describe_object_scale([record], 100, min_stride=8)
+    assert "min_stride=4" not in data.describe_object_scale([record], 200, min_stride=8)
+    assert "min_stride=4" not in data.describe_object_scale([record], 100, min_stride=4)
+    assert "NOTE" not in data.describe_object_scale([record], 100)

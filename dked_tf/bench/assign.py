@@ -47,6 +47,7 @@ def main(argv=None):
         stats = assignment_statistics(
             records,
             size,
+            strides=tuple(cfg.model.min_stride("student") * k for k in (1, 2, 4)),
             level_reference_size=level_reference_size,
             max_objects=cfg.data.max_objects,
             min_gaussian_sigma=min_gaussian_sigma,

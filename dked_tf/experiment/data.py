@@ -30,6 +30,10 @@ SMALL_OBJECT_PX = 16.0
 # data.input_scale = "auto" scales the images so that the median object is about this long at
 # the input (never above native resolution, never below the whole image fitting the input).
 AUTO_OBJECT_PX = 40.0
+# Objects whose median width at the input is below one cell of a stride-8 level (pixels) are
+# localised far better by levels at strides 4/8/16 (`model.*_overrides.min_stride=4`;
+# recipes/README.md, sixth pass).
+NARROW_OBJECT_PX = 8.0
 
 # data.val_split = "holdout" picks the images whose hash of this salt and their id (DOTA: their
 # scene's id) is smallest: the same images for every seed, role and run of a dataset.
@@ -242,9 +246,10 @@ def object_scale(records, image_size):
     }
 
 
-def describe_object_scale(records, image_size):
+def describe_object_scale(records, image_size, min_stride=None):
     """One line on the objects' size at the network input, with a warning when the median
-    object is shorter than SMALL_OBJECT_PX there."""
+    object is shorter than SMALL_OBJECT_PX there, and a note when `min_stride` (the finest level
+    of the models, pixels) is 8 and the median object is narrower than NARROW_OBJECT_PX."""
     scale = object_scale(records, image_size)
     if not scale["objects"]:
         return f"no annotated objects to size at the {image_size} px input"
@@ -259,6 +264,12 @@ def describe_object_scale(records, image_size):
             f"; WARNING: the median object is under {SMALL_OBJECT_PX:g} px at the input and gets few or no "
             f"positive cells (dked-tf bench assign): use an input of at least {needed} px "
             f"(--set data.image_size={needed}) or train on native-resolution windows (--set data.input_scale=auto)"
+        )
+    if min_stride is not None and min_stride >= 8 and scale["median_width_px"] < NARROW_OBJECT_PX:
+        line += (
+            f"; NOTE: the median object is {scale['median_width_px']:.1f} px wide, under one cell of the "
+            f"stride-{min_stride} level: levels at strides 4/8/16 localise it better "
+            "(--set model.teacher_overrides.min_stride=4 --set model.student_overrides.min_stride=4)"
         )
     return line
 

@@ -446,7 +446,13 @@ class Recipe:
         save_run_config(self.cfg, self.out)
         if any(stage in stages for stage in ("teacher", "student", "dked")):
             self.log(input_line)
-            self.log(describe_object_scale(self.records("train")[0], self.cfg.data.inference_size))
+            self.log(
+                describe_object_scale(
+                    self.records("train")[0],
+                    self.cfg.data.inference_size,
+                    min_stride=min(self.cfg.model.min_stride(role) for role in ("teacher", "student")),
+                )
+            )
         key_folders = []
         if "teacher" in stages:
             self.train_stage("teacher", self.cfg.teacher_train.seed)
