@@ -347,6 +347,16 @@ def preset_config(name="default", task="hrsc"):
             # run's teacher (mAP(12) 2.19 / 3.59 / 3.62 -> 4.65 / 4.55 / 4.24).
             cfg.distill.extra = {"prediction": {"dense_objectness": 1.0, "dense_box": 1.0}}
             cfg.seeds = [0, 1, 2]
+            # Sixth pass (recipes/README.md): the median hull is 3 px wide at the 192 px input, under
+            # half a cell of the stride-8 level. Levels at strides 4/8/16 (min_stride 4) give 4.5
+            # positive cells per hull instead of 1.9 and lifted the seed-0 teacher from 12.5 to
+            # 28.8 mAP(07), the student from 3.1 to 9.6 and the DKED student from 8.1 to 15.5 (1.4x
+            # the teacher's training time, 1.5x the DKED student's); NMS at IoU 0.5 instead of 0.3
+            # added 0.1-1.0 to each. 16 student epochs keep the run under 30 minutes.
+            for overrides in (cfg.model.teacher_overrides, cfg.model.student_overrides):
+                overrides["min_stride"] = 4
+            cfg.model.iou_threshold = 0.5
+            cfg.train.epochs = 16
     elif name == "paper":
         cfg.data = dataclasses.replace(
             cfg.data,
