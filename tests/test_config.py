@@ -120,6 +120,10 @@ def test_default_preset_is_the_realistic_set_with_the_box_term_and_easy_keeps_th
     for overrides in (default.model.teacher_overrides, default.model.student_overrides):
         assert overrides["loss_weights"] == {"obb": 4.0} and overrides["level_reference_size"] == 256
     assert default.seeds == [0, 1, 2] and default.data.input_scale == "fit"
+    assert default.model.min_stride("teacher") == default.model.min_stride("student") == 4
+    assert default.model.iou_threshold == 0.5
+    assert easy.model.min_stride("teacher") == easy.model.min_stride("student") == 8
+    assert easy.model.iou_threshold == 0.3
     assert easy.data.synthetic_kind == "easy" and easy.data.synthetic_image_size == 256
     assert "loss_weights" not in easy.model.teacher_overrides and easy.seeds == [0, 1]
     # DOTA keeps its patches and GGHL's loss
