@@ -311,8 +311,10 @@ def load_darknet53_weights(backbone, weights, key="weights", verbose=1):
     convs = darknet_conv_layers(backbone)
     if weights == "imagenet":
         last = tuple(convs[-1].conv.kernel.shape) if convs else None
-        # The full Darknet53, or its first four stages (min_stride 4): a prefix of the file's convs.
-        if (len(convs), last) not in ((DARKNET53_CONVS, (3, 3, 512, 1024)), (DARKNET53_CONVS - 9, (3, 3, 256, 512))):
+        # The full Darknet53, or its first four stages (min_stride 4): a prefix of the file's convs
+        # (the stride-32 stage has 1 + 2 x 4 convs).
+        four_stages = DARKNET53_CONVS - (1 + 2 * DARKNET_STAGE_DEPTHS[4])
+        if (len(convs), last) not in ((DARKNET53_CONVS, (3, 3, 512, 1024)), (four_stages, (3, 3, 256, 512))):
             raise ConfigError(
                 f"{key}=imagenet: {DARKNET53_IMAGENET_FILE} fits only the full Darknet53 (width 1.0, depths "
                 f"1/2/8/8/4, e.g. preset gghl_darknet53); this one has {len(convs)} convs"
