@@ -218,7 +218,7 @@ def preset_config(name="default", task="hrsc"):
     """The `ExperimentConfig` of a preset.
 
     name: smoke (tiny everything, for tests), quick (real but minimal run, minutes, on the easy
-    synthetic set), default (small CPU models on the realistic synthetic HRSC set, about 20 min
+    synthetic set), default (small CPU models on the realistic synthetic HRSC set, about 27 min
     on 2 cores), easy (the previous default: the same models on the easy synthetic set, 15 min),
     paper (paper-scale models, 800 px, the GGHL / LO-Det reference hyper-parameters; for GPU
     machines).
