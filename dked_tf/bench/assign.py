@@ -19,6 +19,7 @@ from dked_tf.bench.report import write_report
 from dked_tf.config import add_set_argument, flag_overrides, resolve_config
 from dked_tf.evaluation.diagnostics import assignment_statistics
 from dked_tf.experiment.data import prepare_records
+from dked_tf.models.backbones import level_strides
 
 
 def main(argv=None):
@@ -47,7 +48,7 @@ def main(argv=None):
         stats = assignment_statistics(
             records,
             size,
-            strides=tuple(cfg.model.min_stride("student") * k for k in (1, 2, 4)),
+            strides=level_strides(cfg.model.min_stride("student")),
             level_reference_size=level_reference_size,
             max_objects=cfg.data.max_objects,
             min_gaussian_sigma=min_gaussian_sigma,

@@ -185,6 +185,12 @@ def check_min_stride(min_stride):
     return int(min_stride)
 
 
+def level_strides(min_stride):
+    """The strides (pixels) of the three output levels: (min_stride, 2 min_stride, 4 min_stride)."""
+    stride = check_min_stride(min_stride)
+    return (stride, 2 * stride, 4 * stride)
+
+
 IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 # What keras.applications.MobileNetV2(include_top=False, weights="imagenet") fetches (Keras 3.15:
 # keras/src/applications/mobilenet_v2.py; rows = 224 for a dynamic input size).

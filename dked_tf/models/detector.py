@@ -91,7 +91,7 @@ class OrientedDetector(keras.Model):
             raise ValueError(f"detector.py: unknown head {head!r}; one of {list(HEADS)}")
         self.num_classes = int(num_classes)
         self.min_stride = backbones_lib.check_min_stride(min_stride)
-        self.strides = (self.min_stride, 2 * self.min_stride, 4 * self.min_stride)
+        self.strides = backbones_lib.level_strides(self.min_stride)
         self.backbone_name, self.neck_name, self.head_name = backbone, neck, head
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.neck_kwargs = dict(neck_kwargs or {})
