@@ -192,6 +192,7 @@ class Distiller(keras.Model):
             plain_class_weight=self.student.plain_class_weight,
             term_weights=self.student.loss_weights,
             quality=self.student.quality,
+            objectness_target=self.student.objectness_target,
         )
 
     def compute_terms(self, images, targets, teacher_outputs, student_outputs):

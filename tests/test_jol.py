@@ -178,6 +178,41 @@ def test_per_cell_box_and_quality_match_reference():
         assert cells["class_prob"].shape == head.shape[:3] + (NC,)
 
 
+def test_quality_objectness_target_is_the_cells_own_quality_at_positives():
+    encoded = encoded_batch()
+    heads = random_heads(encoded, seed=5)
+    for head, enc, stride in zip(heads, encoded, STRIDES):
+        fixed = per_cell_terms(head, enc, stride, S)
+        aware = per_cell_terms(head, enc, stride, S, objectness_target="quality")
+        _, _, q = reference_level(head.numpy(), enc.numpy(), stride, S)
+        pos = enc.numpy()[..., 13] > 0
+        z_o = head.numpy()[..., 9].astype(np.float64)
+        t_o = np.clip(q, 0.005, 0.995)
+        want = _bce_logits(z_o, t_o) * (t_o - _sig(z_o)) ** 2
+        np.testing.assert_allclose(aware["obj"].numpy()[pos], want[pos], rtol=2e-4, atol=1e-7)
+        # negatives keep GGHL's target; every other map is unchanged
+        np.testing.assert_allclose(aware["obj"].numpy()[~pos], fixed["obj"].numpy()[~pos], rtol=1e-6)
+        for name in ("obj_neg", "cls_pos", "cls_neg", "iou", "s", "r", "l"):
+            np.testing.assert_allclose(aware[name].numpy(), fixed[name].numpy(), rtol=1e-6, err_msg=name)
+    assert pos.any()
+    with pytest.raises(ValueError, match="objectness_target"):
+        per_cell_terms(heads[0], encoded[0], STRIDES[0], S, objectness_target="iou")
+
+
+def test_quality_objectness_target_gives_no_gradient_to_the_box():
+    encoded = encoded_batch()
+    heads = [tf.Variable(h) for h in random_heads(encoded, seed=6)]
+    with tf.GradientTape() as tape:
+        terms = jol_loss(heads, encoded, STRIDES, S, objectness_target="quality")
+        objectness = terms["obj_pos"] + terms["obj_neg"]
+    grads = tape.gradient(objectness, heads)
+    for grad in grads:
+        grad = grad.numpy()
+        assert np.all(grad[..., :9] == 0.0)  # distances, gliding ratios, area ratio
+        assert np.all(grad[..., 10:] == 0.0)  # classes
+    assert any(np.abs(g.numpy()[..., 9]).max() > 0 for g in grads)
+
+
 def test_giou_hand_cases():
     # pred x in [-1, 3], y in [-1, 1]; target x in [-1, 1], y in [-2, 2]:
     # inter 4, union 12, enclosing 16 -> GIoU = 1/3 - 4/16 = 1/12.

@@ -32,6 +32,11 @@ quality (an option, default "gghl" = the q above): "probiou" uses q = 1 - H, the
 IoU of the decoded and target quadrilaterals (the ``obb`` distance H), in obj_pos and cls_pos
 instead of exp(-(L_iou0 + L_s0 + L_r0)), so the score a box learns follows its rotated overlap.
 
+objectness_target (an option, default "fixed" = GGHL's 0.995 at every positive cell): "quality"
+replaces it by stop_gradient(q) (clipped to [0.005, 0.995]), so each positive cell's objectness
+learns how well its own box fits, as the IoU targets of IoU-aware and task-aligned detectors do;
+the detection score sqrt(objectness x class) then ranks the cells of one object by their boxes.
+
 w_plain (``plain_class_weight``, default ``DEFAULT_PLAIN_CLASS_WEIGHT`` = 1) is GGHL's plain
 class BCE as added to the total in its 2021-11 .. 2022-03 versions; 0 gives HEAD exactly.
 
@@ -85,6 +90,7 @@ TERM_WEIGHTS = dict(zip(JOL_TERM_NAMES, (2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 16.0, 0.2
 DEFAULT_PLAIN_CLASS_WEIGHT = 1.0
 _EPS = 1e-9
 QUALITY_MODES = ("gghl", "probiou")
+OBJECTNESS_TARGETS = ("fixed", "quality")
 _MIN_PROBIOU = 1e-6  # floor of 1 - H before its log (q = 1 - H in (0, 1])
 
 
@@ -198,8 +204,25 @@ def check_quality(quality):
     return quality
 
 
+def check_objectness_target(objectness_target):
+    """The objectness-target mode, validated (None: "fixed")."""
+    mode = "fixed" if objectness_target is None else str(objectness_target)
+    if mode not in OBJECTNESS_TARGETS:
+        raise ValueError(
+            f"jol: unknown objectness_target {objectness_target!r}; one of {', '.join(OBJECTNESS_TARGETS)}"
+        )
+    return mode
+
+
 def per_cell_terms(
-    head_level, encoded_level, stride, image_size, plain_class_weight=None, with_obb=False, quality="gghl"
+    head_level,
+    encoded_level,
+    stride,
+    image_size,
+    plain_class_weight=None,
+    with_obb=False,
+    quality="gghl",
+    objectness_target="fixed",
 ):
     """JOL terms of one level as per-cell maps.
 
@@ -207,7 +230,8 @@ def per_cell_terms(
     ``assign.encode_targets`` level [B, H, W, 16 + nC]; stride: int; image_size: S (int or
     scalar tensor); plain_class_weight: weight of the plain BCE-with-logits(z_c, t_c) on the
     GT channels at positives, added into ``cls_pos`` (None: ``DEFAULT_PLAIN_CLASS_WEIGHT``;
-    0 = GGHL HEAD); with_obb: compute the ``obb`` map (else it is 0).
+    0 = GGHL HEAD); with_obb: compute the ``obb`` map (else it is 0); quality and
+    objectness_target: the modes of the module docstring.
 
     Returns a dict of float32 tensors:
       weighted loss maps [B,H,W] ``obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l``
@@ -241,7 +265,11 @@ def per_cell_terms(
         quality_energy = loss_iou0 + loss_s0 + loss_r0
     quality = tf.exp(-quality_energy)
 
-    obj_target = tf.where(positive > 0.0, OBJ_POSITIVE_TARGET, OBJ_NEGATIVE_TARGET)
+    if check_objectness_target(objectness_target) == "quality":
+        positive_target = tf.clip_by_value(tf.stop_gradient(quality), OBJ_NEGATIVE_TARGET, OBJ_POSITIVE_TARGET)
+    else:
+        positive_target = OBJ_POSITIVE_TARGET
+    obj_target = tf.where(positive > 0.0, positive_target, OBJ_NEGATIVE_TARGET)
     obj = focal_bce(dec["obj_logit"], obj_target)
     obj_pos = positive * obj * mix * (g + tf.stop_gradient(quality)) / 2.0
     obj_neg = (1.0 - positive) * obj * mix
@@ -315,7 +343,14 @@ def total_from_terms(terms, term_weights=None):
 
 
 def jol_terms_and_cells(
-    head_outputs, encoded, strides, image_size, plain_class_weight=None, term_weights=None, quality="gghl"
+    head_outputs,
+    encoded,
+    strides,
+    image_size,
+    plain_class_weight=None,
+    term_weights=None,
+    quality="gghl",
+    objectness_target="fixed",
 ):
     """GGHL JOL over all levels, with the per-cell maps it was summed from.
 
@@ -352,6 +387,7 @@ def jol_terms_and_cells(
             plain_class_weight=plain_class_weight,
             with_obb=with_obb,
             quality=quality,
+            objectness_target=objectness_target,
         )
         cells.append(level_cells)
         level = reduce_level_terms(level_cells)
@@ -365,7 +401,16 @@ def _classes(tensor, box_channels):
     return None if channels is None else channels - box_channels
 
 
-def jol_loss(head_outputs, encoded, strides, image_size, plain_class_weight=None, term_weights=None, quality="gghl"):
+def jol_loss(
+    head_outputs,
+    encoded,
+    strides,
+    image_size,
+    plain_class_weight=None,
+    term_weights=None,
+    quality="gghl",
+    objectness_target="fixed",
+):
     """GGHL JOL over all levels.
 
     head_outputs: list of logits [B, H_l, W_l, 10 + nC]; encoded: list from
@@ -373,8 +418,10 @@ def jol_loss(head_outputs, encoded, strides, image_size, plain_class_weight=None
     plain_class_weight: see ``per_cell_terms`` (None: ``DEFAULT_PLAIN_CLASS_WEIGHT``);
     term_weights: {term: weight} replacing entries of ``TERM_WEIGHTS`` (e.g. {"obb": 4});
     the ``obb`` term is computed only when its weight is nonzero (else it is 0); quality:
-    "gghl" or "probiou" (see the module docstring).
+    "gghl" or "probiou"; objectness_target: "fixed" or "quality" (see the module docstring).
     Returns dict of float32 scalars ``obj_pos, obj_neg, cls_pos, cls_neg, iou, s, r, l, obb,
     total``.
     """
-    return jol_terms_and_cells(head_outputs, encoded, strides, image_size, plain_class_weight, term_weights, quality)[0]
+    return jol_terms_and_cells(
+        head_outputs, encoded, strides, image_size, plain_class_weight, term_weights, quality, objectness_target
+    )[0]

@@ -13,7 +13,7 @@ from tensorflow.python.framework.convert_to_constants import convert_variables_t
 
 from dked_tf.layers.head import HEADS
 from dked_tf.losses import assign as assign_lib
-from dked_tf.losses.jol import check_quality, jol_loss, term_weights_of
+from dked_tf.losses.jol import check_objectness_target, check_quality, jol_loss, term_weights_of
 from dked_tf.models import backbones as backbones_lib
 from dked_tf.models import necks as necks_lib
 from dked_tf.ops.head_contract import (
@@ -51,6 +51,8 @@ class OrientedDetector(keras.Model):
       loss_weights: {JOL term: weight} replacing `jol.TERM_WEIGHTS` entries, e.g. {"obb": 4}
         (the probabilistic-IoU term of the decoded quadrilateral; absent: GGHL's weights).
       quality: the JOL localisation quality, "gghl" or "probiou" (`jol` module docstring).
+      objectness_target: the JOL objectness target at positive cells, "fixed" (GGHL's 0.995)
+        or "quality" (the cell's own localisation quality; `jol` module docstring).
       min_gaussian_sigma: floor (in cells) of the OLA Gaussian's sigma along both axes
         (`assign.encode_targets`; 0 = GGHL).
       min_stride: stride of the finest level: 8 (GGHL's levels 8/16/32) or 4 (levels 4/8/16:
@@ -78,6 +80,7 @@ class OrientedDetector(keras.Model):
         level_reference_size=None,
         loss_weights=None,
         quality="gghl",
+        objectness_target="fixed",
         min_gaussian_sigma=0.0,
         min_stride=8,
         **kwargs,
@@ -108,6 +111,7 @@ class OrientedDetector(keras.Model):
         self.loss_weights = {str(k): float(v) for k, v in (loss_weights or {}).items()}
         term_weights_of(self.loss_weights)  # unknown term names fail here
         self.quality = check_quality(quality)
+        self.objectness_target = check_objectness_target(objectness_target)
         self.min_gaussian_sigma = float(min_gaussian_sigma)
         if self.min_gaussian_sigma < 0:
             raise ValueError(f"detector.py: min_gaussian_sigma must be >= 0 cells, got {min_gaussian_sigma}")
@@ -285,6 +289,7 @@ class OrientedDetector(keras.Model):
             plain_class_weight=self.plain_class_weight,
             term_weights=self.loss_weights,
             quality=self.quality,
+            objectness_target=self.objectness_target,
         )
         for name, tracker in self.loss_trackers.items():
             if name in terms:
@@ -353,6 +358,7 @@ class OrientedDetector(keras.Model):
             "level_reference_size": self.level_reference_size,
             "loss_weights": dict(self.loss_weights),
             "quality": self.quality,
+            "objectness_target": self.objectness_target,
             "min_gaussian_sigma": self.min_gaussian_sigma,
             "min_stride": self.min_stride,
         }
