@@ -37,17 +37,19 @@ Steps:
    the same test records with `evaluate_map`; their `train_seconds` and `epochs` come from
    model.json.
 4. `--latency`: batch 1, `--latency-size` px (800), `--latency-threads` (default `--threads`)
-   threads, in this one process, taking turns call by call (each round calls every model once,
-   the starting model rotating from round to round; median of `--rounds` 30): YOLO11n-OBB
-   exported to ONNX by the child (the trained model, nc of this dataset;
+   threads, in this one process, taking turns call by call (each round calls every model
+   once, the starting model rotating from round to round; median of `--rounds` 30):
+   YOLO11n-OBB exported to ONNX by the child (the trained model, nc of this dataset;
    `model.export(format="onnx", dynamic=False, simplify=False)`) in ONNX Runtime; ours,
-   `--latency-model` (lodet_mobilenetv2, the paper-scale student, random weights: they do not
-   change the time) as TFLite fp32, TFLite int8 (calibrated on a few test images) in LiteRT
-   and as ONNX in ONNX Runtime. A call is the raw model: a letterboxed float image in, the
-   output arrays out (both graphs include their box decode); letterboxing and NMS are excluded
-   for every model. ONNX Runtime's workers do not spin (`allow_spinning=0`). On a shared,
-   loaded CPU 1 thread gives the steadier numbers. Needs the `export` extra here (onnxruntime,
-   ai-edge-litert, tf2onnx) and `onnx` in the Ultralytics interpreter (for its ONNX export).
+   `--latency-model` (a preset, with random weights: they do not change the time; default
+   lodet_mobilenetv2, the paper-scale student; or a saved detector's folder, e.g. the
+   recipe's DKED student, to time the architecture that was trained) as TFLite fp32, TFLite
+   int8 (calibrated on a few test images) in LiteRT and as ONNX in ONNX Runtime. A call is
+   the raw model: a letterboxed float image in, the output arrays out (both graphs include
+   their box decode); letterboxing and NMS are excluded for every model. ONNX Runtime's
+   workers do not spin (`allow_spinning=0`). On a shared, loaded CPU 1 thread gives the
+   steadier numbers. Needs the `export` extra here (onnxruntime, ai-edge-litert, tf2onnx) and
+   `onnx` in the Ultralytics interpreter (for its ONNX export).
 
 `--reuse` keeps the YOLO checkpoint of an earlier run in the same --out (same data, size,
 budget, seed) and only predicts / exports again.
@@ -424,6 +426,20 @@ def take_turns(calls, rounds, warmup=2):
     }
 
 
+def latency_detector(spec, num_classes, size):
+    """The detector to time, run once at `size` px: a saved detector (its folder or .keras
+    file: architecture and weights) or a preset name (random weights)."""
+    if not os.path.exists(spec):
+        return build_detector(spec, num_classes, size)
+    model, meta = load_detector(spec)
+    if len(meta["class_names"]) != num_classes:
+        raise SystemExit(
+            f"--latency-model {spec}: the detector has {len(meta['class_names'])} classes, the data {num_classes}"
+        )
+    model(np.zeros([1, size, size, 3], np.float32), training=False)
+    return model
+
+
 def latency_rows(args, yolo_onnx, yolo_params, class_names, test_records, out):
     """Exports ours (TFLite fp32, int8; ONNX), then times them with the YOLO ONNX, turn by turn."""
 
@@ -431,7 +447,7 @@ def latency_rows(args, yolo_onnx, yolo_params, class_names, test_records, out):
     folder = os.path.join(out, "latency")
     os.makedirs(folder, exist_ok=True)
     print(f"latency: exporting {args.latency_model} at {size} px (TFLite fp32, int8, ONNX) ...", flush=True)
-    model = build_detector(args.latency_model, len(class_names), size)
+    model = latency_detector(args.latency_model, len(class_names), size)
     params = count_params(model) / 1e6
     paths = {
         "fp32": os.path.join(folder, "ours_fp32.tflite"),
@@ -596,7 +612,8 @@ def build_parser():
     parser.add_argument(
         "--latency-model",
         default=None,
-        help="our preset for the latency rows (default lodet_mobilenetv2, the paper-scale student)",
+        help="our preset for the latency rows (default lodet_mobilenetv2, the paper-scale student), or a "
+        "saved detector's folder (its architecture, e.g. runs/hrsc_lodet/checkpoints/student_dked_seed0)",
     )
     parser.add_argument(
         "--latency-threads",
