@@ -181,6 +181,50 @@ def test_recipe_stages_resume_from_checkpoints_and_write_the_contract(tiny_detec
     assert len(os.listdir(out / "detections" / "student_dked")) == 1
 
 
+def test_evaluations_are_kept_beside_each_checkpoint_and_redone_when_it_changes(tiny_detector, tmp_path, capsys):
+    """The evaluate stage keeps each model's test figures in its checkpoint folder; a second run
+    reuses them (same figures), a retrained checkpoint (new weights file) or other decode
+    settings are evaluated anew, and a corrupt file is evaluated over."""
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    arch = "gghl_darknet53_t"
+    for key in ("teacher", "student", "student_dked"):
+        save_detector(
+            tiny_detector(arch, 1, forward_size=64),
+            str(out / "checkpoints" / key),
+            architecture=arch,
+            class_names=("ship",),
+            image_size=64,
+        )
+    argv = ["--smoke", "--out", str(out), "--data-cache", str(cache), "--stages", "evaluate"]
+    argv += ["--set", f"model.teacher={arch}", "--set", f"model.student={arch}"]
+    assert run_script("hrsc_lodet.py", argv) == 0
+    first = json.loads((out / "results.json").read_text())["models"]
+    kept = json.loads((out / "checkpoints" / "student" / "evaluation.json").read_text())
+    assert kept["entry"]["map07"] == first["student"]["map07"] and kept["drawn"] is True
+    assert kept["inputs"]["test_images"]["count"] > 0 and kept["inputs"]["classes"] == ["ship"]
+    capsys.readouterr()
+
+    # the student is trained again (its weights file rewritten); the others are unchanged
+    student = tiny_detector(arch, 1, forward_size=64)
+    student.set_weights([w * 0.5 for w in student.get_weights()])
+    save_detector(
+        student, str(out / "checkpoints" / "student"), architecture=arch, class_names=("ship",), image_size=64
+    )
+    (out / "checkpoints" / "student_dked" / "evaluation.json").write_text("{ truncated")
+    assert run_script("hrsc_lodet.py", argv) == 0
+    printed = capsys.readouterr().out
+    assert "evaluate: teacher: figures of" in printed
+    assert "evaluate: student: figures of" not in printed and "evaluate: student_dked: figures of" not in printed
+    second = json.loads((out / "results.json").read_text())["models"]
+    assert second["teacher"]["map07"] == first["teacher"]["map07"]
+    assert second["teacher"]["per_class07"] == first["teacher"]["per_class07"]
+    assert {"params", "gflops", "latency_ms_cpu"} <= set(second["teacher"])
+    json.loads((out / "checkpoints" / "student_dked" / "evaluation.json").read_text())  # written anew
+
+    assert run_script("hrsc_lodet.py", [*argv, "--set", "model.score_threshold=0.5"]) == 0
+    assert "figures of" not in capsys.readouterr().out
+
+
 @pytest.mark.skipif(
     not os.environ.get("DKED_TF_SLOW_TESTS"), reason="full smoke run (minutes); set DKED_TF_SLOW_TESTS=1"
 )
@@ -224,7 +268,9 @@ def test_self_distillation_student_follows_the_teacher():
 
 def test_seeds_train_side_by_side_in_their_own_processes(tiny_detector, tmp_path, capsys):
     """--jobs 2: the two seeds' student and DKED student train at once, one process each; their
-    epoch lines are echoed with the seed in front, their logs kept; a rerun finds and skips them."""
+    epoch lines are echoed with the seed in front, their logs kept; each process evaluates its
+    model, the first seed's DKED process exports it, a last process evaluates the teacher, and
+    the evaluate and export stages take those results; a rerun finds and skips them."""
     out, cache = tmp_path / "run", tmp_path / "cache"
     teacher = tiny_detector("gghl_darknet53_t", 1, forward_size=64)
     save_detector(
@@ -246,16 +292,33 @@ def test_seeds_train_side_by_side_in_their_own_processes(tiny_detector, tmp_path
         "--jobs",
         "2",
         "--stages",
-        "student,dked",
+        "student,dked,evaluate,export",
     ]
     assert run_script("hrsc_lodet.py", argv) == 0
     printed = capsys.readouterr().out
     for seed in (0, 1):
         for key in ("student", "student_dked"):
-            assert is_saved_detector(str(out / "checkpoints" / f"{key}_seed{seed}"))
+            folder = out / "checkpoints" / f"{key}_seed{seed}"
+            assert is_saved_detector(str(folder))
             assert f"seed {seed} | [{key}] epoch 1/1 " in printed
+            # evaluated in the process that trained it; the evaluate stage took its figures
+            assert f"seed {seed} | " in printed and f"evaluate: {key} (seed {seed}) mAP(07)" in printed
+            assert f"evaluate: {key} (seed {seed}): figures of {folder / 'evaluation.json'}" in printed
         log = (out / "logs" / f"seed{seed}_student_dked.log").read_text()
         assert f"student_dked: training lodet_mobilenetv2_t for 1 epochs at 64 px, 8 images, seed {seed}" in log
+        assert ("export: one-file model" in log) == (seed == 0)
+    assert "teacher | " in printed and "evaluate: teacher: figures of" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["seeds"]) == {"0", "1"} and set(results["models"]) == {"teacher", "student", "student_dked"}
+    for key, entry in results["models"].items():
+        assert {"params", "gflops", "latency_ms_cpu", "map07", "localisation"} <= set(entry), key
+    assert (
+        results["seeds"]["1"]["student_dked"]["map07"]
+        == json.loads((out / "checkpoints" / "student_dked_seed1" / "evaluation.json").read_text())["entry"]["map07"]
+    )
+    assert "export: found the exported files" in printed
+    exported = results["export"]
+    assert os.path.exists(exported["keras"]["path"]) and os.path.isdir(exported["saved_model"]["path"])
     assert run_script("hrsc_lodet.py", argv) == 0
     printed = capsys.readouterr().out
     assert "seed 0: found student, student_dked checkpoints, skipping" in printed and " | started" not in printed

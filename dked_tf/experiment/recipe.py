@@ -12,17 +12,26 @@ retrained; an interrupted training continues from its last backup):
 5. export    SavedModel and TFLite of the distilled student (first seed), TFLite mAP
 6. report    report.md: the paper-style table next to the paper's figures, seeds and spread
 
+With seeds side by side (seed_jobs > 1) each seed process also evaluates the model it trained
+and the first seed's DKED process exports it; the figures stay in the model's folder
+(evaluation.json) and in export/exported.json, and stages 4 and 5 reuse them while they are up
+to date (`Recipe.checkpoint_evaluation`, `Recipe.export_student`).
+
 Output: config.yaml/json, checkpoints/ (each model's folder with history.csv and tensorboard/;
-best.weights.h5 with train.val_every), logs/ (seeds trained side by side), results.json,
-report.md, pr_curves/, detections/, export/.
+best.weights.h5 with train.val_every; evaluation.json), logs/ (seeds trained side by side),
+results.json, report.md, pr_curves/, detections/, export/.
 """
 
 import argparse
+import dataclasses
+import hashlib
 import importlib.util
 import os
 import sys
 import time
 import zipfile
+
+import numpy as np
 
 from dked_tf import visualize
 from dked_tf.config import (
@@ -44,7 +53,7 @@ from dked_tf.experiment.data import describe_object_scale, load_records, prepare
 from dked_tf.experiment.evaluate import detect_scenes, evaluate_map, measure_latency_ms, score_detections
 from dked_tf.experiment.inference import Detector
 from dked_tf.experiment.report import PAPER_DOTA, PAPER_HRSC, PAPER_SELF, render_report, seed_summary
-from dked_tf.experiment.saving import is_saved_detector, load_detector
+from dked_tf.experiment.saving import EVALUATION_FILE, WEIGHTS_FILE, is_saved_detector, load_detector
 from dked_tf.experiment.train_lib import (
     check_resumable,
     record_differences,
@@ -55,13 +64,15 @@ from dked_tf.experiment.train_lib import (
 )
 from dked_tf.export.saved_model import export_saved_model
 from dked_tf.export.tflite import export_tflite, predict_tflite, representative_from_records
-from dked_tf.files import read_json, replacing, write_json, write_text_atomic
+from dked_tf.files import CorruptFileError, read_json, replacing, write_json, write_text_atomic
 from dked_tf.jobs import Job, run_jobs
 from dked_tf.models.presets import count_params, gflops
 
 STAGES = ("teacher", "student", "dked", "evaluate", "export", "report")
 # training stage -> the model key its checkpoint and results are filed under
 SEED_STAGES = (("student", "student"), ("dked", "student_dked"))
+# export/: what the export stage made, and from what (`Recipe.export_student`)
+EXPORTED_FILE = "exported.json"
 
 
 class Recipe:
@@ -207,11 +218,14 @@ class Recipe:
         self.log(f"{key}: done in {result.outcome.train_seconds:.0f} s -> {folder}")
         return folder
 
-    def train_seeds_side_by_side(self, keys, jobs):
+    def train_seeds_side_by_side(self, keys, jobs, evaluate=False, export=False):
         """Training stages `keys` (student, student_dked) of every seed, `jobs` trainings at a
         time, each (seed, stage) in its own process (`dked_tf.jobs`; the DKED students, the longer
         ones, first). The processes write logs/seed<N>_<stage>.log; their epoch lines are echoed
-        here with the seed in front."""
+        here with the seed in front. evaluate: each process then evaluates the model it trained
+        (`checkpoint_evaluation`), and the teacher is evaluated in a last process, so the
+        evaluations run beside the trainings instead of after them; export: the process of the
+        first seed's DKED student exports it (`export_student`)."""
         if "student_dked" in keys:
             self.require_teacher()
         current = {(seed, key): self.is_current(key, seed) for seed in self.seeds for key in keys}
@@ -224,6 +238,8 @@ class Recipe:
         if not todo:
             return
         self.records("train")  # a synthetic set is generated here once, not by every process
+        if evaluate:
+            self.records("test")
         origin = time.time() - (time.perf_counter() - self.start)
         log_dir = os.path.join(self.out, "logs")
         seeds = sorted({seed for seed, _ in todo}, key=self.seeds.index)
@@ -231,19 +247,26 @@ class Recipe:
             f"training seeds {', '.join(map(str, seeds))}: {jobs} trainings at a time, one process each "
             f"(progress below; full logs in {log_dir})"
         )
-        run_jobs(
-            [
+        common = (type(self), self.cfg, self.out, self.seeds)
+        queue = [
+            Job(
+                f"seed {seed}",
+                train_seed_stages,
+                (*common, seed, (key,), self.force, origin, self.tensorboard, evaluate, export),
+                os.path.join(log_dir, f"seed{seed}_{key}.log"),
+            )
+            for seed, key in todo
+        ]
+        if evaluate and is_saved_detector(self.checkpoint("teacher")):
+            queue.append(
                 Job(
-                    f"seed {seed}",
-                    train_seed_stages,
-                    (type(self), self.cfg, self.out, self.seeds, seed, (key,), self.force, origin, self.tensorboard),
-                    os.path.join(log_dir, f"seed{seed}_{key}.log"),
+                    "teacher",
+                    evaluate_checkpoint_job,
+                    (*common, "teacher", None, self.checkpoint("teacher"), origin),
+                    os.path.join(log_dir, "teacher_evaluate.log"),
                 )
-                for seed, key in todo
-            ],
-            parallel=jobs,
-            echo=lambda line: print(line, flush=True) if self.verbose else None,
-        )
+            )
+        run_jobs(queue, parallel=jobs, echo=lambda line: print(line, flush=True) if self.verbose else None)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -252,6 +275,74 @@ class Recipe:
         return evaluate_map(
             model, self.eval_records(), self.class_names, self.cfg, verbose=self.verbose, return_results=True
         )
+
+    def is_table_row(self, key, tag):
+        """True for the models of the results table (the teacher and the first seed's students):
+        their pictures are drawn and their params, GFLOPs and latency measured."""
+        return key == "teacher" or tag is None or tag == self.seeds[0]
+
+    def evaluation_inputs(self, folder):
+        """What a checkpoint's test-split figures are computed from: its weights file (size and
+        modification time), the test images and their ground truth, the classes and the decode
+        settings. A cached evaluation (`checkpoint_evaluation`) counts only while these are
+        unchanged."""
+        weights = os.stat(os.path.join(folder, WEIGHTS_FILE))
+        cfg = self.cfg
+        digest = hashlib.sha256()
+        for record in self.eval_records():
+            digest.update(f"{record.image_id} {record.image_path}".encode())
+            for array in (record.polygons, record.classes, record.difficult):
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return {
+            "weights": {"bytes": weights.st_size, "mtime_ns": weights.st_mtime_ns},
+            "test_images": {"count": len(self.eval_records()), "sha256": digest.hexdigest()},
+            "classes": list(self.class_names),
+            "inference_size": cfg.data.inference_size,
+            "score_threshold": cfg.model.score_threshold,
+            "iou_threshold": cfg.model.iou_threshold,
+            "max_detections": cfg.model.max_detections,
+            "max_objects": cfg.data.max_objects,
+        }
+
+    def checkpoint_evaluation(self, key, tag, folder):
+        """The test-split figures of the checkpoint in `folder` (mAP(07), mAP(12), per class,
+        localisation, box errors; pictures for a table row), computed once and kept in
+        folder/evaluation.json with `evaluation_inputs`: a seed's job evaluates its model as soon
+        as it is trained (in parallel with the other trainings) and the evaluate stage reuses
+        it. tag: the seed of a student, None for the teacher or the only seed."""
+        path = os.path.join(folder, EVALUATION_FILE)
+        inputs = self.evaluation_inputs(folder)
+        drawn = self.is_table_row(key, tag)
+        try:
+            cached = read_json(path)
+        except CorruptFileError:
+            cached = None
+        if isinstance(cached, dict) and cached.get("inputs") == inputs and (cached.get("drawn") or not drawn):
+            self.log(f"evaluate: {key}{'' if tag is None else f' (seed {tag})'}: figures of {path}")
+            return cached["entry"]
+        model, meta = load_detector(folder)
+        self.log(f"evaluate: {key}{'' if tag is None else f' (seed {tag})'}")
+        metrics, evals, detections = self.evaluate_model(model)
+        localisation = self.localisation(model)
+        entry = {
+            "map07": metrics["map07"],
+            "map12": metrics["map12"],
+            "train_seconds": float(meta.get("train_seconds", 0.0)),
+            "architecture": meta["architecture"],
+            "checkpoint": folder,
+            "per_class07": metrics["per_class07"],
+            "num_gt": metrics["num_gt"],
+            "num_det": metrics["num_det"],
+            "localisation": localisation,
+            "box_errors": box_errors(detections, self.eval_records(), self.class_names),
+            "files": self.pictures(key, evals, detections) if drawn else {},
+        }
+        write_json(path, {"inputs": inputs, "drawn": drawn, "entry": entry})
+        self.log(
+            f"evaluate: {key}{'' if tag is None else f' (seed {tag})'} mAP(07) {100 * entry['map07']:.2f}  "
+            f"mAP(12) {100 * entry['map12']:.2f}  localisation q {localisation['quality_median']:.3f}"
+        )
+        return entry
 
     def evaluate_stage(self, keys_and_folders):
         results = self.load_results()
@@ -276,38 +367,25 @@ class Recipe:
             differences = self.stale_differences(key, None if key == "teacher" else seed_of(seed, self.seeds))
             if differences:
                 self.log(f"evaluate: warning: {folder} was trained with another config ({_listed(differences)})")
-            model, meta = load_detector(folder)
-            self.log(f"evaluate: {key}{'' if seed is None else f' (seed {seed})'}")
-            metrics, evals, detections = self.evaluate_model(model)
-            localisation = self.localisation(model)
-            entry = {
-                "map07": metrics["map07"],
-                "map12": metrics["map12"],
-                "params": count_params(model),
-                "gflops": float(gflops(model, size)),
-                "latency_ms_cpu": measure_latency_ms(model, size, runs=10 if self.cfg.preset == "smoke" else 30),
-                "train_seconds": float(meta.get("train_seconds", 0.0)),
-                "architecture": meta["architecture"],
-                "checkpoint": folder,
-                "per_class07": metrics["per_class07"],
-                "num_gt": metrics["num_gt"],
-                "num_det": metrics["num_det"],
-                "localisation": localisation,
-                "box_errors": box_errors(detections, self.eval_records(), self.class_names),
-            }
+            entry = dict(self.checkpoint_evaluation(key, seed, folder))
+            for name, files in entry.pop("files", {}).items():
+                self.extra_results.setdefault(name, {})[key] = files
             if seed is not None:
                 seeds.setdefault(str(seed), {})[key] = {
                     **{k: entry[k] for k in ("map07", "map12", "train_seconds")},
-                    "quality_median": localisation["quality_median"],
+                    "quality_median": entry["localisation"]["quality_median"],
                 }
-            if seed is None or seed == self.seeds[0]:
+            if self.is_table_row(key, seed):
+                model, _ = load_detector(folder)
+                entry["params"] = count_params(model)
+                entry["gflops"] = float(gflops(model, size))
+                entry["latency_ms_cpu"] = measure_latency_ms(model, size, runs=10 if self.cfg.preset == "smoke" else 30)
                 models[key] = entry
-                self.pictures(key, evals, detections)
-            self.log(
-                f"evaluate: {key} mAP(07) {100 * entry['map07']:.2f}  mAP(12) {100 * entry['map12']:.2f}  "
-                f"{entry['params'] / 1e6:.2f} M params  {entry['gflops']:.2f} GFLOPs  "
-                f"{entry['latency_ms_cpu']:.1f} ms  localisation q {localisation['quality_median']:.3f}"
-            )
+                self.log(
+                    f"evaluate: {key} mAP(07) {100 * entry['map07']:.2f}  mAP(12) {100 * entry['map12']:.2f}  "
+                    f"{entry['params'] / 1e6:.2f} M params  {entry['gflops']:.2f} GFLOPs  "
+                    f"{entry['latency_ms_cpu']:.1f} ms  localisation q {entry['localisation']['quality_median']:.3f}"
+                )
         if len(self.seeds) > 1:
             results["seed_summary"] = seed_summary(seeds)
         results.update(self.extra_results)
@@ -326,7 +404,8 @@ class Recipe:
         )
 
     def pictures(self, key, evals, detections):
-        """PR curves and a few test images with ground truth and detections drawn."""
+        """PR curves and a few test images with ground truth and detections drawn. Returns the
+        files for results.json beyond those pictures ({} here; DOTA: its Task1 zip)."""
         curves_dir = os.path.join(self.out, "pr_curves")
         os.makedirs(curves_dir, exist_ok=True)
         for metric, result in evals.items():
@@ -338,6 +417,7 @@ class Recipe:
                     title=f"{key} ({metric})",
                 )
         self.draw(key, detections)
+        return {}
 
     def draw(self, key, detections):
         folder = os.path.join(self.out, "detections", key)
@@ -350,16 +430,44 @@ class Recipe:
     # ------------------------------------------------------------------ export
 
     def export_stage(self):
+        exported = self.export_student()
+        if exported is not None:
+            results = self.load_results()
+            results["export"] = exported
+            self.save_results(results)
+
+    def export_student(self):
+        """`.keras`, SavedModel and TFLite of the first seed's DKED student, and the TFLite mAP;
+        returns results.json's "export" section (None without that student). Done once and
+        kept in export/exported.json with what it was made from (`evaluation_inputs` and the
+        export config): the seed job that trains the student exports it right away and the
+        export stage reuses it while every file is still there."""
         folder = self.checkpoint("student_dked", self.seeds[0])
         if not is_saved_detector(folder):
             self.log(f"export: no distilled student in {folder}, skipped")
-            return
+            return None
+        export_dir = os.path.join(self.out, "export")
+        record_path = os.path.join(export_dir, EXPORTED_FILE)
+        inputs = {
+            **self.evaluation_inputs(folder),
+            "export": dataclasses.asdict(self.cfg.export),
+            "litert": importlib.util.find_spec("ai_edge_litert") is not None,
+        }
+        try:
+            cached = read_json(record_path)
+        except CorruptFileError:
+            cached = None
+        if (
+            isinstance(cached, dict)
+            and cached.get("inputs") == inputs
+            and all(os.path.exists(item["path"]) for item in cached["export"].values())
+        ):
+            self.log(f"export: found the exported files of {record_path}")
+            return cached["export"]
         detector = Detector.load(folder)
         model, meta = detector.model, detector.meta
-        export_dir = os.path.join(self.out, "export")
         os.makedirs(export_dir, exist_ok=True)
-        results = self.load_results()
-        exported = results.setdefault("export", {})
+        exported = {}
         cfg = self.cfg
         # the one-file model of the public API: `Detector.load(path)`, `dked-tf predict --model path`
         path = os.path.join(export_dir, "student_dked.keras")
@@ -402,7 +510,8 @@ class Recipe:
                 "quantize": cfg.export.quantize,
                 **self.tflite_map(path),
             }
-        self.save_results(results)
+        write_json(record_path, {"inputs": inputs, "export": exported})
+        return exported
 
     def tflite_map(self, path):
         """mAP(07)/mAP(12) of the exported .tflite on the test split (LiteRT interpreter, host NMS)."""
@@ -460,7 +569,7 @@ class Recipe:
         seed_keys = [key for stage, key in SEED_STAGES if stage in stages]
         jobs = min(int(self.cfg.seed_jobs), len(self.seeds))
         if seed_keys and jobs > 1:
-            self.train_seeds_side_by_side(seed_keys, jobs)
+            self.train_seeds_side_by_side(seed_keys, jobs, evaluate="evaluate" in stages, export="export" in stages)
         for seed in self.seeds:
             if jobs <= 1:
                 for key in seed_keys:
@@ -512,9 +621,10 @@ class DotaRecipe(Recipe):
         return score_detections(detections, self.eval_records(), self.class_names, return_results=True)
 
     def pictures(self, key, evals, detections):
-        super().pictures(key, evals, detections)
+        files = super().pictures(key, evals, detections)
         if key == "student_dked":
-            self.write_task1_zip(key, detections)
+            files["task1"] = self.write_task1_zip(key, detections)
+        return files
 
     def write_task1_zip(self, key, detections):
         paths = write_task1(detections, os.path.join(self.out, f"task1_{key}"), list(self.class_names))
@@ -522,8 +632,8 @@ class DotaRecipe(Recipe):
         with replacing(archive) as temporary, zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as handle:
             for path in paths:
                 handle.write(path, arcname=os.path.basename(path))
-        self.extra_results.setdefault("task1", {})[key] = archive
         self.log(f"evaluate: Task1 results of {key} -> {archive}")
+        return archive
 
 
 def seed_of(tag, seeds):
@@ -536,13 +646,30 @@ def _listed(differences, limit=3):
     return "; ".join(differences[:limit]) + ("; ..." if len(differences) > limit else "")
 
 
-def train_seed_stages(recipe_class, cfg, out, seeds, seed, keys, force, origin, tensorboard=None):
-    """One seed's training stages in a `dked_tf.jobs` child process. origin: the parent's start
-    time (time.time()), so the [mm:ss] stamps of both processes agree."""
-    start = time.perf_counter() - (time.time() - origin)
-    recipe = recipe_class(cfg, out, seeds, verbose=2, force=force, start=start, tensorboard=tensorboard)
+def train_seed_stages(
+    recipe_class, cfg, out, seeds, seed, keys, force, origin, tensorboard=None, evaluate=False, export=False
+):
+    """One seed's training stages in a `dked_tf.jobs` child process, each followed by the
+    evaluation of its model when `evaluate`, and by the export of the first seed's DKED student
+    when `export`. origin: the parent's start time (time.time()), so the [mm:ss] stamps of both
+    processes agree."""
+    recipe = _child_recipe(recipe_class, cfg, out, seeds, force, origin, tensorboard)
     for key in keys:
-        recipe.train_stage(key, seed)
+        folder = recipe.train_stage(key, seed)
+        if evaluate:
+            recipe.checkpoint_evaluation(key, None if len(seeds) == 1 else seed, folder)
+        if export and key == "student_dked" and seed == seeds[0]:
+            recipe.export_student()
+
+
+def evaluate_checkpoint_job(recipe_class, cfg, out, seeds, key, tag, folder, origin):
+    """`Recipe.checkpoint_evaluation` of one checkpoint in a `dked_tf.jobs` child process."""
+    _child_recipe(recipe_class, cfg, out, seeds, False, origin).checkpoint_evaluation(key, tag, folder)
+
+
+def _child_recipe(recipe_class, cfg, out, seeds, force, origin, tensorboard=None):
+    start = time.perf_counter() - (time.time() - origin)
+    return recipe_class(cfg, out, seeds, verbose=2, force=force, start=start, tensorboard=tensorboard)
 
 
 def _folder_mb(path):

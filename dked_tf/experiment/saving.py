@@ -27,6 +27,9 @@ MODEL_FILE = "model.json"
 WEIGHTS_FILE = "model.weights.h5"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
+# a recipe's test-split figures of the checkpoint, with what they were computed from
+# (`experiment.recipe.Recipe.checkpoint_evaluation`)
+EVALUATION_FILE = "evaluation.json"
 # model.json key of the run record (`experiment.train_lib.run_record`): what the model was trained with
 RECORD_KEY = "trained_with"
 KERAS_SUFFIX = ".keras"
@@ -99,8 +102,8 @@ def load_detector(run_dir):
 
 def discard_saved_detector(run_dir):
     """Removes a finished run's model.json (first: the folder then no longer counts as finished),
-    weights, history and metrics from run_dir, before it is trained again (`--force`)."""
-    for name in (MODEL_FILE, WEIGHTS_FILE, HISTORY_FILE, METRICS_FILE):
+    weights, history, metrics and evaluation from run_dir, before it is trained again (`--force`)."""
+    for name in (MODEL_FILE, WEIGHTS_FILE, HISTORY_FILE, METRICS_FILE, EVALUATION_FILE):
         path = os.path.join(run_dir, name)
         if os.path.exists(path):
             os.remove(path)
