@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """HRSC2016: GGHL teacher -> LO-Det student -> LO-Det student with DKED, evaluated and exported.
 
-    python recipes/hrsc_lodet.py                         # built-in synthetic HRSC2016 set, ~15 min on 2 cores
+    python recipes/hrsc_lodet.py                         # built-in realistic HRSC2016-format set, 25-35 min on 2 cores
     python recipes/hrsc_lodet.py --quick                 # real but minimal run (< 4 min): a smoke check
     python recipes/hrsc_lodet.py --data-root ~/data/HRSC2016 --paper   # the real thing, on a GPU
 
