@@ -97,8 +97,10 @@ def test_a_list_gives_a_list_and_bad_inputs_are_named(model, images, tmp_path):
     cv2.imwrite(str(path), cv2.cvtColor(images["wide"], cv2.COLOR_RGB2BGR))
     detector = Detector(model, CLASSES, S, score_threshold=SCORE, batch_size=2)
     from_path, from_array, square = detector([str(path), images["wide"], images["square"]])
-    np.testing.assert_array_equal(from_path.polygons, from_array.polygons)
-    np.testing.assert_array_equal(from_path.scores, from_array.scores)
+    # the same pixels in two batch positions: equal up to the float32 rounding of the convolution
+    # kernels, which on some CPUs differs by batch position (2.7e-5 px on an AVX2-only EPYC)
+    np.testing.assert_allclose(from_path.polygons, from_array.polygons, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(from_path.scores, from_array.scores, rtol=0, atol=1e-5)
     stacked = detector(np.stack([images["square"], images["square"]]))
     assert isinstance(stacked, list) and len(stacked) == 2
     for result in stacked:  # the same image alone in its batch, or beside another one
