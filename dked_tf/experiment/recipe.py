@@ -313,11 +313,8 @@ class Recipe:
         path = os.path.join(folder, EVALUATION_FILE)
         inputs = self.evaluation_inputs(folder)
         drawn = self.is_table_row(key, tag)
-        try:
-            cached = read_json(path)
-        except CorruptFileError:
-            cached = None
-        if isinstance(cached, dict) and cached.get("inputs") == inputs and (cached.get("drawn") or not drawn):
+        cached = _kept_record(path, inputs)
+        if cached is not None and (cached.get("drawn") or not drawn):
             self.log(f"evaluate: {key}{'' if tag is None else f' (seed {tag})'}: figures of {path}")
             return cached["entry"]
         model, meta = load_detector(folder)
@@ -453,15 +450,8 @@ class Recipe:
             "export": dataclasses.asdict(self.cfg.export),
             "litert": importlib.util.find_spec("ai_edge_litert") is not None,
         }
-        try:
-            cached = read_json(record_path)
-        except CorruptFileError:
-            cached = None
-        if (
-            isinstance(cached, dict)
-            and cached.get("inputs") == inputs
-            and all(os.path.exists(item["path"]) for item in cached["export"].values())
-        ):
+        cached = _kept_record(record_path, inputs)
+        if cached is not None and all(os.path.exists(item["path"]) for item in cached["export"].values()):
             self.log(f"export: found the exported files of {record_path}")
             return cached["export"]
         detector = Detector.load(folder)
@@ -670,6 +660,16 @@ def evaluate_checkpoint_job(recipe_class, cfg, out, seeds, key, tag, folder, ori
 def _child_recipe(recipe_class, cfg, out, seeds, force, origin, tensorboard=None):
     start = time.perf_counter() - (time.time() - origin)
     return recipe_class(cfg, out, seeds, verbose=2, force=force, start=start, tensorboard=tensorboard)
+
+
+def _kept_record(path, inputs):
+    """The JSON record at `path` ({"inputs": ..., ...}) when it was made from `inputs`; None when
+    it is missing, unreadable or was made from something else."""
+    try:
+        kept = read_json(path)
+    except CorruptFileError:
+        return None
+    return kept if isinstance(kept, dict) and kept.get("inputs") == inputs else None
 
 
 def _folder_mb(path):
