@@ -106,6 +106,10 @@ class Recipe:
             elapsed = time.perf_counter() - self.start
             print(f"[{int(elapsed) // 60:02d}:{int(elapsed) % 60:02d}] {text}", flush=True)
 
+    def seed_tag(self, seed):
+        """The seed a student is reported under: None when the run has only one seed."""
+        return None if len(self.seeds) == 1 else seed
+
     def checkpoint(self, key, seed=None):
         suffix = "" if seed is None or len(self.seeds) == 1 else f"_seed{seed}"
         return os.path.join(self.out, "checkpoints", key + suffix)
@@ -313,12 +317,13 @@ class Recipe:
         path = os.path.join(folder, EVALUATION_FILE)
         inputs = self.evaluation_inputs(folder)
         drawn = self.is_table_row(key, tag)
+        name = key if tag is None else f"{key} (seed {tag})"
         cached = _kept_record(path, inputs)
         if cached is not None and (cached.get("drawn") or not drawn):
-            self.log(f"evaluate: {key}{'' if tag is None else f' (seed {tag})'}: figures of {path}")
+            self.log(f"evaluate: {name}: figures of {path}")
             return cached["entry"]
         model, meta = load_detector(folder)
-        self.log(f"evaluate: {key}{'' if tag is None else f' (seed {tag})'}")
+        self.log(f"evaluate: {name}")
         metrics, evals, detections = self.evaluate_model(model)
         localisation = self.localisation(model)
         entry = {
@@ -336,7 +341,7 @@ class Recipe:
         }
         write_json(path, {"inputs": inputs, "drawn": drawn, "entry": entry})
         self.log(
-            f"evaluate: {key}{'' if tag is None else f' (seed {tag})'} mAP(07) {100 * entry['map07']:.2f}  "
+            f"evaluate: {name} mAP(07) {100 * entry['map07']:.2f}  "
             f"mAP(12) {100 * entry['map12']:.2f}  localisation q {localisation['quality_median']:.3f}"
         )
         return entry
@@ -564,7 +569,7 @@ class Recipe:
             if jobs <= 1:
                 for key in seed_keys:
                     self.train_stage(key, seed)
-            tag = None if len(self.seeds) == 1 else seed
+            tag = self.seed_tag(seed)
             key_folders.append(("student", tag, self.checkpoint("student", seed)))
             key_folders.append(("student_dked", tag, self.checkpoint("student_dked", seed)))
         if "evaluate" in stages:
@@ -647,7 +652,7 @@ def train_seed_stages(
     for key in keys:
         folder = recipe.train_stage(key, seed)
         if evaluate:
-            recipe.checkpoint_evaluation(key, None if len(seeds) == 1 else seed, folder)
+            recipe.checkpoint_evaluation(key, recipe.seed_tag(seed), folder)
         if export and key == "student_dked" and seed == seeds[0]:
             recipe.export_student()
 
