@@ -157,6 +157,44 @@ def draw_record(record, detections, min_score):
     return draw_detections_vs_gt(image, record.polygons, polys, np.asarray(scores, np.float32), labels=labels)
 
 
+def detection_sheet(records, entries, columns=6, tile=192, min_crop=96):
+    """A contact sheet of single detections, each in a square crop of its image around it with
+    the image's ground truth (green) and this detection (orange) drawn, and a caption.
+
+    records: anything with image_path, image_id and polygons [G, 8] (`data.records.ImageRecord`);
+    entries: [(image_id, polygon [8] in image pixels, caption str)], drawn left to right, top to
+    bottom. A crop is at least `min_crop` px and 1.5 × the detection's extent, scaled to
+    `tile` × `tile` px. An unreadable image gives a grey tile with its caption.
+    Returns: uint8 [rows · tile, columns · tile, 3] RGB (None when `entries` is empty).
+    """
+    if not entries:
+        return None
+    by_id = {record.image_id: record for record in records}
+    rows = (len(entries) + columns - 1) // columns
+    sheet = np.full((rows * tile, columns * tile, 3), 32, np.uint8)
+    for index, (image_id, polygon, caption) in enumerate(entries):
+        polygon = _check_polygons(polygon, "polygon")[0]
+        record = by_id.get(image_id)
+        image = None if record is None else cv2.imread(record.image_path, cv2.IMREAD_COLOR)
+        if image is None:
+            crop = np.full((tile, tile, 3), 96, np.uint8)
+        else:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            image = draw_detections_vs_gt(image, record.polygons, polygon[None], thickness=1)
+            xs, ys = polygon[0::2], polygon[1::2]
+            side = max(float(min_crop), 1.5 * float(max(np.ptp(xs), np.ptp(ys))))
+            size = int(round(side))
+            x0 = min(max(int(round(xs.mean() - side / 2)), -size), image.shape[1])
+            y0 = min(max(int(round(ys.mean() - side / 2)), -size), image.shape[0])
+            padded = cv2.copyMakeBorder(image, size, size, size, size, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            crop = padded[y0 + size : y0 + 2 * size, x0 + size : x0 + 2 * size]
+            crop = cv2.resize(crop, (tile, tile), interpolation=cv2.INTER_LINEAR)
+        cv2.putText(crop, caption, (3, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1, cv2.LINE_AA)
+        row, column = divmod(index, columns)
+        sheet[row * tile : (row + 1) * tile, column * tile : (column + 1) * tile] = crop
+    return sheet
+
+
 def _pyplot():
     import matplotlib
 

@@ -1,7 +1,10 @@
-"""Ground truth and detections built by hand for the AP tests (test_metrics, test_coco_ap):
-axis-aligned squares, rotated rectangles and the evaluators' ground-truth dict."""
+"""Ground truth and detections built by hand for the scoring tests (test_metrics, test_coco_ap,
+test_box_errors, test_top_ranked): axis-aligned squares, rotated rectangles, one-class image
+records and the evaluators' ground-truth dict."""
 
 import numpy as np
+
+from dked_tf.data.records import ImageRecord
 
 
 def square(x0, y0, x1, y1):
@@ -30,3 +33,18 @@ def gt_dict(*images):
         )
         for image_id, objects in images
     }
+
+
+def ship_record(image_id, polygons, difficult=None, size=300):
+    """An ImageRecord of class-0 objects (no image file) on a size x size image; difficult: [N]
+    flags (default none)."""
+    n = len(polygons)
+    return ImageRecord(
+        image_path="",
+        image_id=image_id,
+        width=size,
+        height=size,
+        polygons=np.array(polygons, np.float64).reshape(n, 8),
+        classes=np.zeros(n, np.int32),
+        difficult=np.zeros(n, bool) if difficult is None else np.array(difficult, bool),
+    )

@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
+from scoring_cases import rect, ship_record
 
-from dked_tf.bench.peer import latency_detector
+from dked_tf.bench.peer import latency_detector, ranking_columns
 from dked_tf.experiment.saving import save_detector
 from dked_tf.models.presets import build_detector
 
@@ -42,3 +43,25 @@ def test_latency_detector_builds_a_preset_and_checks_the_classes(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="model.json"):
         latency_detector(str(tmp_path / "empty"), 2, 64)
+
+
+def test_ranking_columns_of_the_peer_table():
+    ships = [rect(50, 50, 40, 8, 0.0), rect(150, 50, 40, 8, 0.0)]
+    record = ship_record("a", ships, size=200)
+    detections = {
+        "ship": [
+            ("a", 0.9, rect(120, 150, 30, 6, 0.0)),  # background, ranked first
+            ("a", 0.8, ships[1]),  # the true positive
+            ("a", 0.7, rect(50, 53, 40, 8, 0.0)),  # 3 px across an 8 px hull: IoU 5/11, a near miss
+        ]
+    }
+    got = ranking_columns(detections, [record], ["ship"])
+    # two ground truths: the first two detections are classified
+    assert got == {
+        "first_tp": 2,
+        "p_at_10": 1 / 3,
+        "top_tp_pct": 50.0,
+        "top_near_miss_pct": 0.0,
+        "top_background_pct": 50.0,
+    }
+    assert ranking_columns({"ship": []}, [record], ["ship"]) == {"first_tp": None}

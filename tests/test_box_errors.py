@@ -2,23 +2,9 @@
 
 import numpy as np
 import pytest
-from scoring_cases import rect
+from scoring_cases import rect, ship_record
 
-from dked_tf.data.records import ImageRecord
 from dked_tf.evaluation.box_errors import box_errors
-
-
-def _record(image_id, polygons, difficult=None):
-    n = len(polygons)
-    return ImageRecord(
-        image_path="",
-        image_id=image_id,
-        width=200,
-        height=200,
-        polygons=np.array(polygons),
-        classes=np.zeros(n, np.int32),
-        difficult=np.zeros(n, bool) if difficult is None else np.array(difficult),
-    )
 
 
 def test_each_error_measured_and_undone_by_its_own_fix():
@@ -41,7 +27,7 @@ def test_each_error_measured_and_undone_by_its_own_fix():
             ("a", 0.6, rect(150, 30, 40, 8, 0.0)),  # far from everything
         ]
     }
-    record = _record("a", truths, difficult=[False, False, False, False, True])
+    record = ship_record("a", truths, difficult=[False, False, False, False, True], size=200)
     got = box_errors(detections, [record], ["ship"])
     assert got["ground_truths"] == 4
     assert got["found"] == pytest.approx(3 / 4)
@@ -68,7 +54,7 @@ def test_medians_signs_and_units():
     u, v = np.array([np.cos(theta), np.sin(theta)]), np.array([-np.sin(theta), np.cos(theta)])
     centre = np.array([100.0, 100.0]) - 4.0 * u + 1.0 * v
     detection = rect(centre[0], centre[1], 48, 8, theta + np.pi)  # same axis, opposite direction
-    got = box_errors({"ship": [("b", 0.5, detection)]}, [_record("b", [truth])], ["ship"])
+    got = box_errors({"ship": [("b", 0.5, detection)]}, [ship_record("b", [truth], size=200)], ["ship"])
     assert got["found"] == 1.0
     assert got["length_ratio_median"] == pytest.approx(1.2, rel=1e-5)
     assert got["width_ratio_median"] == pytest.approx(1.0)
@@ -78,5 +64,5 @@ def test_medians_signs_and_units():
 
 
 def test_nothing_found():
-    got = box_errors({"ship": []}, [_record("c", [rect(50, 50, 20, 5, 0.0)])], ["ship"])
+    got = box_errors({"ship": []}, [ship_record("c", [rect(50, 50, 20, 5, 0.0)], size=200)], ["ship"])
     assert got == {"ground_truths": 1, "found": 0.0, "passed": None, "passed_if_exact": None}

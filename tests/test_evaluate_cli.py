@@ -106,6 +106,14 @@ def test_dota_round_trip_hand_computed(dota_set, capsys):
     assert payload["metric"] == "voc12"
     printed = capsys.readouterr().out
     assert "plane" in printed and "mAP" in printed and "75.00" in printed
+    # plane ranks TP, duplicate, difficult; ship ranks difficult, TP. The first N = positives
+    # (2 planes, 1 ship) of each: TP, duplicate | difficult. Precision at k leaves difficult out:
+    # at 1 plane 1, ship 0/0 -> 0 (the devkit's eps); at 10 plane 1/2, ship 1/1.
+    assert (
+        "top of the ranking: first true positive at rank 1 (plane), 2 (ship); precision at 1 / 10 / 100: "
+        "0.50 / 0.75 / 0.75; of the first 3 detections: 33 % true positives, 33 % duplicates, "
+        "33 % on difficult objects"
+    ) in printed
 
     # VOC07 and difficult counted as positives
     code = run_cli(

@@ -9,6 +9,7 @@ import pytest
 
 from dked_tf.config import preset_config
 from dked_tf.data.split import merge_detections
+from dked_tf.evaluation.top_ranked import OUTCOMES
 from dked_tf.experiment import recipe
 from dked_tf.experiment.evaluate import MERGE_IOU
 from dked_tf.experiment.report import PAPER_HRSC, render_report, seed_summary
@@ -44,8 +45,13 @@ def test_patch_detections_merge_back_to_scenes():
 def test_seed_summary_and_report_table():
     seeds = {
         "0": {
-            "student": {"map07": 0.50, "map12": 0.40, "quality_median": 0.30},
-            "student_dked": {"map07": 0.58, "map12": 0.45, "quality_median": 0.35},
+            "student": {"map07": 0.50, "map12": 0.40, "quality_median": 0.30, "first_true_positive_rank": {"ship": 3}},
+            "student_dked": {
+                "map07": 0.58,
+                "map12": 0.45,
+                "quality_median": 0.35,
+                "first_true_positive_rank": {"ship": 1},
+            },
         },
         "1": {
             "student": {"map07": 0.54, "map12": 0.42, "quality_median": 0.28},
@@ -78,7 +84,8 @@ def test_seed_summary_and_report_table():
     assert "+8.00 mAP(07)" in text and "80.05 → 85.17" in text
     assert "closes 40% of it" in text  # gap 20 points, gain 8
     assert "DKED gain per seed +0.050, +0.080 (mean +0.065)" in text
-    assert "| 1 | 54.00 | 60.00 | +6.00 | 42.00 | 43.00 | +1.00 | 0.280 | 0.360 |" in text
+    assert "| 1 | 54.00 | 60.00 | +6.00 | 42.00 | 43.00 | +1.00 | 0.280 | 0.360 | - / - |" in text
+    assert "| 0.300 | 0.350 | 3 / 1 |" in text
     # gains 8 and 6 against a spread of 4; in mAP(12) 5 and 1 against 2
     assert "mean gain +7.00; the gain exceeds the student's spread on 2 of 2 seeds." in text
     assert "mean gain +3.00; the gain exceeds the student's spread on 1 of 2 seeds." in text
@@ -104,6 +111,25 @@ def test_seed_summary_and_report_table():
         {"teacher": "T", "student": "S", "student_dked": "S+DKED"},
     )
     assert "| S | 0.90 | 0.20 | 1.10 | 2.00 | 7.5 | 0.80 | 0.30 | 0.22 | 0.40 | 0.21 |" in with_errors
+    assert "The top of the ranking" not in with_errors  # results without it: no table
+    top = {
+        "ranked": 10,
+        "true_positive": 0.3,
+        "duplicate": 0.1,
+        "near_miss": 0.4,
+        "background": 0.2,
+        "difficult": 0.0,
+        "precision_at": {"1": 0.0, "5": 0.2, "10": 0.3, "20": 0.3, "50": 0.3, "100": 0.3},
+        "first_true_positive_rank": {"ship": 4},
+    }
+    with_top = render_report(
+        {"models": {**models, "student_dked": {**models["student_dked"], "top_ranked": top}}, "dataset": "x"},
+        preset_config("quick"),
+        "HRSC2016",
+        PAPER_HRSC,
+        {"teacher": "T", "student": "S", "student_dked": "S+DKED"},
+    )
+    assert "| S+DKED | 4 | 0.00 | 0.30 | 0.30 | 10 | 0.30 | 0.10 | 0.40 | 0.20 |" in with_top
     side_by_side = render_report(
         {"models": models, "seeds": seeds, "seed_summary": summary},
         preset_config("default"),
@@ -175,6 +201,11 @@ def test_recipe_stages_resume_from_checkpoints_and_write_the_contract(tiny_detec
         assert entry["num_gt"]["ship"] > 0
         assert entry["localisation"]["positive_cells"] > 0
         assert 0.0 <= entry["localisation"]["quality_median"] <= 1.0
+        top = entry["top_ranked"]
+        assert top["ranked"] <= entry["num_gt"]["ship"]
+        assert sum(top[name] for name in OUTCOMES) == pytest.approx(1.0) if top["ranked"] else True
+        # an untrained model's highest-scored detections are false positives, drawn on one sheet
+        assert (out / "detections" / f"{key}_top_false_positives.png").exists() == (entry["num_det"]["ship"] > 0)
     report = (out / "report.md").read_text()
     assert "| Methods | mAP(07) | mAP(12) |" in report and "85.17" in report and "Loc. q" in report
     assert (out / "config.yaml").exists() and (out / "pr_curves").is_dir()

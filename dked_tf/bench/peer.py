@@ -70,6 +70,7 @@ from dked_tf.bench.report import write_report
 from dked_tf.config import PRESETS, add_set_argument, flag_overrides, resolve_config
 from dked_tf.data.pipeline import build_dataset
 from dked_tf.data.yolo_obb import CLIP_CHOICES, DIFFICULT_CHOICES, write_yolo_obb
+from dked_tf.evaluation.top_ranked import top_ranked
 from dked_tf.experiment.data import prepare_records
 from dked_tf.experiment.evaluate import evaluate_map, score_detections
 from dked_tf.experiment.saving import load_detector
@@ -324,6 +325,23 @@ def yolo_detections(predictions, class_names):
 # ----------------------------------------------------------------------------- ours
 
 
+def ranking_columns(detections, records, class_names):
+    """The top of each model's ranking (`evaluation.top_ranked`) as table columns: rank of the first
+    true positive (the first class's), precision among the first 10, and of the first N detections
+    (N = ground truths) the shares of true positives, near misses and background, in percent."""
+    top = top_ranked(detections, records, class_names)
+    first = next(iter(top["first_true_positive_rank"].values()), None)
+    if not top["ranked"]:
+        return {"first_tp": first}
+    return {
+        "first_tp": first,
+        "p_at_10": top["precision_at"]["10"],
+        "top_tp_pct": 100 * top["true_positive"],
+        "top_near_miss_pct": 100 * top["near_miss"],
+        "top_background_pct": 100 * top["background"],
+    }
+
+
 def score_ours(run_dirs, cfg, test_records, class_names):
     """One row per saved detector of ours: mAP on the test records, params, training time."""
 
@@ -335,7 +353,9 @@ def score_ours(run_dirs, cfg, test_records, class_names):
                 f"bench peer: {run_dir} was trained on classes {meta['class_names']}, the data has {list(class_names)}"
             )
         model_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=int(meta["image_size"])))
-        metrics = evaluate_map(model, test_records, class_names, model_cfg, verbose=0)
+        metrics, _, detections = evaluate_map(
+            model, test_records, class_names, model_cfg, verbose=0, return_results=True
+        )
         label = " ".join(str(v) for v in (meta.get("role"), f"seed {meta['seed']}" if "seed" in meta else None) if v)
         row = {
             "model": f"ours {meta['architecture']}" + (f" ({label})" if label else ""),
@@ -344,6 +364,7 @@ def score_ours(run_dirs, cfg, test_records, class_names):
             "input_px": int(meta["image_size"]),
             "map07": 100 * metrics["map07"],
             "map12": 100 * metrics["map12"],
+            **ranking_columns(detections, test_records, class_names),
         }
         if "train_seconds" in meta:
             row["train_s"] = float(meta["train_seconds"])
@@ -744,7 +765,8 @@ def main(argv=None):
             flush=True,
         )
 
-    metrics = score_detections(yolo_detections(child["predictions"], class_names), test_records, class_names)
+    detections = yolo_detections(child["predictions"], class_names)
+    metrics = score_detections(detections, test_records, class_names)
     yolo_row = {
         "model": "YOLO11n-OBB (scratch)",
         "source": os.path.relpath(trained["checkpoint"]),
@@ -755,6 +777,7 @@ def main(argv=None):
         "epochs": trained["epochs"],
         "map07": 100 * metrics["map07"],
         "map12": 100 * metrics["map12"],
+        **ranking_columns(detections, test_records, class_names),
     }
     print(
         f"  YOLO11n-OBB: mAP(07) {yolo_row['map07']:.2f}, mAP(12) {yolo_row['map12']:.2f} "
@@ -790,7 +813,8 @@ def main(argv=None):
         "ours": ours_details,
         "notes": "train_s: the training loop's wall time (YOLO: Ultralytics' clock from its train start to "
         "the last batch; ours: model.json train_seconds); mAP in percent, our evaluator (IoU 0.5, "
-        "difficult ignored)",
+        "difficult ignored); first_tp, p_at_10, top_*_pct: the top of the ranking "
+        "(dked_tf.evaluation.top_ranked; the first N detections, N = ground truths)",
     }
     if args.latency:
         lat_rows, lat_details = latency_rows(args, child["onnx"], child["params"], class_names, test_records, out)
@@ -816,6 +840,11 @@ def main(argv=None):
             "epochs",
             "map07",
             "map12",
+            "first_tp",
+            "p_at_10",
+            "top_tp_pct",
+            "top_near_miss_pct",
+            "top_background_pct",
             "runtime",
             "latency_ms",
         ],

@@ -17,6 +17,7 @@ from dked_tf.config import ConfigError
 from dked_tf.data.records import AnnotationError
 from dked_tf.evaluation.confusion import ULTRALYTICS_SCORE_THRESHOLD
 from dked_tf.evaluation.folders import evaluate_folders, write_plots
+from dked_tf.evaluation.top_ranked import describe, top_ranked
 from dked_tf.files import write_json
 
 DESCRIPTION = (
@@ -192,6 +193,19 @@ def run(args):
     if capped:
         print(f"note: {capped} detections beyond the {result.max_dets} best of their image and class are not scored")
     print(result.format_table())
+    if args.metric != "coco":
+        line = describe(
+            top_ranked(
+                context["detections"],
+                truths,
+                context["class_names"],
+                pass_iou=result.iou_threshold,
+                comparison=result.comparison,
+                difficult=result.difficult,
+            )
+        )
+        if line:
+            print(line)
     if args.json:
         payload = result.to_dict()
         keys = ("mAP", "metric", "per_class", "num_gt", "num_det")

@@ -109,6 +109,28 @@ class EvalResult:
         return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class RankedClass:
+    """One class's detections in the devkit's rank order (highest score first) and their matching.
+
+    image_ids: [D] image of each detection; scores [D]; polygons [D, 8] (image pixels).
+    true_positive / false_positive: bool [D], the flags the AP is computed from (both False: a
+    match on a difficult ground truth, which the devkit ignores).
+    best_iou: [D] the largest IoU with a ground truth of the class in the same image (-inf when
+    none overlaps); exact from the `exact_from` the ranking was asked with (default the match
+    threshold) and possibly lower below it.
+    positives: ground truths that count (not difficult).
+    """
+
+    image_ids: object
+    scores: np.ndarray
+    polygons: np.ndarray
+    true_positive: np.ndarray
+    false_positive: np.ndarray
+    best_iou: np.ndarray
+    positives: int
+
+
 def resolve_settings(preset=None, metric=None, iou_threshold=None, comparison=None, difficult=None):
     """Settings from an optional preset, explicit arguments winning. Returns a dict."""
     if preset is not None and preset not in PRESETS:
@@ -465,8 +487,10 @@ def _best_ground_truth(det_image, det_polys, gt_image, gt_polys, num_images, thr
     return best_iou, best_gt
 
 
-def _rank_and_match(det_image, det_scores, det_polys, gt, class_index, settings):
-    """Devkit-order TP/FP flags of one class. Returns (tp [D], fp [D], num_positives, scores)."""
+def _rank_and_match(det_image, det_scores, det_polys, gt, class_index, settings, exact_from=None):
+    """Devkit-order matching of one class: a `RankedClass` (without image ids), its detections
+    in rank order. exact_from: the IoU from which `best_iou` must be exact (default: the match
+    threshold; the matching itself only needs IoUs at or above it)."""
     order = np.argsort(-det_scores)  # the devkit's call: its tie order, not a stable sort
     det_image, det_polys, det_scores = det_image[order], det_polys[order], det_scores[order]
     in_class = np.flatnonzero(gt.classes == class_index)
@@ -479,7 +503,8 @@ def _rank_and_match(det_image, det_scores, det_polys, gt, class_index, settings)
     num_positives = int(np.count_nonzero(~gt_difficult))
 
     threshold = settings["iou_threshold"]
-    best_iou, best_gt = _best_ground_truth(det_image, det_polys, gt_image, gt_polys, len(gt.image_ids), threshold)
+    exact = threshold if exact_from is None else min(float(exact_from), threshold)
+    best_iou, best_gt = _best_ground_truth(det_image, det_polys, gt_image, gt_polys, len(gt.image_ids), exact)
     matched = best_iou > threshold if settings["comparison"] == ">" else best_iou >= threshold
     hits_difficult = np.zeros(len(det_image), bool)
     hits_difficult[matched] = gt_difficult[best_gt[matched]]
@@ -489,7 +514,34 @@ def _rank_and_match(det_image, det_scores, det_polys, gt, class_index, settings)
     _, first_claim = np.unique(best_gt[claims], return_index=True)
     tp[claims[first_claim]] = 1.0
     fp = np.where(hits_difficult, 0.0, 1.0 - tp)
-    return tp, fp, num_positives, det_scores
+    return RankedClass(
+        image_ids=det_image,
+        scores=det_scores,
+        polygons=det_polys,
+        true_positive=tp.astype(bool),
+        false_positive=fp.astype(bool),
+        best_iou=best_iou,
+        positives=num_positives,
+    )
+
+
+def ranked_matches(detections, ground_truths, class_names, *, exact_from=None, preset=None, **settings):
+    """Each class's detections in the devkit's rank order with their matching: dict class name
+    -> `RankedClass` (image_ids as the ground truth's ids). Arguments as in
+    `evaluate_detections` (`iou_threshold`, `comparison`, `difficult`, `preset`); exact_from: see
+    `RankedClass.best_iou`. The TP / FP flags are the ones every AP here is computed from."""
+    base = resolve_settings(
+        preset, None, settings.get("iou_threshold"), settings.get("comparison"), settings.get("difficult")
+    )
+    class_names, gt, _, detections, keys = prepare_scoring_inputs(ground_truths, detections, class_names)
+    ranked = {}
+    for class_index, name in enumerate(class_names):
+        entries = detections[keys[name]] if name in keys else []
+        det_image, det_scores, det_polys = _prepare_detections(entries, name, gt.image_index)
+        matches = _rank_and_match(det_image, det_scores, det_polys, gt, class_index, base, exact_from)
+        ids = np.asarray(gt.image_ids, dtype=object)
+        ranked[name] = dataclasses.replace(matches, image_ids=list(ids[matches.image_ids]))
+    return ranked
 
 
 def _pr_curve(tp, fp, num_positives):
@@ -561,8 +613,9 @@ def evaluate_all_metrics(
     for class_index, name in enumerate(class_names):
         entries = detections[keys[name]] if name in keys else []
         det_image, det_scores, det_polys = _prepare_detections(entries, name, gt.image_index)
-        tp, fp, positives, _ = _rank_and_match(det_image, det_scores, det_polys, gt, class_index, base)
-        recall, precision = _pr_curve(tp, fp, positives)
+        matches = _rank_and_match(det_image, det_scores, det_polys, gt, class_index, base)
+        tp, fp, positives = matches.true_positive, matches.false_positive, matches.positives
+        recall, precision = _pr_curve(tp.astype(np.float64), fp.astype(np.float64), positives)
         num_gt[name] = positives
         num_det[name] = len(det_image)
         curves[name] = (recall, precision)

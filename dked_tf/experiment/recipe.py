@@ -48,6 +48,7 @@ from dked_tf.data.dota import write_task1
 from dked_tf.errors import EXIT_USER_ERROR, USER_ERRORS, error_line
 from dked_tf.evaluation.box_errors import box_errors
 from dked_tf.evaluation.diagnostics import localisation_diagnostics
+from dked_tf.evaluation.top_ranked import ranked_false_positives, top_ranked
 from dked_tf.experiment.callbacks import DRAWN_SCORE
 from dked_tf.experiment.data import describe_object_scale, load_records, prepare_records, resolve_input
 from dked_tf.experiment.evaluate import detect_scenes, evaluate_map, measure_latency_ms, score_detections
@@ -73,6 +74,10 @@ STAGES = ("teacher", "student", "dked", "evaluate", "export", "report")
 SEED_STAGES = (("student", "student"), ("dked", "student_dked"))
 # export/: what the export stage made, and from what (`Recipe.export_student`)
 EXPORTED_FILE = "exported.json"
+# what checkpoint_evaluation computes for every model (a kept evaluation.json without one is redone)
+EVALUATION_FIGURES = ("map07", "map12", "per_class07", "localisation", "box_errors", "top_ranked")
+# highest-scored false positives drawn per table model (detections/<key>_top_false_positives.png)
+DRAWN_FALSE_POSITIVES = 12
 
 
 class Recipe:
@@ -319,6 +324,8 @@ class Recipe:
         drawn = self.is_table_row(key, tag)
         name = key if tag is None else f"{key} (seed {tag})"
         cached = _kept_record(path, inputs)
+        if cached is not None and set(EVALUATION_FIGURES) - set(cached["entry"]):
+            cached = None  # kept by an older version, without some of today's figures
         if cached is not None and (cached.get("drawn") or not drawn):
             self.log(f"evaluate: {name}: figures of {path}")
             return cached["entry"]
@@ -337,6 +344,7 @@ class Recipe:
             "num_det": metrics["num_det"],
             "localisation": localisation,
             "box_errors": box_errors(detections, self.eval_records(), self.class_names),
+            "top_ranked": top_ranked(detections, self.eval_records(), self.class_names),
             "files": self.pictures(key, evals, detections) if drawn else {},
         }
         write_json(path, {"inputs": inputs, "drawn": drawn, "entry": entry})
@@ -376,6 +384,7 @@ class Recipe:
                 seeds.setdefault(str(seed), {})[key] = {
                     **{k: entry[k] for k in ("map07", "map12", "train_seconds")},
                     "quality_median": entry["localisation"]["quality_median"],
+                    "first_true_positive_rank": entry["top_ranked"]["first_true_positive_rank"],
                 }
             if self.is_table_row(key, seed):
                 model, _ = load_detector(folder)
@@ -422,12 +431,28 @@ class Recipe:
         return {}
 
     def draw(self, key, detections):
+        """detections/<key>/<image id>.png: the first test images with ground truth and detections;
+        detections/<key>_top_false_positives.png: the highest-scored false positives, cropped."""
         folder = os.path.join(self.out, "detections", key)
         os.makedirs(folder, exist_ok=True)
         for record in self.eval_records()[: self.cfg.num_drawn_images]:
             drawn = visualize.draw_record(record, detections, DRAWN_SCORE)
             if drawn is not None:
                 visualize.save_image(os.path.join(folder, f"{record.image_id}.png"), drawn)
+        misses = ranked_false_positives(detections, self.eval_records(), self.class_names, count=DRAWN_FALSE_POSITIVES)
+        several = len(self.class_names) > 1
+        entries = [
+            (
+                miss["image_id"],
+                miss["polygon"],
+                f"#{miss['rank']}{' ' + miss['class'] if several else ''} {miss['score']:.2f} "
+                f"{miss['outcome'].replace('_', ' ')} IoU {miss['iou']:.2f}",
+            )
+            for miss in misses
+        ]
+        sheet = visualize.detection_sheet(self.eval_records(), entries)
+        if sheet is not None:
+            visualize.save_image(os.path.join(self.out, "detections", f"{key}_top_false_positives.png"), sheet)
 
     # ------------------------------------------------------------------ export
 
