@@ -19,11 +19,14 @@ file, is one line there, `dked_tf.errors`, instead of a traceback).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Callable
@@ -113,12 +116,37 @@ def _last_lines(path, count=25):
     return "\n".join(lines[-count:])
 
 
+# exit status of a process stopped by SIGTERM (128 + the signal's number), as the shell reports it
+SIGTERM_EXIT = 128 + signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While inside, SIGTERM to this process raises SystemExit(SIGTERM_EXIT) instead of ending it
+    at once, so that `finally` blocks run (and stop the child processes). Only in the main thread
+    (Python delivers signals there); elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(SIGTERM_EXIT)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_jobs(jobs, *, parallel, echo=print, poll_seconds=1.0, cores=None):
     """Runs `jobs` (list of Job), at most `parallel` at a time, each in a spawned process with
     `threads_per_job(parallel, cores)` TensorFlow threads. Blocks until all have finished.
 
     Raises JobError (naming the job, its exit code and log, with the log's last lines) when a
-    job fails; the jobs still running are stopped. Ctrl-C stops them too.
+    job fails; the jobs still running are stopped. Ctrl-C stops them too, and so does SIGTERM to
+    this process (`kill PID`), which then exits with SIGTERM_EXIT: no job is left running
+    without the process that started it.
     """
     jobs = list(jobs)
     for job in jobs:
@@ -129,40 +157,41 @@ def run_jobs(jobs, *, parallel, echo=print, poll_seconds=1.0, cores=None):
     context = multiprocessing.get_context("spawn")
     pending = list(jobs)
     running = []  # (job, process, tail)
-    try:
-        while pending or running:
-            while pending and len(running) < max(1, int(parallel)):
-                job = pending.pop(0)
-                tail = _Tail(job.log_path)
-                process = context.Process(
-                    target=_child,
-                    args=(job.function, tuple(job.args), threads, job.log_path),
-                    name=job.label,
-                    daemon=False,
-                )
-                process.start()
-                echo(f"{job.label} | started (pid {process.pid}, {threads} thread(s)); log: {job.log_path}")
-                running.append((job, process, tail))
-            time.sleep(poll_seconds)
-            for entry in list(running):
-                job, process, tail = entry
-                finished = not process.is_alive()
-                for line in tail.lines():
-                    if ECHOED.match(line.strip()):
-                        echo(f"{job.label} | {line.strip()}")
-                if not finished:
-                    continue
-                process.join()
-                running.remove(entry)
-                if process.exitcode != 0:
-                    raise JobError(
-                        f"{job.label} failed (exit code {process.exitcode}); log {job.log_path}; "
-                        f"its last lines:\n{_last_lines(job.log_path)}"
+    with _sigterm_raises():
+        try:
+            while pending or running:
+                while pending and len(running) < max(1, int(parallel)):
+                    job = pending.pop(0)
+                    tail = _Tail(job.log_path)
+                    process = context.Process(
+                        target=_child,
+                        args=(job.function, tuple(job.args), threads, job.log_path),
+                        name=job.label,
+                        daemon=False,
                     )
-                echo(f"{job.label} | finished")
-    finally:
-        for _, process, _ in running:
-            if process.is_alive():
-                process.terminate()
-        for _, process, _ in running:
-            process.join(timeout=10)
+                    process.start()
+                    echo(f"{job.label} | started (pid {process.pid}, {threads} thread(s)); log: {job.log_path}")
+                    running.append((job, process, tail))
+                time.sleep(poll_seconds)
+                for entry in list(running):
+                    job, process, tail = entry
+                    finished = not process.is_alive()
+                    for line in tail.lines():
+                        if ECHOED.match(line.strip()):
+                            echo(f"{job.label} | {line.strip()}")
+                    if not finished:
+                        continue
+                    process.join()
+                    running.remove(entry)
+                    if process.exitcode != 0:
+                        raise JobError(
+                            f"{job.label} failed (exit code {process.exitcode}); log {job.log_path}; "
+                            f"its last lines:\n{_last_lines(job.log_path)}"
+                        )
+                    echo(f"{job.label} | finished")
+        finally:
+            for _, process, _ in running:
+                if process.is_alive():
+                    process.terminate()
+            for _, process, _ in running:
+                process.join(timeout=10)

@@ -1,5 +1,8 @@
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -114,3 +117,40 @@ def test_a_job_that_fails_on_a_user_error_logs_one_line(tmp_path):
         jobs.run_jobs([jobs.Job("seed 0", _user_error_job, ("cfg.yaml",), log)], parallel=1, echo=lambda line: None)
     text = open(log).read()
     assert "error: cfg.yaml: something is wrong" in text and "Traceback" not in text
+
+
+def _sleep_with_pid(seconds, path):
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        handle.write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(seconds)
+
+
+def test_sigterm_to_the_parent_stops_its_jobs(tmp_path):
+    """`kill PID` of a recipe leaves no training running on: the parent exits with 143 after
+    stopping its job processes."""
+    marker = str(tmp_path / "child.pid")
+    script = (
+        "import sys; sys.path.insert(0, {tests!r})\n"
+        "from test_jobs import _sleep_with_pid\n"
+        "from dked_tf import jobs\n"
+        "jobs.run_jobs([jobs.Job('sleeper', _sleep_with_pid, (120, {marker!r}), {log!r})], parallel=1)\n"
+    ).format(tests=os.path.dirname(__file__), marker=marker, log=str(tmp_path / "sleeper.log"))
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 120
+    while not os.path.exists(marker) and time.monotonic() < deadline and parent.poll() is None:
+        time.sleep(0.1)
+    assert os.path.exists(marker), "the job did not start"
+    child = int(open(marker, encoding="utf-8").read())
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == jobs.SIGTERM_EXIT
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError(f"job process {child} still runs after its parent was stopped")
