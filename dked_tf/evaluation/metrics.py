@@ -525,22 +525,30 @@ def _rank_and_match(det_image, det_scores, det_polys, gt, class_index, settings,
     )
 
 
-def ranked_matches(detections, ground_truths, class_names, *, exact_from=None, preset=None, **settings):
+def ranked_matches(
+    detections,
+    ground_truths,
+    class_names,
+    *,
+    exact_from=None,
+    iou_threshold=None,
+    comparison=None,
+    difficult=None,
+    preset=None,
+):
     """Each class's detections in the devkit's rank order with their matching: dict class name
     -> `RankedClass` (image_ids as the ground truth's ids). Arguments as in
-    `evaluate_detections` (`iou_threshold`, `comparison`, `difficult`, `preset`); exact_from: see
-    `RankedClass.best_iou`. The TP / FP flags are the ones every AP here is computed from."""
-    base = resolve_settings(
-        preset, None, settings.get("iou_threshold"), settings.get("comparison"), settings.get("difficult")
-    )
+    `evaluate_detections`; exact_from: see `RankedClass.best_iou`. The TP / FP flags are the
+    ones every AP here is computed from."""
+    base = resolve_settings(preset, None, iou_threshold, comparison, difficult)
     class_names, gt, _, detections, keys = prepare_scoring_inputs(ground_truths, detections, class_names)
+    image_ids = np.asarray(gt.image_ids, dtype=object)
     ranked = {}
     for class_index, name in enumerate(class_names):
         entries = detections[keys[name]] if name in keys else []
         det_image, det_scores, det_polys = _prepare_detections(entries, name, gt.image_index)
         matches = _rank_and_match(det_image, det_scores, det_polys, gt, class_index, base, exact_from)
-        ids = np.asarray(gt.image_ids, dtype=object)
-        ranked[name] = dataclasses.replace(matches, image_ids=list(ids[matches.image_ids]))
+        ranked[name] = dataclasses.replace(matches, image_ids=list(image_ids[matches.image_ids]))
     return ranked
 
 

@@ -48,10 +48,11 @@ def top_ranked(
     detections: class name -> [(image_id, score, polygon [8])] in image pixels; records:
     `data.records.ImageRecord`s (or the ground-truth dict `metrics.evaluate_detections` takes);
     class_names: the evaluated classes; pass_iou / comparison / difficult: the VOC match rule
-    (`metrics.evaluate_detections`). count: how many of each
-    class's top detections to classify (None: its number of ground truths that count).
-    Returns {"ranked": N, <outcome>: fraction of N for each of OUTCOMES, "precision_at":
-    {rank: mean precision}, "first_true_positive_rank": {class: rank (1-based) or None}}.
+    (`metrics.evaluate_detections`). count: how many of each class's top detections to classify
+    (None: its number of ground truths that count).
+    Returns {"ranked": N, <outcome>: fraction of N (None when N is 0) for each of OUTCOMES,
+    "precision_at": {str(rank): mean precision}, "first_true_positive_rank": {class: rank
+    (1-based) or None}}.
     """
     ranked = ranked_matches(
         detections,
@@ -75,8 +76,10 @@ def top_ranked(
         for outcome in flags[:keep]:
             totals[outcome] += 1
         for rank in PRECISION_RANKS:
-            hits, misses = np.sum(matches.true_positive[:rank]), np.sum(matches.false_positive[:rank])
-            precision[rank].append(float(hits / (hits + misses)) if hits + misses else 0.0)
+            true_count = np.sum(matches.true_positive[:rank])
+            false_count = np.sum(matches.false_positive[:rank])
+            counted = true_count + false_count
+            precision[rank].append(float(true_count / counted) if counted else 0.0)
     total = sum(totals.values())
     return {
         "ranked": total,
