@@ -135,6 +135,12 @@ def draw_detections_vs_gt(
     )
 
 
+def _read_rgb(path):
+    """The image at `path` as uint8 [H, W, 3] RGB, or None when OpenCV cannot read it."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def draw_record(record, detections, min_score):
     """A record's image (RGB uint8 [H, W, 3]) with its ground truth and its detections of score
     >= min_score drawn, or None when the image cannot be read.
@@ -142,10 +148,9 @@ def draw_record(record, detections, min_score):
     record: anything with image_path, image_id and polygons [G, 8] (`data.records.ImageRecord`);
     detections: class name -> [(image_id, score, polygon [8])] in image pixels.
     """
-    image = cv2.imread(record.image_path, cv2.IMREAD_COLOR)
+    image = _read_rgb(record.image_path)
     if image is None:
         return None
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     polys, scores, labels = [], [], []
     for name, entries in detections.items():
         for image_id, score, poly in entries:
@@ -175,11 +180,10 @@ def detection_sheet(records, entries, columns=6, tile=192, min_crop=96):
     for index, (image_id, polygon, caption) in enumerate(entries):
         polygon = _check_polygons(polygon, "polygon")[0]
         record = by_id.get(image_id)
-        image = None if record is None else cv2.imread(record.image_path, cv2.IMREAD_COLOR)
+        image = None if record is None else _read_rgb(record.image_path)
         if image is None:
             crop = np.full((tile, tile, 3), 96, np.uint8)
         else:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
             image = draw_detections_vs_gt(image, record.polygons, polygon[None], thickness=1)
             xs, ys = polygon[0::2], polygon[1::2]
             side = max(float(min_crop), 1.5 * float(max(np.ptp(xs), np.ptp(ys))))

@@ -27,6 +27,19 @@ OUTCOMES = ("true_positive", "duplicate", "near_miss", "background", "difficult"
 PRECISION_RANKS = (1, 5, 10, 20, 50, 100)
 
 
+def _ranked(detections, records, class_names, found_iou, pass_iou, comparison, difficult):
+    """`metrics.ranked_matches` with IoUs exact from `found_iou` and the given match rule."""
+    return ranked_matches(
+        detections,
+        records,
+        list(class_names),
+        exact_from=found_iou,
+        iou_threshold=pass_iou,
+        comparison=comparison,
+        difficult=difficult,
+    )
+
+
 def outcomes(ranked, found_iou=0.1, pass_iou=0.5, comparison=">"):
     """Outcome name of each detection of one `metrics.RankedClass` (matched at IoU `comparison`
     `pass_iou`), in rank order: object array [D] of OUTCOMES."""
@@ -54,15 +67,7 @@ def top_ranked(
     "precision_at": {str(rank): mean precision}, "first_true_positive_rank": {class: rank
     (1-based) or None}}.
     """
-    ranked = ranked_matches(
-        detections,
-        records,
-        list(class_names),
-        exact_from=found_iou,
-        iou_threshold=pass_iou,
-        comparison=comparison,
-        difficult=difficult,
-    )
+    ranked = _ranked(detections, records, class_names, found_iou, pass_iou, comparison, difficult)
     totals = dict.fromkeys(OUTCOMES, 0)
     precision = {rank: [] for rank in PRECISION_RANKS}
     first = {}
@@ -115,14 +120,17 @@ def describe(figures):
     )
 
 
-def ranked_false_positives(detections, records, class_names, count=12, found_iou=0.1, pass_iou=0.5):
+def ranked_false_positives(
+    detections, records, class_names, count=12, found_iou=0.1, pass_iou=0.5, comparison=">", difficult="ignore"
+):
     """The `count` highest-scored false positives over all classes (what costs the top of the
     ranking), highest score first: [{"class", "rank" (1-based, within its class), "image_id",
-    "score", "polygon" [8], "outcome" ("duplicate", "near_miss" or "background"), "iou"}]."""
-    ranked = ranked_matches(detections, records, list(class_names), exact_from=found_iou, iou_threshold=pass_iou)
+    "score", "polygon" [8], "outcome" ("duplicate", "near_miss" or "background"), "iou"}].
+    Arguments as in `top_ranked`."""
+    ranked = _ranked(detections, records, class_names, found_iou, pass_iou, comparison, difficult)
     found = []
     for name, matches in ranked.items():
-        flags = outcomes(matches, found_iou, pass_iou)
+        flags = outcomes(matches, found_iou, pass_iou, comparison)
         for index in np.flatnonzero(matches.false_positive):
             iou = float(matches.best_iou[index])
             found.append(

@@ -74,8 +74,8 @@ def _quality(entry):
 
 
 def _first_hit(entry):
-    """The rank of the first true positive of a seed entry as text, per class ('-' for none or older
-    results)."""
+    """The rank of the first true positive as text, per class ('-' for none or older results), of a
+    seed entry or a `top_ranked` result (both keep `first_true_positive_rank`)."""
     ranks = entry.get("first_true_positive_rank") or {}
     return ", ".join("-" if rank is None else str(rank) for rank in ranks.values()) or "-"
 
@@ -127,12 +127,11 @@ def _top_ranked_lines(models, labels):
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key, t in rows:
-        first = ", ".join("-" if rank is None else str(rank) for rank in t["first_true_positive_rank"].values())
         precision = t["precision_at"]
         lines.append(
-            f"| {labels[key]} | {first} | {precision['1']:.2f} | {precision['10']:.2f} | {precision['100']:.2f} | "
-            f"{t['ranked']} | {t['true_positive']:.2f} | {t['duplicate']:.2f} | {t['near_miss']:.2f} | "
-            f"{t['background']:.2f} |"
+            f"| {labels[key]} | {_first_hit(t)} | {precision['1']:.2f} | {precision['10']:.2f} | "
+            f"{precision['100']:.2f} | {t['ranked']} | {t['true_positive']:.2f} | {t['duplicate']:.2f} | "
+            f"{t['near_miss']:.2f} | {t['background']:.2f} |"
         )
     return lines + [""]
 
